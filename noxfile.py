@@ -1,0 +1,111 @@
+"""Every command a learner, instructor or maintainer runs.
+
+    nox -s grade                      grade exercises/ (the stubs you fill in): the scoreboard
+    nox -s grade -- 01 layernorm      grade some exercises, by id or slug
+    nox -s grade -- --impl solutions  grade another tree: solutions, or any PATH with the same modules
+    nox -s grade -- --report r.json   also write Gradescope's results.json
+    nox -s tests                      the project's own test suite (what CI runs)
+    nox -s stubs                      rewrite exercises/ from the markers in solutions/
+    nox -s reference                  rewrite reference/ from the oracles
+
+All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
+remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
+machine when pip's find-links has one (a CPU build, say), else from the package index; set
+KATA_TORCH (e.g. KATA_TORCH="torch==2.5.1") to choose it yourself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+ENV = ROOT / ".nox" / "kata"
+PYPROJECT = ROOT / "pyproject.toml"
+
+nox.options.sessions = ["grade"]
+nox.options.default_venv_backend = "none"
+
+
+def _python(env: Path) -> Path:
+    return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
+    """The shared environment's python, made or updated only when needed."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        deps += project["optional-dependencies"][extra]
+    torch_spec = os.environ.get("KATA_TORCH") or next(d for d in deps if d.startswith("torch"))
+    py = _python(ENV)
+    stamp_file = ENV / "kata-env.json"
+    stamp = {"python": list(sys.version_info[:2]), "deps": sorted(deps), "torch": torch_spec}
+    try:
+        have = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        have = {}
+    if py.exists() and have.get("python") == stamp["python"] and have.get("torch") == torch_spec and set(stamp["deps"]) <= set(have.get("deps", [])):
+        return str(py)
+    if sys.version_info < (3, 11):
+        session.error(f"Python 3.11 or newer is needed; nox runs on {sys.version.split()[0]} (try `pipx install nox --python python3.11`)")
+    if not py.exists() or have.get("python") != stamp["python"]:
+        session.log(f"making the shared environment {ENV.relative_to(ROOT)} (once)")
+        session.run(sys.executable, "-m", "venv", "--clear", str(ENV))
+    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # Prefer a torch wheel that is already on this machine (pip's find-links), so that a CPU-only
+    # machine does not download a multi-GB CUDA build; fall back to the index when there is none.
+    code = session.run(*pip, "--no-index", "--no-deps", torch_spec, success_codes=[0, 1], silent=True)
+    if code is not True and code != 0:
+        session.log(f"no local wheel for {torch_spec}: installing it from the package index")
+    session.run(*pip, torch_spec, *[d for d in deps if not d.startswith("torch")])
+    stamp["deps"] = sorted(set(stamp["deps"]) | set(have.get("deps", [])) if have.get("torch") == torch_spec else stamp["deps"])
+    stamp_file.write_text(json.dumps(stamp, indent=1))
+    return str(py)
+
+
+def _exercise_args(posargs: list[str]) -> list[str]:
+    """`nox -s grade -- 01 layernorm --impl solutions`: bare words are exercises, the rest pytest's."""
+    out: list[str] = []
+    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "-k", "-m", "-p"}
+    prev = None
+    for arg in posargs:
+        if not arg.startswith("-") and prev not in takes_value:
+            out += ["--exercise", arg]
+        else:
+            out.append(arg)
+        prev = arg
+    return out
+
+
+@nox.session
+def grade(session: nox.Session) -> None:
+    """Grade a tree (exercises/ by default) and print the scoreboard; exit 0 only if all pass."""
+    py = kata_env(session)
+    session.run(py, "-m", "pytest", "--grade", "-q", *_exercise_args(session.posargs), external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
+    py = kata_env(session)
+    session.run(py, "-m", "pytest", "--impl", "solutions", *session.posargs, external=True)
+
+
+@nox.session
+def stubs(session: nox.Session) -> None:
+    """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError)."""
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "stubs.py"), *session.posargs, external=True)
+
+
+@nox.session
+def reference(session: nox.Session) -> None:
+    """Rewrite the reference outputs in reference/ from the oracles (PyTorch's built-ins)."""
+    py = kata_env(session)
+    session.run(py, str(ROOT / "reference" / "generate.py"), *session.posargs, external=True)

@@ -1,0 +1,101 @@
+"""Comparisons that say what is wrong: which output, where, by how much, and which known
+mistake the numbers fit.
+
+``assert_close(actual, expected, name, mistakes=...)`` raises ``Mismatch``. ``mistakes`` is a list
+of ``Mistake``: a wrong variant's output on the same inputs; when the learner's output matches
+it, the message names the mistake and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .failures import Mismatch
+
+
+@dataclass
+class Mistake:
+    name: str
+    fix: str
+    output: torch.Tensor | Callable[[], torch.Tensor]
+
+    def matches(self, actual: torch.Tensor, rtol: float, atol: float) -> bool:
+        out = self.output() if callable(self.output) else self.output
+        if out.shape != actual.shape:
+            return False
+        out, act = out.double(), actual.double()
+        same_nan = torch.isnan(out) == torch.isnan(act)
+        if not bool(same_nan.all()):
+            return False
+        keep = ~torch.isnan(out)
+        return bool(torch.allclose(act[keep], out[keep], rtol=rtol, atol=atol))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    name: str,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    check_dtype: bool = True,
+    oracle: str = "the reference",
+    mistakes: list[Mistake] | None = None,
+    context: str = "",
+) -> None:
+    """Raise ``Mismatch`` unless ``actual`` equals ``expected`` within ``atol + rtol * |expected|``."""
+    suffix = f"\n{context}" if context else ""
+    if actual.shape != expected.shape:
+        raise Mismatch(
+            f"{name} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)} (as {oracle} returns){suffix}"
+        )
+    if check_dtype and actual.dtype != expected.dtype:
+        raise Mismatch(f"{name} has dtype {actual.dtype}, expected {expected.dtype}: keep the input's dtype{suffix}")
+    act, exp = actual.double(), expected.double()
+    bad_nan = torch.isnan(act) & ~torch.isnan(exp)
+    bad_inf = torch.isinf(act) & ~torch.isinf(exp)
+    if bool(bad_nan.any() | bad_inf.any()):
+        where = (bad_nan | bad_inf).nonzero()[0].tolist()
+        kind = "NaN" if bool(bad_nan.any()) else "inf"
+        count = int((bad_nan | bad_inf).sum())
+        hint = ""
+        for m in mistakes or []:
+            if m.matches(actual, rtol, atol):
+                hint = f"\nThis looks like: {m.name}. {m.fix}"
+                break
+        raise Mismatch(
+            f"{name} has {count} {kind} value(s) where {oracle} is finite, the first at index {tuple(where)}; "
+            f"expected {_fmt(float(exp[tuple(where)]))}{hint}{suffix}"
+        )
+    both_nan = torch.isnan(act) & torch.isnan(exp)
+    diff = (act - exp).abs().masked_fill(both_nan, 0.0)
+    same_inf = torch.isinf(act) & torch.isinf(exp) & (act == exp)
+    diff = diff.masked_fill(same_inf, 0.0)
+    limit = atol + rtol * exp.abs().masked_fill(torch.isinf(exp), 0.0)
+    wrong = diff > limit
+    if not bool(wrong.any()):
+        return
+    worst = tuple(int(i) for i in torch.unravel_index(torch.argmax(diff.masked_fill(~wrong, -1.0)), diff.shape))
+    count, total = int(wrong.sum()), wrong.numel()
+    message = (
+        f"{name} differs from {oracle} at {count} of {total} elements ({100.0 * count / total:.3g}%); "
+        f"the largest difference is at index {worst}: got {_fmt(float(act[worst]))}, "
+        f"expected {_fmt(float(exp[worst]))} (tolerance: atol={atol:g}, rtol={rtol:g})"
+    )
+    for m in mistakes or []:
+        if m.matches(actual, max(rtol, 1e-3), max(atol, 1e-4)):
+            message += f"\nThis looks like: {m.name}. {m.fix}"
+            break
+    raise Mismatch(message + suffix)
+
+
+def assert_true(condition: bool, message: str) -> None:
+    if not condition:
+        raise Mismatch(message)

@@ -1,0 +1,179 @@
+"""The seam between graded tests and the tree under test.
+
+A test calls ``impl.call("attention.softmax", x, dim=-1)`` or ``impl.module("layers.LayerNorm",
+...)`` with tensors it built; the call runs in the worker (or in-process with ``--in-process``)
+and returns a ``Result`` of plain tensors. Failures arrive as the exceptions in ``failures``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from . import probes
+from .failures import ImportFailure, LearnerError, Lost, NotStarted
+from .manifest import Exercise
+from .runner import Runner, WorkerLost
+
+
+class Backend(Protocol):
+    def probe(self, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]: ...
+
+
+class WorkerBackend:
+    def __init__(self, tree: Path, echo: bool = False):
+        self.runner = Runner(tree, echo)
+
+    def probe(self, header, arrays, timeout):
+        return self.runner.probe(header, arrays, timeout)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class InProcessBackend:
+    """Runs probes in the test process, so ``breakpoint()`` and pdb work. Not a valid grade."""
+
+    def __init__(self, tree: Path):
+        self.tree = probes.Tree(tree)
+
+    def probe(self, header, arrays, timeout):
+        reply, out = probes.run(self.tree, header, arrays, header.get("rules", {}))
+        return reply, out, ""
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Result:
+    out: torch.Tensor
+    grads: dict[Any, torch.Tensor] = field(default_factory=dict)
+    param_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    initial: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: str = ""  # what the learner's code printed
+
+    def grad(self, key: Any) -> torch.Tensor:
+        return self.grads[key]
+
+
+_RAISE = {"not_started": NotStarted, "import": ImportFailure}
+
+
+class Impl:
+    def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None):
+        self.backend, self.exercise, self.lost = backend, exercise, lost
+        self.timeout = timeout or exercise.timeout
+        self.printed: list[str] = []  # what the learner's code printed during this test
+
+    def _send(self, spec: dict, tensors: dict[str, torch.Tensor]) -> Result:
+        if self.exercise.id in self.lost:
+            raise Lost(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
+        arrays, names = [], {}
+        for name, t in tensors.items():
+            arr, dtype = probes.to_array(t)
+            names[name] = [len(arrays), dtype]
+            arrays.append(arr)
+        header = {
+            "op": "probe",
+            "exercise": self.exercise.id,
+            "rules": {"forbidden": list(self.exercise.forbidden), "forbidden_kernels": list(self.exercise.forbidden_kernels)},
+            "tensors": names,
+            **spec,
+        }
+        try:
+            reply, out, printed = self.backend.probe(header, arrays, self.timeout)
+            if printed.strip():
+                self.printed.append(printed)
+        except WorkerLost as e:
+            self.lost[self.exercise.id] = e.reason
+            if e.output.strip():
+                self.printed.append(e.output)
+            raise Lost(e.reason) from None
+        if reply.get("status") == "ok":
+            try:
+                result = probes.unpack(reply["result"], out)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise LearnerError(f"the worker's reply could not be read ({e})") from None
+            return Result(
+                out=result["out"],
+                grads={_key(k): v for k, v in result.get("grads", {}).items()},
+                param_grads=result.get("param_grads", {}),
+                initial=result.get("initial", {}),
+                output=printed,
+            )
+        cls = _RAISE.get(reply.get("kind"), LearnerError)
+        raise cls(str(reply.get("message", "")), str(reply.get("details", "")))
+
+    def call(self, target: str, *args: Any, grad_output: torch.Tensor | None = None, grad_wrt=(), **kwargs: Any) -> Result:
+        """Call ``module.function(*args, **kwargs)`` in the tree under test.
+
+        Tensors among the arguments are sent as arrays. With ``grad_output``, the output is
+        backpropagated and ``Result.grads[key]`` holds the gradient of each argument in
+        ``grad_wrt`` (a position for positional arguments, a name for keyword ones).
+        """
+        module, _, name = target.rpartition(".")
+        tensors: dict[str, torch.Tensor] = {}
+
+        def ref(key: Any, value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                tensors[str(key)] = value
+                return {"$t": str(key)}
+            return value
+
+        spec: dict[str, Any] = {
+            "probe": "call",
+            "module": module,
+            "target": name,
+            "args": [ref(i, a) for i, a in enumerate(args)],
+            "kwargs": {k: ref(k, v) for k, v in kwargs.items()},
+            "grad_wrt": [str(k) for k in grad_wrt],
+        }
+        if grad_output is not None:
+            tensors["$grad_output"] = grad_output
+            spec["grad_output"] = "$grad_output"
+        return self._send(spec, tensors)
+
+    def module(
+        self,
+        target: str,
+        *inputs: torch.Tensor,
+        init_args=(),
+        init_kwargs=None,
+        params: dict[str, torch.Tensor] | None = None,
+        dtype: torch.dtype | None = None,
+        train: bool = False,
+        grad_output: torch.Tensor | None = None,
+        grad_wrt=(),
+    ) -> Result:
+        """Build ``module.Class(*init_args, **init_kwargs)``, set ``params`` by attribute name,
+        cast to ``dtype``, run ``forward(*inputs)`` and, with ``grad_output``, backward.
+        ``Result.initial`` holds the parameters as built, before ``params`` were set."""
+        module, _, name = target.rpartition(".")
+        tensors = {str(i): t for i, t in enumerate(inputs)}
+        for pname, value in (params or {}).items():
+            tensors[f"$param.{pname}"] = value
+        spec: dict[str, Any] = {
+            "probe": "module",
+            "module": module,
+            "target": name,
+            "init_args": list(init_args),
+            "init_kwargs": dict(init_kwargs or {}),
+            "params": {p: f"$param.{p}" for p in (params or {})},
+            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+            "train": train,
+            "inputs": [str(i) for i in range(len(inputs))],
+            "grad_wrt": [str(k) for k in grad_wrt],
+        }
+        if grad_output is not None:
+            tensors["$grad_output"] = grad_output
+            spec["grad_output"] = "$grad_output"
+        return self._send(spec, tensors)
+
+
+def _key(k: str) -> Any:
+    return int(k) if k.isdigit() else k

@@ -1,0 +1,101 @@
+"""Reads ``tests/manifest.toml``, the source of truth for the course's exercises."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "tests" / "manifest.toml"
+DEFAULT_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str
+    slug: str
+    title: str
+    module: str
+    functions: tuple[str, ...]
+    points: float
+    depends_on: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+    forbidden_kernels: tuple[str, ...] = ()
+    hints: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.id} {self.slug}"
+
+    @property
+    def test_file(self) -> str:
+        return f"test_{self.id}_{self.slug}.py"
+
+
+class ManifestError(Exception):
+    pass
+
+
+REQUIRED = {"id": str, "slug": str, "title": str, "module": str, "functions": list, "points": (int, float)}
+
+
+def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
+    data = tomllib.loads(text)
+    exercises, seen = [], set()
+    for n, raw in enumerate(data.get("exercise", []), 1):
+        for key, kind in REQUIRED.items():
+            if not isinstance(raw.get(key), kind):
+                raise ManifestError(f"{source}: exercise #{n} needs `{key}`")
+        if not re.fullmatch(r"\d\d", raw["id"]) or not re.fullmatch(r"[a-z][a-z0-9_]*", raw["slug"]):
+            raise ManifestError(f"{source}: exercise #{n}: id must be two digits and slug lower_snake_case")
+        if raw["id"] in seen or raw["slug"] in seen:
+            raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']} is listed twice")
+        for dep in raw.get("depends_on", []):
+            if dep not in seen:
+                raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
+        seen |= {raw["id"], raw["slug"]}
+        known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "hints", "timeout"}
+        exercises.append(
+            Exercise(
+                id=raw["id"],
+                slug=raw["slug"],
+                title=raw["title"],
+                module=raw["module"],
+                functions=tuple(raw["functions"]),
+                points=float(raw["points"]),
+                depends_on=tuple(raw.get("depends_on", [])),
+                forbidden=tuple(raw.get("forbidden", [])),
+                forbidden_kernels=tuple(raw.get("forbidden_kernels", [])),
+                hints=tuple(raw.get("hints", [])),
+                timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
+                extra={k: v for k, v in raw.items() if k not in known},
+            )
+        )
+    ids = [e.id for e in exercises]
+    if ids != sorted(ids):
+        raise ManifestError(f"{source}: exercises must be listed in course order")
+    return tuple(exercises)
+
+
+@lru_cache(maxsize=None)
+def load(path: Path = MANIFEST) -> tuple[Exercise, ...]:
+    return parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def by_id() -> dict[str, Exercise]:
+    return {e.id: e for e in load()}
+
+
+def lookup(key: str) -> Exercise:
+    """An exercise by id (``01``, ``1``) or slug (``attention``)."""
+    key = key.strip().lower()
+    for e in load():
+        if key in (e.id, e.slug) or (key.isdigit() and int(key) == int(e.id)):
+            return e
+    valid = ", ".join(f"{e.id} ({e.slug})" for e in load())
+    raise KeyError(f"no exercise {key!r}; the exercises are: {valid}")

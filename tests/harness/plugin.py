@@ -1,0 +1,335 @@
+"""The pytest plugin: ``--impl``, fixtures for graded tests, the scoreboard and the report.
+
+A graded test module sets ``EXERCISE = "01"`` and takes the ``impl`` fixture. Its checks run the
+tree under test in a worker process (see ``runner``); this process never imports that tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from . import manifest
+from .failures import GradingFailure
+from .impl import Impl, InProcessBackend, WorkerBackend
+
+NAMED_TREES = ("exercises", "solutions")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("kata", "GPT kata grading")
+    g.addoption("--impl", default="exercises", help="tree under test: exercises (default), solutions, or a PATH")
+    g.addoption("--grade", action="store_true", help="graded checks only, a quiet run ending in the scoreboard")
+    g.addoption("--exercise", action="append", default=[], metavar="ID", help="grade only this exercise (id or slug); repeatable")
+    g.addoption("--report", metavar="FILE", help="write a Gradescope results.json here")
+    g.addoption("--seed", type=int, help="seed for the random inputs (printed with every scoreboard)")
+    g.addoption("--in-process", action="store_true", help="run the tree in this process (pdb works); not a valid grade")
+    g.addoption("--probe-timeout", type=float, help="seconds one probe may run (default: the manifest's, 20)")
+    g.addoption("--worker-memory", type=float, help="GiB of address space for the worker (default 16; 0: no limit)")
+
+
+def resolve_tree(value: str) -> Path:
+    path = manifest.ROOT / value if value in NAMED_TREES else Path(value).expanduser()
+    path = path.resolve()
+    if not path.is_dir():
+        raise pytest.UsageError(
+            f"--impl {value}: {path} is not a directory; expected `exercises`, `solutions` or the path to a copy of the package"
+        )
+    if not any(path.glob("*.py")):
+        raise pytest.UsageError(f"--impl {value}: {path} holds no .py files; expected a copy of the exercises package")
+    return path
+
+
+@dataclass
+class Check:
+    nodeid: str
+    name: str
+    status: str  # passed / failing / not started / error
+    message: str = ""
+
+
+@dataclass
+class Outcome:
+    exercise: manifest.Exercise
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if not self.checks:
+            return "no checks"
+        statuses = {c.status for c in self.checks}
+        if statuses == {"passed"}:
+            return "passed"
+        if "error" in statuses:
+            return "error"
+        if statuses == {"not started"}:
+            return "not started"
+        return "failing"
+
+    @property
+    def score(self) -> float:
+        if self.status in ("error", "no checks"):
+            return 0.0
+        passed = sum(c.status == "passed" for c in self.checks)
+        return round(self.exercise.points * passed / len(self.checks), 2)
+
+    @property
+    def reason(self) -> str:
+        for c in self.checks:
+            if c.status != "passed":
+                first = c.message.strip().splitlines()[0] if c.message.strip() else c.status
+                return first.removeprefix(f"exercise {self.exercise.id} ({self.exercise.slug}), ")
+        return ""
+
+
+class Kata:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        opt = config.option
+        self.tree = resolve_tree(opt.impl)
+        self.tree_label = opt.impl
+        self.in_process = opt.in_process
+        self.seed = opt.seed if opt.seed is not None else secrets.randbelow(2**31)
+        try:
+            self.selected = {manifest.lookup(x).id for arg in opt.exercise for x in arg.split(",") if x}
+        except KeyError as e:
+            raise pytest.UsageError(str(e.args[0])) from None
+        if opt.worker_memory is not None:
+            os.environ["KATA_WORKER_MEMORY_GB"] = str(opt.worker_memory)
+        self.backend = None
+        self.lost: dict[str, str] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.started = time.time()
+
+    def get_backend(self):
+        if self.backend is None:
+            if self.in_process:
+                self.backend = InProcessBackend(self.tree)
+            else:
+                echo = self.config.option.capture == "no"
+                self.backend = WorkerBackend(self.tree, echo=echo)
+        return self.backend
+
+    def graded(self) -> list[Outcome]:
+        return [self.outcomes[e.id] for e in manifest.load() if e.id in self.outcomes]
+
+
+def _kata(config: pytest.Config) -> Kata:
+    return config.stash[_KEY]
+
+
+_KEY = pytest.StashKey[Kata]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "exercise(id): a graded check of exercise `id` (set by EXERCISE = 'id')")
+    config.stash[_KEY] = Kata(config)
+    if config.option.grade:
+        config.option.tbstyle = "no"
+        config.option.reportchars = ""
+
+
+def _exercise_of(item: pytest.Item) -> manifest.Exercise | None:
+    module = getattr(item, "module", None)
+    eid = getattr(module, "EXERCISE", None)
+    if eid is None:
+        return None
+    try:
+        return manifest.lookup(eid)
+    except KeyError as e:
+        raise pytest.UsageError(f"{item.nodeid}: EXERCISE = {eid!r}: {e.args[0]}") from None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    kata = _kata(config)
+    keep, drop = [], []
+    for item in items:
+        ex = _exercise_of(item)
+        if ex is not None:
+            item.stash[_EX] = ex
+        if ex is None and (config.option.grade or kata.selected):
+            drop.append(item)
+        elif ex is not None and kata.selected and ex.id not in kata.selected:
+            drop.append(item)
+        else:
+            keep.append(item)
+            if ex is not None:
+                kata.outcomes.setdefault(ex.id, Outcome(ex))
+    for ex in manifest.load():
+        if config.option.grade and (not kata.selected or ex.id in kata.selected):
+            kata.outcomes.setdefault(ex.id, Outcome(ex))
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+_EX = pytest.StashKey[manifest.Exercise]()
+
+
+@pytest.fixture(scope="session")
+def kata(request: pytest.FixtureRequest) -> Kata:
+    k = _kata(request.config)
+    yield k
+    if k.backend is not None:
+        k.backend.close()
+
+
+@pytest.fixture
+def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
+    ex = request.node.stash.get(_EX, None)
+    if ex is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses `impl` but its module sets no EXERCISE")
+    return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout)
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest, kata: Kata) -> int:
+    """This test's seed: the run's seed mixed with the test's name, so order does not matter."""
+    return zlib.crc32(f"{kata.seed}:{request.node.nodeid}".encode()) & 0x7FFFFFFF
+
+
+@pytest.fixture
+def gen(seed: int) -> torch.Generator:
+    """A torch.Generator for fresh inputs; the run's ``--seed`` reproduces them."""
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    rep = yield
+    ex = item.stash.get(_EX, None)
+    if ex is None:
+        return rep
+    kata = _kata(item.config)
+    outcome = kata.outcomes.setdefault(ex.id, Outcome(ex))
+    name = item.name
+    if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+        if rep.passed:
+            outcome.checks.append(Check(item.nodeid, name, "passed"))
+        elif rep.skipped:
+            outcome.checks.append(Check(item.nodeid, name, "failing", "skipped: " + str(rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr)))
+        else:
+            exc = call.excinfo.value if call.excinfo else None
+            if isinstance(exc, GradingFailure):
+                impl = getattr(item, "funcargs", {}).get("impl")
+                if impl is not None and not exc.output:
+                    exc.output = "".join(impl.printed)
+                text = exc.explain()
+                outcome.checks.append(Check(item.nodeid, name, exc.status, text))
+                rep.longrepr = text
+            elif isinstance(exc, AssertionError):
+                text = str(exc) or "assertion failed"
+                outcome.checks.append(Check(item.nodeid, name, "failing", text))
+            else:
+                what = f"{type(exc).__name__}: {exc}" if exc else "error"
+                outcome.checks.append(Check(item.nodeid, name, "error", f"the check itself failed ({what}): please report this"))
+    return rep
+
+
+STATUS_MARK = {"passed": "✓", "failing": "✗", "not started": "·", "error": "!", "no checks": "?"}
+
+
+def scoreboard(kata: Kata, width: int = 100) -> str:
+    """One line per exercise in course order, the first failure reason indented below it."""
+    outcomes = kata.graded()
+    total = sum(o.score for o in outcomes)
+    possible = sum(o.exercise.points for o in outcomes)
+    tree = kata.tree_label if kata.tree_label in NAMED_TREES else str(kata.tree)
+    mode = "  (in-process debug run: not a valid grade)" if kata.in_process else ""
+    lines = [f"GPT from scratch · tree: {tree} · seed {kata.seed} (reproduce with --seed {kata.seed}){mode}", ""]
+    title_w = max([len(o.exercise.title) for o in outcomes] + [5])
+    for o in outcomes:
+        pts = f"{_num(o.score)}/{_num(o.exercise.points)}"
+        lines.append(f" {STATUS_MARK[o.status]} {o.exercise.id}  {o.exercise.title:<{title_w}}  {pts:>7}  {o.status}")
+        if o.reason:
+            reason = o.reason if len(o.reason) <= max(width - 7, 30) else o.reason[: max(width - 8, 29)] + "…"
+            lines.append(f"       {reason}")
+    lines.append("")
+    lines.append(f"   total  {' ' * title_w}  {_num(total) + '/' + _num(possible):>7}")
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    kata = _kata(config)
+    outcomes = kata.graded()
+    if not outcomes:
+        return
+    tr = terminalreporter
+    width = shutil.get_terminal_size((100, 20)).columns
+    if config.option.grade:
+        for o in outcomes:
+            failed = [c for c in o.checks if c.status in ("failing", "error")]
+            if not failed:
+                continue
+            tr.write_sep("-", f"{o.exercise.id} {o.exercise.slug}: {o.status}")
+            first = failed[0]
+            tr.write_line(f"{first.name}:")
+            tr.write_line(_indent(first.message))
+            for c in failed[1:]:
+                tr.write_line(f"{c.name}: {c.message.strip().splitlines()[0] if c.message.strip() else c.status}")
+    tr.write_sep("=", "scoreboard")
+    tr.write_line(scoreboard(kata, width))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    kata = _kata(session.config)
+    outcomes = kata.graded()
+    if session.config.option.report:
+        write_report(kata, Path(session.config.option.report))
+    if session.config.option.grade and outcomes and any(o.status != "passed" for o in outcomes):
+        if session.exitstatus == 0:
+            session.exitstatus = 1
+
+
+def write_report(kata: Kata, path: Path) -> None:
+    """Gradescope's results.json: one test per exercise, in course order."""
+    tests = []
+    for o in kata.graded():
+        lines = [f"{o.status}" + (f": {o.reason}" if o.reason else "")]
+        for c in o.checks:
+            lines.append(f"[{c.status}] {c.name}" + (f"\n{_indent(c.message)}" if c.status != "passed" and c.message else ""))
+        tests.append(
+            {
+                "name": f"{o.exercise.id} {o.exercise.slug}: {o.exercise.title}",
+                "number": o.exercise.id,
+                "score": o.score,
+                "max_score": o.exercise.points,
+                "status": "passed" if o.status == "passed" else "failed",
+                "output": "\n".join(lines),
+                "extra_data": {"kata_status": o.status, "checks": len(o.checks)},
+            }
+        )
+    report = {
+        "score": round(sum(t["score"] for t in tests), 2),
+        "max_score": sum(t["max_score"] for t in tests),
+        "execution_time": round(time.time() - kata.started, 2),
+        "output": scoreboard(kata),
+        "tests": tests,
+        "extra_data": {
+            "seed": kata.seed,
+            "tree": str(kata.tree),
+            "in_process": kata.in_process,
+            "torch": torch.__version__,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

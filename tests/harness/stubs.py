@@ -1,0 +1,142 @@
+"""Writes ``exercises/`` from ``solutions/``: one source for stubs and solutions.
+
+In ``solutions/``, the part a learner writes sits between two marker comments::
+
+    # BEGIN SOLUTION 01: subtract each slice's maximum, exponentiate, divide by the sum
+    ...the reference code...
+    # END SOLUTION
+
+``stub_source`` replaces each marked region with one line, at the marker's indentation::
+
+    raise NotImplementedError("exercise 01 (attention), softmax: subtract each slice's ...")
+
+Everything outside the markers (signatures, docstrings, imports, glue) is copied as it is.
+Run ``python tests/harness/stubs.py`` (``nox -s stubs``) to write the tree, ``--check`` to list
+what is out of date without writing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from harness import manifest
+else:
+    from . import manifest
+
+SOLUTIONS = manifest.ROOT / "solutions"
+EXERCISES = manifest.ROOT / "exercises"
+BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<id>\d\d): (?P<task>\S.*?)\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+DEF = re.compile(r"^(?P<indent>\s*)(?:async\s+)?(?P<kind>def|class)\s+(?P<name>\w+)")
+
+
+class MarkerError(Exception):
+    pass
+
+
+def _enclosing(lines: list[str], index: int, indent: int) -> str:
+    """The dotted name of the def (and class) that line ``index`` sits in."""
+    names, limit = [], indent
+    for line in reversed(lines[:index]):
+        m = DEF.match(line)
+        if m and len(m["indent"]) < limit:
+            names.append(m["name"])
+            limit = len(m["indent"])
+            if limit == 0:
+                break
+    return ".".join(reversed(names)) or "module level"
+
+
+def stub_source(source: str, filename: str = "<source>") -> str:
+    exercises = manifest.by_id()
+    lines = source.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i])
+        if END.match(lines[i]):
+            raise MarkerError(f"{filename}:{i + 1}: END SOLUTION without a BEGIN SOLUTION")
+        if "BEGIN SOLUTION" in lines[i] and not m:
+            raise MarkerError(f"{filename}:{i + 1}: write markers as `# BEGIN SOLUTION 01: the task in a few words`")
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        if m["id"] not in exercises:
+            raise MarkerError(f"{filename}:{i + 1}: exercise {m['id']} is not in the manifest")
+        start = i
+        i += 1
+        while i < len(lines) and not END.match(lines[i]):
+            if BEGIN.match(lines[i]):
+                raise MarkerError(f"{filename}:{i + 1}: BEGIN SOLUTION inside the region opened at line {start + 1}")
+            i += 1
+        if i == len(lines):
+            raise MarkerError(f"{filename}:{start + 1}: BEGIN SOLUTION is never closed by END SOLUTION")
+        ex = exercises[m["id"]]
+        where = _enclosing(lines, start, len(m["indent"]))
+        message = f"exercise {ex.id} ({ex.slug}), {where}: {m['task']}"
+        out.append(f"{m['indent']}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})\n")
+        i += 1  # past END SOLUTION
+    return "".join(out)
+
+
+def expected_tree(solutions: Path = SOLUTIONS) -> dict[str, str]:
+    """Relative path -> the text ``exercises/`` should hold."""
+    tree = {}
+    for path in sorted(solutions.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(solutions).as_posix()
+        tree[rel] = stub_source(path.read_text(encoding="utf-8"), f"solutions/{rel}")
+    return tree
+
+
+def out_of_sync(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]:
+    """What differs between ``exercises/`` and what ``write`` would produce."""
+    want = expected_tree(solutions)
+    have = {p.relative_to(exercises).as_posix() for p in exercises.rglob("*.py") if "__pycache__" not in p.parts}
+    problems = [f"{rel}: missing" for rel in sorted(set(want) - have)]
+    problems += [f"{rel}: not in solutions/" for rel in sorted(have - set(want))]
+    problems += [
+        f"{rel}: differs" for rel in sorted(set(want) & have) if (exercises / rel).read_text(encoding="utf-8") != want[rel]
+    ]
+    return problems
+
+
+def write(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]:
+    want = expected_tree(solutions)
+    changed = []
+    for rel, text in want.items():
+        target = exercises / rel
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8", newline="\n")
+            changed.append(rel)
+    for path in exercises.rglob("*.py"):
+        rel = path.relative_to(exercises).as_posix()
+        if rel not in want and "__pycache__" not in path.parts:
+            path.unlink()
+            changed.append(f"{rel} (removed)")
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        problems = out_of_sync()
+        for p in problems:
+            print(f"exercises/{p}")
+        if problems:
+            print("exercises/ is out of date: run `nox -s stubs`")
+        return 1 if problems else 0
+    changed = write()
+    print("\n".join(f"wrote exercises/{c}" for c in changed) or "exercises/ is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""Shared by the harness's own tests: copies of solutions/ with edits, and graded subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.manifest import ROOT
+
+SOLUTIONS = ROOT / "solutions"
+GRADED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_[0-9][0-9]_*.py"))
+
+
+def make_tree(tmp: Path, edits: dict[str, list[tuple[str, str]]] | None = None, name: str = "tree") -> Path:
+    """A copy of solutions/ where, in each file, ``old`` is replaced by ``new`` (which must exist)."""
+    tree = tmp / name
+    shutil.copytree(SOLUTIONS, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, pairs in (edits or {}).items():
+        path = tree / rel
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        for old, new in pairs:
+            if old:
+                assert old in text, f"{old!r} is not in {rel}"
+                text = text.replace(old, new, 1)
+            else:
+                text = new + text
+        path.write_text(text, encoding="utf-8")
+    return tree
+
+
+@dataclass
+class Graded:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict
+
+    def exercise(self, eid: str) -> dict:
+        return next(t for t in self.report["tests"] if t["number"] == eid)
+
+    def status(self, eid: str) -> str:
+        return self.exercise(eid)["extra_data"]["kata_status"]
+
+    def explain(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-3000:]}"
+
+
+def grade(tree: Path | str, tmp: Path, *args: str, timeout: float = 300) -> Graded:
+    """Run the graded checks on ``tree`` in a fresh pytest process, as ``nox -s grade`` does."""
+    report = tmp / "report.json"
+    cmd = [sys.executable, "-m", "pytest", *GRADED, "--grade", "-q", "--impl", str(tree), "--report", str(report), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return Graded(proc.returncode, proc.stdout, proc.stderr, data)

@@ -1,0 +1,231 @@
+"""Exercise 01: softmax, the causal mask and scaled dot-product attention.
+
+Oracles: ``torch.softmax`` and ``torch.nn.functional.scaled_dot_product_attention``, run here in
+the grading process on fresh random inputs; a committed snapshot (reference/01_attention.npz)
+pins the contract for fully masked rows.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.compare import Mistake, assert_close, assert_true
+from harness.reference import load_reference
+
+EXERCISE = "01"
+
+
+def shape(gen, low, high):
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+def qkv(gen, four_d=True, L=None, S=None, scale=1.0):
+    B, H, d = shape(gen, 1, 3), shape(gen, 1, 4), shape(gen, 2, 16)
+    L = L or shape(gen, 2, 9)
+    S = S or L
+    lead = (B, H) if four_d else (B,)
+    q = torch.randn(*lead, L, d, generator=gen) * scale
+    k = torch.randn(*lead, S, d, generator=gen) * scale
+    v = torch.randn(*lead, S, shape(gen, 2, 16) if not four_d else d, generator=gen)
+    return q, k, v
+
+
+def manual_attention(q, k, v, mask=None, scale=None, dim=-1):
+    """A wrong variant's output, for naming mistakes (scale, mask and softmax axis as given)."""
+    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(q.size(-1)))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.nan_to_num(torch.softmax(scores, dim=dim)) @ v
+
+
+def attention_mistakes(q, k, v, mask=None, causal=False):
+    d = q.size(-1)
+    L, S = q.size(-2), k.size(-2)
+    allowed = torch.ones(L, S, dtype=torch.bool)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & mask
+    mistakes = [
+        Mistake("no 1/sqrt(d_k) scaling", "Divide the scores q @ k^T by math.sqrt(q.size(-1)).",
+                lambda: manual_attention(q, k, v, allowed, scale=1.0)),
+        Mistake("scaling by 1/d_k instead of 1/sqrt(d_k)", "The scale is 1 / sqrt(d_k), not 1 / d_k.",
+                lambda: manual_attention(q, k, v, allowed, scale=1.0 / d)),
+        Mistake("softmax over the wrong axis", "Normalise over the keys: softmax(scores, dim=-1).",
+                lambda: manual_attention(q, k, v, allowed, dim=-2)),
+    ]
+    if causal:
+        base = mask if mask is not None else torch.ones(L, S, dtype=torch.bool)
+        mistakes += [
+            Mistake("causal mask off by one: the diagonal is masked", "Query i may attend to key i itself: keep j <= i (torch.tril with diagonal=0).",
+                    lambda: manual_attention(q, k, v, base & torch.ones(L, S, dtype=torch.bool).tril(-1))),
+            Mistake("causal mask off by one: one future key is visible", "Block every j > i: torch.tril(..., diagonal=0), not diagonal=1.",
+                    lambda: manual_attention(q, k, v, base & torch.ones(L, S, dtype=torch.bool).tril(1))),
+            Mistake("causal mask inverted: queries attend to the future", "Allowed positions are the lower triangle (j <= i), not the upper one.",
+                    lambda: manual_attention(q, k, v, base & torch.ones(L, S, dtype=torch.bool).triu())),
+            Mistake("the causal mask is not applied", "With is_causal=True, block every key j > i.",
+                    lambda: manual_attention(q, k, v, base)),
+        ]
+    if mask is not None:
+        flipped = ~mask
+        if causal:
+            flipped = flipped & torch.ones(L, S, dtype=torch.bool).tril()
+        mistakes.append(Mistake("the boolean mask is read backwards", "A bool attn_mask is True where attention is ALLOWED, as in F.scaled_dot_product_attention.",
+                                lambda: manual_attention(q, k, v, flipped)))
+    return mistakes
+
+
+SDPA = "F.scaled_dot_product_attention"
+
+# ----------------------------------------------------------------------------------- softmax
+
+
+def test_softmax_matches_torch(impl, gen):
+    ndim = shape(gen, 1, 4)
+    x = torch.randn(*[shape(gen, 1, 7) for _ in range(ndim)], generator=gen) * 3
+    dim = shape(gen, -ndim, ndim - 1)
+    got = impl.call("attention.softmax", x, dim=dim).out
+    wrong_dim = (dim + 1) % ndim
+    assert_close(got, torch.softmax(x, dim=dim), f"softmax(x, dim={dim}) for x of shape {tuple(x.shape)}",
+                 oracle="torch.softmax",
+                 mistakes=[Mistake("softmax over the wrong dimension", f"Reduce over dim={dim}, the argument given.",
+                                   lambda: torch.softmax(x, dim=wrong_dim))] if ndim > 1 else [])
+    sums = got.sum(dim=dim)
+    assert_close(sums, torch.ones_like(sums), f"the sums of softmax(x, dim={dim}) along dim {dim}", oracle="1.0", atol=1e-5)
+
+
+def test_softmax_stable_for_large_logits(impl, gen):
+    x = torch.randn(shape(gen, 2, 5), shape(gen, 3, 9), generator=gen) * 1e4
+    got = impl.call("attention.softmax", x).out
+    assert_close(got, torch.softmax(x, dim=-1), "softmax(x) for logits of magnitude 1e4", oracle="torch.softmax",
+                 mistakes=[Mistake("exp overflowed: the row maximum was not subtracted",
+                                   "exp(88.8) is already inf in float32; compute exp(x - x.max(dim, keepdim=True)).",
+                                   lambda: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True))])
+
+
+def test_softmax_all_masked_row_gives_zeros(impl, gen):
+    x = torch.randn(shape(gen, 3, 6), shape(gen, 2, 8), generator=gen)
+    row = shape(gen, 0, x.size(0) - 1)
+    x[row] = float("-inf")
+    x[(row + 1) % x.size(0), 0] = float("-inf")  # a partly masked row must still work
+    got = impl.call("attention.softmax", x).out
+    expected = torch.softmax(x, dim=-1)
+    expected[row] = 0.0  # the docstring's contract: nothing to attend to gives zeros, not NaN
+    assert_close(got, expected, f"softmax(x) where row {row} is all -inf", oracle="torch.softmax (zeros for the all -inf row)",
+                 mistakes=[Mistake("an all -inf row gives NaN", "max is -inf there, and -inf - (-inf) is NaN: replace a non-finite max by 0 and guard the division by a zero sum.",
+                                   lambda: torch.softmax(x, dim=-1))])
+
+
+# ----------------------------------------------------------------------------------- causal mask
+
+
+def test_causal_mask(impl, gen):
+    n = shape(gen, 1, 12)
+    got = impl.call("attention.causal_mask", n).out
+    expected = torch.ones(n, n).tril().bool()
+    assert_true(got.dtype == torch.bool, f"causal_mask({n}) has dtype {got.dtype}, expected torch.bool (True where attention is allowed)")
+    assert_close(got, expected, f"causal_mask({n})", oracle="the lower triangle with its diagonal",
+                 mistakes=[Mistake("the mask is inverted", "True marks allowed positions: j <= i, the lower triangle.", lambda: ~expected),
+                           Mistake("the diagonal is excluded", "Position i may attend to itself: use diagonal=0.", lambda: torch.ones(n, n).tril(-1).bool())])
+
+
+# ----------------------------------------------------------------------------------- attention
+
+
+def test_attention_3d_matches_builtin(impl, gen):
+    q, k, v = qkv(gen, four_d=False, S=shape(gen, 2, 9))
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v).out
+    assert_close(got, F.scaled_dot_product_attention(q, k, v), f"attention for 3-D q {tuple(q.shape)}, k {tuple(k.shape)}",
+                 oracle=SDPA, mistakes=attention_mistakes(q, k, v))
+
+
+def test_attention_4d_causal_matches_builtin(impl, gen):
+    q, k, v = qkv(gen)
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
+    assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), f"causal attention for 4-D q {tuple(q.shape)}",
+                 oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
+
+
+def random_bool_mask(gen, L, S):
+    mask = torch.rand(L, S, generator=gen) > 0.3
+    mask[torch.arange(L), torch.randint(0, S, (L,), generator=gen)] = True  # every query sees a key
+    return mask
+
+
+def test_attention_bool_mask(impl, gen):
+    q, k, v = qkv(gen, S=shape(gen, 2, 9))
+    mask = random_bool_mask(gen, q.size(-2), k.size(-2))
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
+    assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with a boolean attn_mask",
+                 oracle=SDPA, mistakes=attention_mistakes(q, k, v, mask=mask))
+
+
+def test_attention_additive_float_mask(impl, gen):
+    q, k, v = qkv(gen, four_d=bool(shape(gen, 0, 1)))
+    mask = torch.randn(q.size(-2), k.size(-2), generator=gen)
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
+    assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with an additive float attn_mask",
+                 oracle=SDPA,
+                 mistakes=[Mistake("the float mask was ignored", "A float attn_mask is added to the scaled scores before the softmax.",
+                                   lambda: F.scaled_dot_product_attention(q, k, v)),
+                           Mistake("the float mask was added before scaling", "Add the mask to q @ k^T / sqrt(d_k), after the scaling.",
+                                   lambda: torch.softmax((q @ k.transpose(-2, -1) + mask) / math.sqrt(q.size(-1)), -1) @ v)])
+
+
+def test_attention_causal_and_bool_mask(impl, gen):
+    q, k, v = qkv(gen)
+    L = q.size(-2)
+    mask = random_bool_mask(gen, L, L) | torch.eye(L, dtype=torch.bool)
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask, is_causal=True).out
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask & torch.ones(L, L, dtype=torch.bool).tril())
+    assert_close(got, expected, "attention with is_causal=True and a boolean attn_mask (both apply)",
+                 oracle=SDPA, mistakes=attention_mistakes(q, k, v, mask=mask, causal=True)
+                 + [Mistake("attn_mask was ignored when is_causal=True", "Apply both: the causal mask and attn_mask.",
+                            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))])
+
+
+def test_attention_gradients_match_builtin(impl, gen):
+    q, k, v = qkv(gen)
+    g = torch.randn(*q.shape[:-1], v.size(-1), generator=gen)
+    res = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True, grad_output=g, grad_wrt=(0, 1, 2))
+    qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True)
+    out.backward(g)
+    assert_close(res.out, out.detach(), "the output", oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
+    for i, name, ref in ((0, "q", qq), (1, "k", kk), (2, "v", vv)):
+        assert_close(res.grad(i), ref.grad, f"the gradient with respect to {name}", oracle=f"{SDPA}'s backward", atol=1e-4, rtol=1e-3)
+
+
+def test_attention_large_logits_stay_finite(impl, gen):
+    q, k, v = qkv(gen, scale=30.0)  # scores of magnitude ~1e4
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
+    assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), "causal attention with scores of magnitude 1e4",
+                 oracle=SDPA, atol=1e-4, rtol=1e-3)
+
+
+def test_attention_fully_masked_row_returns_zeros(impl, gen):
+    q, k, v = qkv(gen)
+    L = q.size(-2)
+    mask = random_bool_mask(gen, L, L)
+    row = shape(gen, 0, L - 1)
+    mask[row] = False
+    got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert_true(bool((expected[..., row, :] == 0).all()), "this PyTorch's F.scaled_dot_product_attention does not return zeros for a fully masked row; grade with torch >= 2.5")
+    assert_close(got, expected, f"attention where query {row} may attend to no key (the docstring: its output is zeros)",
+                 oracle=SDPA,
+                 mistakes=[Mistake("the fully masked row gives NaN", "softmax must give zeros for a row that is all -inf (see its docstring).",
+                                   lambda: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).masked_fill(~mask, float("-inf")), -1) @ v)])
+
+
+def test_attention_known_answer(impl):
+    ref = load_reference("01_attention")
+    for case in ("causal", "bool_mask", "fully_masked"):
+        t = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in ref.items() if k.startswith(case + "/")}
+        kwargs = {"is_causal": bool(t["is_causal"])}
+        if "attn_mask" in t:
+            kwargs["attn_mask"] = t["attn_mask"]
+        got = impl.call("attention.scaled_dot_product_attention", t["q"], t["k"], t["v"], **kwargs).out
+        assert_close(got, t["out"], f"attention on the committed case {case!r}", oracle="reference/01_attention.npz")

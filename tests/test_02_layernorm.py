@@ -1,0 +1,173 @@
+"""Exercise 02: LayerNorm and GELU from first principles.
+
+Oracles: ``torch.nn.functional.layer_norm`` (with autograd) and
+``torch.nn.functional.gelu(approximate="tanh")``, on fresh random inputs in float32 and bfloat16;
+a committed snapshot in reference/02_layernorm.npz.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness.compare import Mistake, assert_close, assert_true
+from harness.reference import load_reference
+
+EXERCISE = "02"
+
+BF16 = {"atol": 5e-2, "rtol": 5e-2}
+
+
+def n(gen, low, high):
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+def inputs(gen, dtype=torch.float32):
+    lead = [n(gen, 1, 4) for _ in range(n(gen, 1, 3))]
+    d = n(gen, 2, 48)
+    x = torch.randn(*lead, d, generator=gen) * (1 + 3 * torch.rand(1, generator=gen)) + torch.randn(1, generator=gen)
+    scale = torch.randn(d, generator=gen) * 0.5 + 1
+    shift = torch.randn(d, generator=gen) * 0.5
+    return x.to(dtype), scale, shift
+
+
+def layernorm_mistakes(x, scale, shift, eps):
+    x, d = x.double(), x.size(-1)
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, keepdim=True, unbiased=False)
+    affine = lambda y: y * scale.double() + shift.double()  # noqa: E731
+    return [
+        Mistake("unbiased variance (divided by n - 1)", "LayerNorm uses the biased variance: x.var(dim=-1, keepdim=True, unbiased=False).",
+                lambda: affine((x - mean) / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + eps))),
+        Mistake("eps outside the square root", "Divide by torch.sqrt(var + eps), not torch.sqrt(var) + eps.",
+                lambda: affine((x - mean) / (torch.sqrt(var) + eps))),
+        Mistake("the standard deviation is missing its square root", "Divide by sqrt(var + eps), not by var + eps.",
+                lambda: affine((x - mean) / (var + eps))),
+        Mistake("scale and shift are not applied", "Multiply by self.scale and add self.shift after normalising.",
+                lambda: (x - mean) / torch.sqrt(var + eps)),
+        Mistake("statistics over the wrong dimension", "Take mean and variance over the last dimension (dim=-1, keepdim=True).",
+                lambda: affine((x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, keepdim=True, unbiased=False) + eps))),
+    ]
+
+
+def gelu_mistakes(x):
+    return [
+        Mistake("the exact (erf) GELU instead of the tanh approximation", "Use 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).",
+                lambda: F.gelu(x.double())),
+        Mistake("the sigmoid approximation x * sigmoid(1.702 x)", "Use the tanh approximation of GPT-2.",
+                lambda: x.double() * torch.sigmoid(1.702 * x.double())),
+        Mistake("the cubic term is missing", "The argument of tanh is sqrt(2 / pi) * (x + 0.044715 * x**3).",
+                lambda: 0.5 * x.double() * (1 + torch.tanh(math.sqrt(2 / math.pi) * x.double()))),
+    ]
+
+
+# ----------------------------------------------------------------------------------- LayerNorm
+
+
+def test_layernorm_parameters_start_at_ones_and_zeros(impl, gen):
+    d = n(gen, 2, 64)
+    x = torch.randn(2, d, generator=gen)
+    res = impl.module("layers.LayerNorm", x, init_args=(d,))
+    for name, fill in (("scale", 1.0), ("shift", 0.0)):
+        assert_true(name in res.initial, f"LayerNorm({d}) has no parameter `{name}`; its parameters are: {', '.join(res.initial) or 'none'}")
+        assert_close(res.initial[name], torch.full((d,), fill), f"LayerNorm({d}).{name} as built", oracle=f"torch.full(({d},), {fill})")
+    assert_close(res.out, F.layer_norm(x, (d,)), f"LayerNorm({d}) as built, on x of shape {tuple(x.shape)}", oracle="F.layer_norm",
+                 mistakes=layernorm_mistakes(x, torch.ones(d), torch.zeros(d), 1e-5))
+
+
+def test_layernorm_forward_matches_builtin(impl, gen):
+    x, scale, shift = inputs(gen)
+    d = x.size(-1)
+    res = impl.module("layers.LayerNorm", x, init_args=(d,), params={"scale": scale, "shift": shift})
+    assert_close(res.out, F.layer_norm(x, (d,), scale, shift, eps=1e-5), f"LayerNorm on x of shape {tuple(x.shape)}",
+                 oracle="F.layer_norm", mistakes=layernorm_mistakes(x, scale, shift, 1e-5))
+
+
+def test_layernorm_eps_inside_the_root(impl, gen):
+    x, scale, shift = inputs(gen)
+    d = x.size(-1)
+    x = x * 1e-2  # variance ~ eps: where eps goes matters
+    eps = float(torch.empty(1).uniform_(1e-4, 1e-3, generator=gen))
+    res = impl.module("layers.LayerNorm", x, init_args=(d,), init_kwargs={"eps": eps}, params={"scale": scale, "shift": shift})
+    assert_close(res.out, F.layer_norm(x, (d,), scale, shift, eps=eps), f"LayerNorm({d}, eps={eps:.3g}) on inputs of variance ~1e-4",
+                 oracle="F.layer_norm", mistakes=layernorm_mistakes(x, scale, shift, eps))
+
+
+def test_layernorm_backward_matches_builtin(impl, gen):
+    x, scale, shift = inputs(gen)
+    d = x.size(-1)
+    g = torch.randn(x.shape, generator=gen)
+    res = impl.module("layers.LayerNorm", x, init_args=(d,), params={"scale": scale, "shift": shift}, grad_output=g, grad_wrt=(0,))
+    xx, w, b = (t.clone().requires_grad_(True) for t in (x, scale, shift))
+    F.layer_norm(xx, (d,), w, b).backward(g)
+    assert_close(res.out, F.layer_norm(x, (d,), scale, shift), "the output", oracle="F.layer_norm", mistakes=layernorm_mistakes(x, scale, shift, 1e-5))
+    assert_close(res.grad(0), xx.grad, "the gradient with respect to x", oracle="F.layer_norm's backward", atol=1e-4, rtol=1e-3)
+    for name, ref in (("scale", w), ("shift", b)):
+        assert_true(name in res.param_grads, f"LayerNorm has no parameter `{name}`")
+        assert_close(res.param_grads[name], ref.grad, f"the gradient with respect to {name}", oracle="F.layer_norm's backward", atol=1e-4, rtol=1e-3)
+
+
+def test_layernorm_bfloat16(impl, gen):
+    x, scale, shift = inputs(gen, torch.bfloat16)
+    d = x.size(-1)
+    g = torch.randn(x.shape, generator=gen).bfloat16()
+    res = impl.module("layers.LayerNorm", x, init_args=(d,), params={"scale": scale, "shift": shift}, dtype=torch.bfloat16,
+                      grad_output=g, grad_wrt=(0,))
+    xx = x.clone().requires_grad_(True)
+    w, b = (t.bfloat16().requires_grad_(True) for t in (scale, shift))
+    y = F.layer_norm(xx, (d,), w, b)
+    y.backward(g)
+    assert_close(res.out, y.detach(), "the bf16 output", oracle="F.layer_norm in bfloat16", **BF16,
+                 mistakes=layernorm_mistakes(x.float(), scale, shift, 1e-5))
+    assert_close(res.grad(0), xx.grad, "the bf16 gradient with respect to x", oracle="F.layer_norm's backward in bfloat16", atol=1e-1, rtol=1e-1)
+
+
+# ----------------------------------------------------------------------------------- GELU
+
+
+def gelu_input(gen, dtype=torch.float32):
+    x = torch.randn([n(gen, 1, 5) for _ in range(n(gen, 1, 3))], generator=gen) * 4
+    x.view(-1)[0] = -12.0  # the tails: GELU(x) -> 0 and -> x
+    x.view(-1)[-1] = 12.0
+    return x.to(dtype)
+
+
+def test_gelu_matches_builtin(impl, gen):
+    x = gelu_input(gen)
+    got = impl.call("layers.gelu", x).out
+    assert_close(got, F.gelu(x, approximate="tanh"), f"gelu(x) for x of shape {tuple(x.shape)}", oracle='F.gelu(approximate="tanh")',
+                 mistakes=gelu_mistakes(x))
+
+
+def test_gelu_backward_matches_builtin(impl, gen):
+    x = gelu_input(gen)
+    g = torch.randn(x.shape, generator=gen)
+    res = impl.call("layers.gelu", x, grad_output=g, grad_wrt=(0,))
+    xx = x.clone().requires_grad_(True)
+    F.gelu(xx, approximate="tanh").backward(g)
+    assert_close(res.out, F.gelu(x, approximate="tanh"), "the output", oracle='F.gelu(approximate="tanh")', mistakes=gelu_mistakes(x))
+    assert_close(res.grad(0), xx.grad, "the gradient with respect to x", oracle='F.gelu(approximate="tanh")\'s backward', atol=1e-5, rtol=1e-4)
+
+
+def test_gelu_bfloat16(impl, gen):
+    x = gelu_input(gen, torch.bfloat16)
+    got = impl.call("layers.gelu", x).out
+    assert_close(got, F.gelu(x, approximate="tanh"), "gelu(x) for bf16 x", oracle='F.gelu(approximate="tanh") in bfloat16', **BF16,
+                 mistakes=gelu_mistakes(x.float()))
+
+
+def test_gelu_module(impl, gen):
+    x = gelu_input(gen)
+    got = impl.module("layers.GELU", x).out
+    assert_close(got, F.gelu(x, approximate="tanh"), "GELU()(x)", oracle='F.gelu(approximate="tanh")', mistakes=gelu_mistakes(x))
+
+
+def test_layernorm_and_gelu_known_answer(impl):
+    ref = load_reference("02_layernorm")
+    for dtype, tol in ((torch.float32, {}), (torch.bfloat16, BF16)):
+        key = str(dtype).removeprefix("torch.")
+        t = {k.split("/", 1)[1]: torch.from_numpy(v).to(dtype) for k, v in ref.items() if k.startswith(key + "/")}
+        res = impl.module("layers.LayerNorm", t["x"], init_args=(t["x"].size(-1),), params={"scale": t["scale"].float(), "shift": t["shift"].float()}, dtype=dtype)
+        assert_close(res.out, t["layer_norm"], f"LayerNorm on the committed {key} case", oracle="reference/02_layernorm.npz", **tol)
+        got = impl.call("layers.gelu", t["gelu_x"]).out
+        assert_close(got, t["gelu"], f"gelu on the committed {key} case", oracle="reference/02_layernorm.npz", **tol)
