@@ -83,18 +83,25 @@ def _exercise_args(posargs: list[str]) -> list[str]:
     return out
 
 
+def pytest(session: nox.Session, py: str, *args: str) -> None:
+    # An explicit config and rootdir: with `--impl PATH` outside the checkout, pytest would
+    # otherwise look for its configuration next to PATH and not find the harness.
+    config = ("-c", str(PYPROJECT), "--rootdir", str(ROOT))
+    session.run(py, "-m", "pytest", *config, *args, external=True)
+
+
 @nox.session
 def grade(session: nox.Session) -> None:
     """Grade a tree (exercises/ by default) and print the scoreboard; exit 0 only if all pass."""
     py = kata_env(session)
-    session.run(py, "-m", "pytest", "--grade", "-q", *_exercise_args(session.posargs), external=True)
+    pytest(session, py, str(ROOT / "tests"), "--grade", "-q", *_exercise_args(session.posargs))
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
     py = kata_env(session)
-    session.run(py, "-m", "pytest", "--impl", "solutions", *session.posargs, external=True)
+    pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", *session.posargs)
 
 
 @nox.session
