@@ -51,11 +51,13 @@ class InProcessBackend:
 
 @dataclass
 class Result:
-    out: torch.Tensor
+    out: Any  # a tensor; plain data with returns="data"; None with then=[...]
     grads: dict[Any, torch.Tensor] = field(default_factory=dict)
     param_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     initial: dict[str, torch.Tensor] = field(default_factory=dict)
     output: str = ""  # what the learner's code printed
+    then: list[Any] = field(default_factory=list)  # results of the `then` method calls
+    seconds: float = 0.0  # how long the probe ran in the worker (imports included)
 
     def grad(self, key: Any) -> torch.Tensor:
         return self.grads[key]
@@ -100,7 +102,9 @@ class Impl:
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise LearnerError(f"the worker's reply could not be read ({e})") from None
             return Result(
-                out=result["out"],
+                out=probes.unplain(result["out"]),
+                then=[probes.unplain(x) for x in result.get("then", [])],
+                seconds=float(reply.get("seconds", 0.0)),
                 grads={_key(k): v for k, v in result.get("grads", {}).items()},
                 param_grads=result.get("param_grads", {}),
                 initial=result.get("initial", {}),
@@ -109,14 +113,31 @@ class Impl:
         cls = _RAISE.get(reply.get("kind"), LearnerError)
         raise cls(str(reply.get("message", "")), str(reply.get("details", "")))
 
-    def call(self, target: str, *args: Any, grad_output: torch.Tensor | None = None, grad_wrt=(), **kwargs: Any) -> Result:
+    def call(
+        self,
+        target: str,
+        *args: Any,
+        grad_output: torch.Tensor | None = None,
+        grad_wrt=(),
+        returns: str = "tensor",
+        then: list[tuple] | None = None,
+        substitute=(),
+        **kwargs: Any,
+    ) -> Result:
         """Call ``module.function(*args, **kwargs)`` in the tree under test.
 
-        Tensors among the arguments are sent as arrays. With ``grad_output``, the output is
-        backpropagated and ``Result.grads[key]`` holds the gradient of each argument in
-        ``grad_wrt`` (a position for positional arguments, a name for keyword ones).
+        ``target`` is ``"module.name"`` or ``"module.Class.method"``. Tensors among the arguments
+        are sent as arrays; other arguments must be JSON data (str, int, float, bool, None, lists,
+        dicts with str keys). With ``grad_output``, the output is backpropagated and
+        ``Result.grads[key]`` holds the gradient of each argument in ``grad_wrt`` (a position for
+        positional arguments, a name for keyword ones). ``returns="data"`` accepts plain data
+        (ints, str, bytes, lists, tuples, dicts) instead of a tensor. ``then=[(method, args,
+        kwargs), ...]`` calls methods on the returned object, in order, and returns their plain
+        results in ``Result.then``; ``$len``, ``$list`` (args: (limit,)), ``$getitem`` and
+        ``$attr`` are pseudo-methods. ``substitute=("layers",)`` imports the target with those
+        modules replaced by the harness's reference parts (``harness/parts/``).
         """
-        module, _, name = target.rpartition(".")
+        module, name = _split(target)
         tensors: dict[str, torch.Tensor] = {}
 
         def ref(key: Any, value: Any) -> Any:
@@ -132,7 +153,17 @@ class Impl:
             "args": [ref(i, a) for i, a in enumerate(args)],
             "kwargs": {k: ref(k, v) for k, v in kwargs.items()},
             "grad_wrt": [str(k) for k in grad_wrt],
+            "substitute": sorted(substitute),
         }
+        if returns == "data":
+            spec["returns"] = "data"
+        if then is not None:
+            steps = []
+            for n, step in enumerate(then):
+                method, a, k = (tuple(step) + ((), {}))[:3]
+                steps.append({"method": method, "args": [ref(f"then{n}.{i}", x) for i, x in enumerate(a)],
+                              "kwargs": {key: ref(f"then{n}.{key}", x) for key, x in dict(k).items()}})
+            spec["then"] = steps
         if grad_output is not None:
             tensors["$grad_output"] = grad_output
             spec["grad_output"] = "$grad_output"
@@ -149,11 +180,12 @@ class Impl:
         train: bool = False,
         grad_output: torch.Tensor | None = None,
         grad_wrt=(),
+        substitute=(),
     ) -> Result:
         """Build ``module.Class(*init_args, **init_kwargs)``, set ``params`` by attribute name,
         cast to ``dtype``, run ``forward(*inputs)`` and, with ``grad_output``, backward.
         ``Result.initial`` holds the parameters as built, before ``params`` were set."""
-        module, _, name = target.rpartition(".")
+        module, name = _split(target)
         tensors = {str(i): t for i, t in enumerate(inputs)}
         for pname, value in (params or {}).items():
             tensors[f"$param.{pname}"] = value
@@ -168,11 +200,20 @@ class Impl:
             "train": train,
             "inputs": [str(i) for i in range(len(inputs))],
             "grad_wrt": [str(k) for k in grad_wrt],
+            "substitute": sorted(substitute),
         }
         if grad_output is not None:
             tensors["$grad_output"] = grad_output
             spec["grad_output"] = "$grad_output"
         return self._send(spec, tensors)
+
+
+def _split(target: str) -> tuple[str, str]:
+    """``"module.name"`` or ``"module.Class.method"`` -> (module, dotted name)."""
+    module, _, name = target.partition(".")
+    if not module or not name:
+        raise ValueError(f"target {target!r} should be 'module.name'")
+    return module, name
 
 
 def _key(k: str) -> Any:

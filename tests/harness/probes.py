@@ -95,41 +95,62 @@ def unpack(value: Any, arrays: list[np.ndarray]) -> Any:
 # --------------------------------------------------------------------------- the tree under test
 
 
+PARTS = Path(__file__).resolve().with_name("parts")
+
+
 class Tree:
-    """Imports the modules of a directory as the package ``tree`` (relative imports work)."""
+    """Imports the modules of a directory as the package ``tree`` (relative imports work).
+
+    ``module(name, substitute=("layers",))`` imports ``name`` from a second copy of the package
+    in which the listed modules are the harness's trusted reference parts (``harness/parts/``),
+    so an exercise that builds on earlier ones is graded on its own code only.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path).resolve()
-        self._package: types.ModuleType | None = None
+        self._packages: dict[tuple[str, ...], types.ModuleType] = {}
+        for name in [m for m in sys.modules if m == TREE or m.startswith((TREE + ".", TREE + "_with_reference_"))]:
+            del sys.modules[name]  # another tree imported in this process before (--in-process)
 
-    def _load_package(self) -> types.ModuleType:
-        if self._package is None:
+    def _alias(self, substitute: tuple[str, ...]) -> str:
+        return TREE if not substitute else f"{TREE}_with_reference_{'_'.join(substitute)}"
+
+    def _load_package(self, substitute: tuple[str, ...] = ()) -> str:
+        alias = self._alias(substitute)
+        if substitute not in self._packages:
             init = self.path / "__init__.py"
             if init.exists():
-                spec = importlib.util.spec_from_file_location(
-                    TREE, init, submodule_search_locations=[str(self.path)]
-                )
-                package = importlib.util.module_from_spec(spec)
-                sys.modules[TREE] = package
-                try:
-                    spec.loader.exec_module(package)
-                except BaseException:
-                    sys.modules.pop(TREE, None)
-                    raise
+                spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[str(self.path)])
             else:
-                spec = importlib.machinery.ModuleSpec(TREE, None, is_package=True)
+                spec = importlib.machinery.ModuleSpec(alias, None, is_package=True)
                 spec.submodule_search_locations = [str(self.path)]
-                package = importlib.util.module_from_spec(spec)
-                sys.modules[TREE] = package
-            self._package = package
-        return self._package
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[alias] = package
+            try:
+                if init.exists():
+                    spec.loader.exec_module(package)
+                for name in substitute:
+                    part = PARTS / f"{name}.py"
+                    if not part.exists():
+                        raise ProbeError("harness", f"no reference part harness/parts/{name}.py")
+                    pspec = importlib.util.spec_from_file_location(f"{alias}.{name}", part)
+                    module = importlib.util.module_from_spec(pspec)
+                    sys.modules[f"{alias}.{name}"] = module
+                    pspec.loader.exec_module(module)
+                    setattr(package, name, module)
+            except BaseException:
+                sys.modules.pop(alias, None)
+                raise
+            self._packages[substitute] = package
+        return alias
 
-    def module(self, name: str) -> types.ModuleType:
+    def module(self, name: str, substitute: tuple[str, ...] | list[str] = ()) -> types.ModuleType:
+        substitute = tuple(sorted(substitute))
         if not (self.path / f"{name}.py").exists():
             raise ProbeError("import", f"{self.path / (name + '.py')} does not exist")
         try:
-            self._load_package()
-            return importlib.import_module(f"{TREE}.{name}")
+            alias = self._load_package(substitute)
+            return importlib.import_module(f"{alias}.{name}")
         except ProbeError:
             raise
         except BaseException as e:
@@ -137,11 +158,14 @@ class Tree:
                 raise
             raise self.learner_error(e, importing=name) from None
 
-    def attr(self, module: str, name: str) -> Any:
-        mod = self.module(module)
-        if not hasattr(mod, name):
-            raise ProbeError("import", f"{module}.py defines no `{name}`")
-        return getattr(mod, name)
+    def attr(self, module: str, name: str, substitute=()) -> Any:
+        mod = self.module(module, substitute)
+        obj: Any = mod
+        for part in name.split("."):
+            if not hasattr(obj, part):
+                raise ProbeError("import", f"{module}.py defines no `{name}`")
+            obj = getattr(obj, part)
+        return obj
 
     def learner_error(self, e: BaseException, importing: str | None = None) -> ProbeError:
         """The learner's exception, with the traceback trimmed to frames in the tree."""
@@ -261,6 +285,72 @@ class Guard:
 # --------------------------------------------------------------------------- probes
 
 
+MAX_ITEMS = 10_000_000
+
+
+def plain(value: Any, what: str, budget: list[int] | None = None) -> Any:
+    """The learner's return value as trusted data: exact builtin types and plain tensors only.
+
+    Subclasses are refused (an ``int`` subclass could lie in ``==``). Tuples, bytes and dicts
+    with non-string keys are tagged so that the grader gets back exactly what was returned;
+    a generator or other iterator is consumed into a list.
+    """
+    budget = budget if budget is not None else [MAX_ITEMS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ProbeError("bad_output", f"{what} holds more than {MAX_ITEMS:,} items")
+    t = type(value)
+    if value is None or t in (bool, int, float, str):
+        if t is int and abs(value) >= 2**63:
+            raise ProbeError("bad_output", f"{what} holds an integer too large to grade")
+        return value
+    if t is torch.Tensor:
+        return _checked(value, what)
+    if t is np.ndarray:
+        if value.dtype.name not in _TORCH and value.dtype.name != "bfloat16":
+            raise ProbeError("bad_output", f"{what} is a numpy array of dtype {value.dtype}, which cannot be graded")
+        return {"$ndarray": torch.from_numpy(np.ascontiguousarray(value))}
+    if t is bytes or t is bytearray:
+        return {"$bytes": list(value)}
+    if t is list:
+        return [plain(v, what, budget) for v in value]
+    if t is tuple:
+        return {"$tuple": [plain(v, what, budget) for v in value]}
+    if t is dict:
+        return {"$dict": [[plain(k, what, budget), plain(v, what, budget)] for k, v in value.items()]}
+    if t in (set, frozenset):
+        return {"$set": [plain(v, what, budget) for v in value]}
+    if isinstance(value, types.GeneratorType) or (hasattr(t, "__next__") and hasattr(t, "__iter__")):
+        items = []
+        for item in value:
+            items.append(plain(item, what, budget))
+        return items
+    raise ProbeError("bad_output", f"{what} should be plain data (tensor, int, str, bytes, list, tuple, dict), got {t.__module__}.{t.__qualname__}")
+
+
+def unplain(value: Any) -> Any:
+    """The inverse of ``plain`` on the grader's side (tensors already unpacked)."""
+    if isinstance(value, list):
+        return [unplain(v) for v in value]
+    if isinstance(value, dict):
+        if "$bytes" in value:
+            return bytes(value["$bytes"])
+        if "$tuple" in value:
+            return tuple(unplain(v) for v in value["$tuple"])
+        if "$dict" in value:
+            return {_hashable(unplain(k)): unplain(v) for k, v in value["$dict"]}
+        if "$set" in value:
+            return {_hashable(unplain(v)) for v in value["$set"]}
+        if "$ndarray" in value:
+            return value["$ndarray"]
+        return {k: unplain(v) for k, v in value.items()}
+    return value
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
+
+
 def _checked(value: Any, what: str) -> torch.Tensor:
     if type(value) is not torch.Tensor:  # subclasses could lie about their values
         raise ProbeError(
@@ -286,21 +376,75 @@ def _backward(out: torch.Tensor, grad_output: torch.Tensor, tree: Tree) -> None:
         raise tree.learner_error(e) from None
 
 
-def probe_call(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Call ``module.target(*args, **kwargs)``; with ``grad_output``, also backpropagate."""
-    fn = tree.attr(spec["module"], spec["target"])
-    wrt = spec.get("grad_wrt", [])
-    for name in wrt:
-        tensors[name].requires_grad_(True)
-    args = [tensors[a["$t"]] if isinstance(a, dict) and "$t" in a else a for a in spec.get("args", [])]
-    kwargs = {k: tensors[v["$t"]] if isinstance(v, dict) and "$t" in v else v for k, v in spec.get("kwargs", {}).items()}
+def _resolve_args(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[list, dict]:
+    ref = lambda a: tensors[a["$t"]] if isinstance(a, dict) and "$t" in a else a  # noqa: E731
+    return [ref(a) for a in spec.get("args", [])], {k: ref(v) for k, v in spec.get("kwargs", {}).items()}
+
+
+def _learner_call(tree: Tree, fn: Any, args: list, kwargs: dict) -> Any:
     try:
-        out = fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     except ProbeError:
         raise
     except Exception as e:
         raise tree.learner_error(e) from None
-    out = _checked(out, f"{spec['target']}(...)")
+
+
+def _pseudo(obj: Any, method: str, args: list, kwargs: dict, tree: Tree) -> Any:
+    """``$len``, ``$list`` (at most ``args[0]`` items), ``$getitem`` and ``$attr`` on an object."""
+    try:
+        if method == "$len":
+            return len(obj)
+        if method == "$list":
+            limit = args[0] if args else MAX_ITEMS
+            out = []
+            for item in obj:
+                if len(out) >= limit:
+                    break
+                out.append(item)
+            return out
+        if method == "$getitem":
+            return obj[args[0]]
+        if method == "$attr":
+            return getattr(obj, args[0])
+    except ProbeError:
+        raise
+    except Exception as e:
+        raise tree.learner_error(e) from None
+    raise ProbeError("harness", f"unknown pseudo-method {method}")
+
+
+def probe_call(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Call ``module.target(*args, **kwargs)``; with ``grad_output``, also backpropagate.
+
+    With ``then``, each ``{"method", "args", "kwargs"}`` is called in turn on what the call
+    returned (``$len``, ``$list``, ``$getitem``, ``$attr`` are pseudo-methods) and the results
+    come back as ``then``; with ``returns: "data"`` the output may be plain data, not a tensor.
+    """
+    fn = tree.attr(spec["module"], spec["target"], spec.get("substitute", ()))
+    wrt = spec.get("grad_wrt", [])
+    for name in wrt:
+        tensors[name].requires_grad_(True)
+    args, kwargs = _resolve_args(spec, tensors)
+    out = _learner_call(tree, fn, args, kwargs)
+    what = f"{spec['target']}(...)"
+    if "then" in spec:
+        results = []
+        for step in spec["then"]:
+            a, k = _resolve_args(step, tensors)
+            method = step["method"]
+            if method.startswith("$"):
+                value = _pseudo(out, method, a, k, tree)
+            else:
+                bound = getattr(out, method, None)
+                if bound is None:
+                    raise ProbeError("bad_output", f"{what} returned a {type(out).__name__}, which has no method `{method}`")
+                value = _learner_call(tree, bound, a, k)
+            results.append(plain(value, f"{what}.{method}(...)"))
+        return {"out": None, "then": results}
+    if spec.get("returns") == "data":
+        return {"out": plain(out, what)}
+    out = _checked(out, what)
     result: dict[str, Any] = {"out": out}
     if spec.get("grad_output"):
         _backward(out, tensors[spec["grad_output"]], tree)
@@ -310,7 +454,7 @@ def probe_call(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tensor
 
 def probe_module(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Build ``module.target(*init)``, optionally set parameters, run forward (and backward)."""
-    cls = tree.attr(spec["module"], spec["target"])
+    cls = tree.attr(spec["module"], spec["target"], spec.get("substitute", ()))
     try:
         model = cls(*spec.get("init_args", []), **spec.get("init_kwargs", {}))
     except ProbeError:

@@ -1,0 +1,114 @@
+"""The probes: what may come back from a tree, and the reference parts graded checks substitute."""
+
+import textwrap
+
+import pytest
+import torch
+
+from harness import probes
+from harness.impl import Impl, InProcessBackend
+from harness.failures import LearnerError
+from harness.manifest import Exercise, lookup
+
+
+def tree_with(tmp_path, **modules):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    for name, src in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(src))
+    return root
+
+
+def make_impl(root, exercise="01"):
+    return Impl(InProcessBackend(root), lookup(exercise), {})
+
+
+def test_plain_data_comes_back_exactly(tmp_path):
+    root = tree_with(tmp_path, data="""
+        def stuff():
+            return {"ids": [1, 2, 3], (1, 2): b"ab", 3: ("x", None, 1.5, True)}
+        def gen(n):
+            yield from range(n)
+    """)
+    impl = make_impl(root)
+    assert impl.call("data.stuff", returns="data").out == {"ids": [1, 2, 3], (1, 2): b"ab", 3: ("x", None, 1.5, True)}
+    assert impl.call("data.gen", 4, returns="data").out == [0, 1, 2, 3]
+
+
+def test_lying_types_are_refused(tmp_path):
+    root = tree_with(tmp_path, data="""
+        import torch
+        class Liar(int):
+            def __eq__(self, other):
+                return True
+        class T(torch.Tensor):
+            pass
+        def liar():
+            return [Liar(3)]
+        def subclass():
+            return torch.zeros(2).as_subclass(T)
+        def obj():
+            return object()
+    """)
+    impl = make_impl(root)
+    with pytest.raises(LearnerError, match="plain data"):
+        impl.call("data.liar", returns="data")
+    with pytest.raises(LearnerError, match="should be a torch.Tensor"):
+        impl.call("data.subclass")
+    with pytest.raises(LearnerError, match="plain data"):
+        impl.call("data.obj", returns="data")
+
+
+def test_method_chains_and_pseudo_methods(tmp_path):
+    root = tree_with(tmp_path, things="""
+        class Box:
+            def __init__(self, items):
+                self.items = list(items)
+            @classmethod
+            def of(cls, n):
+                return cls(range(n))
+            def __len__(self):
+                return len(self.items)
+            def __getitem__(self, i):
+                return self.items[i]
+            def __iter__(self):
+                return iter(self.items)
+            def double(self, k=2):
+                return [k * i for i in self.items]
+    """)
+    impl = make_impl(root)
+    res = impl.call("things.Box.of", 5, then=[("$len",), ("$getitem", (2,)), ("$list", (3,)), ("double", (), {"k": 3}), ("$attr", ("items",))])
+    assert res.out is None
+    assert res.then == [5, 2, [0, 1, 2], [0, 3, 6, 9, 12], [0, 1, 2, 3, 4]]
+    with pytest.raises(LearnerError, match="no method `nope`"):
+        impl.call("things.Box.of", 2, then=[("nope",)])
+
+
+def test_substitute_replaces_earlier_exercises_with_reference_parts(tmp_path):
+    root = tree_with(tmp_path, layers="""
+        def gelu(x):
+            raise NotImplementedError("not yet")
+    """, block="""
+        from .layers import gelu
+        def double_gelu(x):
+            return 2 * gelu(x)
+    """)
+    impl = make_impl(root)
+    x = torch.randn(5)
+    got = impl.call("block.double_gelu", x, substitute=("layers",)).out
+    assert torch.allclose(got, 2 * torch.nn.functional.gelu(x, approximate="tanh"))
+    with pytest.raises(Exception, match="not yet"):
+        impl.call("block.double_gelu", x)  # the learner's own chain, without substitution
+
+
+def test_reference_parts_have_the_exercise_modules_api():
+    from harness import api
+    from harness.manifest import ROOT
+
+    parts = api.tree_api(ROOT / "tests" / "harness" / "parts")
+    solutions = api.tree_api(ROOT / "solutions")
+    for module, names in parts.items():
+        public = {n for n in solutions[module] if not n.startswith("<") and n.split(".")[0][0] != "_"}
+        missing = {n for n in public if "." not in n} - set(names)
+        assert not missing, f"harness/parts/{module} lacks {missing}"
