@@ -7,6 +7,7 @@
     nox -s tests                      the project's own test suite (what CI runs)
     nox -s stubs                      rewrite exercises/ from the markers in solutions/
     nox -s reference                  rewrite reference/ from the oracles
+    nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
 
 All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
 remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
@@ -113,6 +114,19 @@ def stubs(session: nox.Session) -> None:
 
 @nox.session
 def reference(session: nox.Session) -> None:
-    """Rewrite the reference outputs in reference/ from the oracles (PyTorch's built-ins)."""
-    py = kata_env(session)
+    """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers)."""
+    py = kata_env(session, extras=("reference",))
     session.run(py, str(ROOT / "reference" / "generate.py"), *session.posargs, external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and memory targets, measured (never asserted in the tests): tests/bench/bench_*.py."""
+    py = kata_env(session, extras=("reference",))
+    scripts = sorted((ROOT / "tests" / "bench").glob("bench_*.py"))
+    if session.posargs:
+        scripts = [s for s in scripts if any(arg in s.stem for arg in session.posargs)]
+    if not scripts:
+        session.error("no benchmark matches: " + " ".join(session.posargs))
+    for script in scripts:
+        session.run(py, str(script), external=True, env={"PYTHONPATH": str(ROOT / "tests")})
