@@ -66,6 +66,19 @@ class Result:
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
 
 
+@dataclass
+class Part:
+    """An argument built in the worker by a trusted reference part: ``Part("tiny.TinyLM", ...)``
+    passes ``harness/parts/tiny.py``'s ``TinyLM(*args, **kwargs)`` to the learner's function."""
+
+    target: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def __init__(self, target: str, *args: Any, **kwargs: Any):
+        self.target, self.args, self.kwargs = target, args, kwargs
+
+
 class Impl:
     def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None):
         self.backend, self.exercise, self.lost = backend, exercise, lost
@@ -134,7 +147,8 @@ class Impl:
         (ints, str, bytes, lists, tuples, dicts) instead of a tensor. ``then=[(method, args,
         kwargs), ...]`` calls methods on the returned object, in order, and returns their plain
         results in ``Result.then``; ``$len``, ``$list`` (args: (limit,)), ``$getitem`` and
-        ``$attr`` are pseudo-methods. ``substitute=("layers",)`` imports the target with those
+        ``$attr`` are pseudo-methods. An argument may be a ``Part``: an object built in the worker by
+        a trusted reference part. ``substitute=("layers",)`` imports the target with those
         modules replaced by the harness's reference parts (``harness/parts/``).
         """
         module, name = _split(target)
@@ -144,6 +158,12 @@ class Impl:
             if isinstance(value, torch.Tensor):
                 tensors[str(key)] = value
                 return {"$t": str(key)}
+            if isinstance(value, Part):
+                return {
+                    "$part": value.target,
+                    "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
+                    "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()},
+                }
             return value
 
         spec: dict[str, Any] = {

@@ -376,8 +376,33 @@ def _backward(out: torch.Tensor, grad_output: torch.Tensor, tree: Tree) -> None:
         raise tree.learner_error(e) from None
 
 
+def _load_part(name: str) -> types.ModuleType:
+    """A trusted module from harness/parts/, loaded outside the tree's packages."""
+    key = f"kata_part_{name}"
+    if key not in sys.modules:
+        path = PARTS / f"{name}.py"
+        if not path.exists():
+            raise ProbeError("harness", f"no reference part harness/parts/{name}.py")
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 def _resolve_args(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[list, dict]:
-    ref = lambda a: tensors[a["$t"]] if isinstance(a, dict) and "$t" in a else a  # noqa: E731
+    """Arguments as sent: ``{"$t": name}`` is a tensor; ``{"$part": "module.Name", "args": [...],
+    "kwargs": {...}}`` is an object built by a trusted reference part (a tiny model, say)."""
+
+    def ref(a: Any) -> Any:
+        if isinstance(a, dict) and "$t" in a:
+            return tensors[a["$t"]]
+        if isinstance(a, dict) and "$part" in a:
+            module, _, name = a["$part"].partition(".")
+            args, kwargs = _resolve_args(a, tensors)
+            return getattr(_load_part(module), name)(*args, **kwargs)
+        return a
+
     return [ref(a) for a in spec.get("args", [])], {k: ref(v) for k, v in spec.get("kwargs", {}).items()}
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness import probes
-from harness.impl import Impl, InProcessBackend
+from harness.impl import Impl, InProcessBackend, Part
 from harness.failures import LearnerError
 from harness.manifest import Exercise, lookup
 
@@ -112,3 +112,14 @@ def test_reference_parts_have_the_exercise_modules_api():
         public = {n for n in solutions[module] if not n.startswith("<") and n.split(".")[0][0] != "_"}
         missing = {n for n in public if "." not in n} - set(names)
         assert not missing, f"harness/parts/{module} lacks {missing}"
+
+
+def test_trusted_parts_can_be_passed_as_arguments(tmp_path):
+    root = tree_with(tmp_path, use="""
+        def apply(norm, x):
+            return norm(x)
+    """)
+    impl = make_impl(root)
+    x, w = torch.randn(3, 4), torch.rand(4) + 0.5
+    got = impl.call("use.apply", Part("layers.LayerNorm", 4), x).out
+    assert torch.allclose(got, torch.nn.functional.layer_norm(x, (4,)), atol=1e-6)
