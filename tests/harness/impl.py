@@ -80,12 +80,14 @@ class Part:
 
 
 class Impl:
-    def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None):
-        self.backend, self.exercise, self.lost = backend, exercise, lost
+    def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None, refused: str | None = None):
+        self.backend, self.exercise, self.lost, self.refused = backend, exercise, lost, refused
         self.timeout = timeout or exercise.timeout
         self.printed: list[str] = []  # what the learner's code printed during this test
 
     def _send(self, spec: dict, tensors: dict[str, torch.Tensor]) -> Result:
+        if self.refused:
+            raise LearnerError(self.refused)
         if self.exercise.id in self.lost:
             raise Lost(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
         arrays, names = [], {}

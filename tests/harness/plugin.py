@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import manifest
+from . import integrity, manifest, reference
 from .failures import GradingFailure
 from .impl import Impl, InProcessBackend, WorkerBackend
 
@@ -109,6 +109,12 @@ class Kata:
         self.lost: dict[str, str] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
+        # Before any of the tree's code runs: what the grader's files look like, the expected
+        # outputs in memory, and whether the tree's source reaches for the guard's off switch.
+        self.snapshot = integrity.snapshot()
+        self.void: list[str] = []
+        reference.preload()
+        self.hatches = integrity.escape_hatches(self.tree)
 
     def get_backend(self):
         if self.backend is None:
@@ -118,6 +124,9 @@ class Kata:
                 echo = self.config.option.capture == "no"
                 self.backend = WorkerBackend(self.tree, echo=echo)
         return self.backend
+
+    def score(self, outcome: Outcome) -> float:
+        return 0.0 if self.void else outcome.score
 
     def graded(self) -> list[Outcome]:
         return [self.outcomes[e.id] for e in manifest.load() if e.id in self.outcomes]
@@ -136,6 +145,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.grade:
         config.option.tbstyle = "no"
         config.option.reportchars = ""
+    if config.option.report:
+        # Until grading finishes, the report says so: a run that is killed leaves no stale score.
+        kata = config.stash[_KEY]
+        write_report(kata, Path(config.option.report), unfinished=True)
 
 
 def _exercise_of(item: pytest.Item) -> manifest.Exercise | None:
@@ -188,7 +201,13 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
     ex = request.node.stash.get(_EX, None)
     if ex is None:
         raise pytest.UsageError(f"{request.node.nodeid} uses `impl` but its module sets no EXERCISE")
-    return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout)
+    refused = None
+    if kata.hatches and (ex.forbidden or ex.forbidden_kernels):
+        refused = (
+            f"exercise {ex.id} forbids built-ins, and the grader checks that while your code runs; "
+            f"your code names what would switch that check off: {kata.hatches[0]}"
+        )
+    return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
 
 
 @pytest.fixture
@@ -241,14 +260,16 @@ STATUS_MARK = {"passed": "✓", "failing": "✗", "not started": "·", "error": 
 def scoreboard(kata: Kata, width: int = 100) -> str:
     """One line per exercise in course order, the first failure reason indented below it."""
     outcomes = kata.graded()
-    total = sum(o.score for o in outcomes)
+    total = sum(kata.score(o) for o in outcomes)
     possible = sum(o.exercise.points for o in outcomes)
     tree = kata.tree_label if kata.tree_label in NAMED_TREES else str(kata.tree)
     mode = "  (in-process debug run: not a valid grade)" if kata.in_process else ""
     lines = [f"GPT from scratch · tree: {tree} · seed {kata.seed} (reproduce with --seed {kata.seed}){mode}", ""]
+    if kata.void:
+        lines[1:1] = [f"GRADE VOID: the grader's own files changed while it ran: {'; '.join(kata.void[:5])}"]
     title_w = max([len(o.exercise.title) for o in outcomes] + [5])
     for o in outcomes:
-        pts = f"{_num(o.score)}/{_num(o.exercise.points)}"
+        pts = f"{_num(kata.score(o))}/{_num(o.exercise.points)}"
         lines.append(f" {STATUS_MARK[o.status]} {o.exercise.id}  {o.exercise.title:<{title_w}}  {pts:>7}  {o.status}")
         if o.reason:
             reason = o.reason if len(o.reason) <= max(width - 7, 30) else o.reason[: max(width - 8, 29)] + "…"
@@ -290,17 +311,26 @@ def _indent(text: str) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     kata = _kata(session.config)
+    if kata.backend is not None:
+        kata.backend.close()
     outcomes = kata.graded()
+    if outcomes:
+        kata.void = integrity.changes(kata.snapshot, integrity.snapshot())
     if session.config.option.report:
         write_report(kata, Path(session.config.option.report))
-    if session.config.option.grade and outcomes and any(o.status != "passed" for o in outcomes):
-        if session.exitstatus == 0:
-            session.exitstatus = 1
+    failed = any(o.status != "passed" for o in outcomes) or kata.void
+    if outcomes and failed and (session.config.option.grade or kata.void) and session.exitstatus == 0:
+        session.exitstatus = 1
 
 
-def write_report(kata: Kata, path: Path) -> None:
+def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
     """Gradescope's results.json: one test per exercise, in course order."""
     tests = []
+    if unfinished:
+        report = {"score": 0, "max_score": 0, "output": "grading did not finish", "tests": [],
+                  "extra_data": {"seed": kata.seed, "tree": str(kata.tree), "finished": False}}
+        _write_json(path, report)
+        return
     for o in kata.graded():
         lines = [f"{o.status}" + (f": {o.reason}" if o.reason else "")]
         for c in o.checks:
@@ -309,7 +339,7 @@ def write_report(kata: Kata, path: Path) -> None:
             {
                 "name": f"{o.exercise.id} {o.exercise.slug}: {o.exercise.title}",
                 "number": o.exercise.id,
-                "score": o.score,
+                "score": kata.score(o),
                 "max_score": o.exercise.points,
                 "status": "passed" if o.status == "passed" else "failed",
                 "output": "\n".join(lines),
@@ -327,8 +357,14 @@ def write_report(kata: Kata, path: Path) -> None:
             "tree": str(kata.tree),
             "in_process": kata.in_process,
             "torch": torch.__version__,
+            "finished": True,
+            "void": kata.void,
         },
     }
+    _write_json(path, report)
+
+
+def _write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -122,6 +122,8 @@ class Worker:
         self.tree, self.echo = tree, echo
         self.cwd = tempfile.mkdtemp(prefix="kata-worker-")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        # Its own process group, so that whatever the code under test starts is killed with it.
+        group = {"start_new_session": True} if os.name == "posix" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         self.proc = subprocess.Popen(
             [sys.executable, "-X", "faulthandler", str(WORKER), str(tree)],
             stdin=subprocess.PIPE,
@@ -129,7 +131,9 @@ class Worker:
             stderr=subprocess.PIPE,
             cwd=self.cwd,
             env=env,
+            **group,
         )
+        self.requests = 0
         self.output = _Output(echo)
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=_pump_stderr, args=(self.proc.stderr, self.output), daemon=True).start()
@@ -163,6 +167,8 @@ class Worker:
 
     def request(self, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]:
         self.output.ended.clear()
+        self.requests += 1
+        header = {**header, "id": self.requests}
         try:
             self.proc.stdin.write(wire.encode(header, arrays))
             self.proc.stdin.flush()
@@ -170,6 +176,9 @@ class Worker:
             self.kill()
             raise WorkerLost(_describe_exit(self.proc.poll()) + " before the probe started", self._drain()) from None
         reply, out = self._receive(timeout, f"running {header.get('target', 'a probe')}")
+        if reply.get("id") != self.requests:
+            self.kill()
+            raise WorkerLost("the worker answered out of turn (something wrote to the grader's channel)", self._drain())
         self.output.ended.wait(2)
         return reply, out, self.output.take()
 
@@ -177,6 +186,11 @@ class Worker:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        if os.name == "posix":
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and anything it started
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.proc.poll() is None:
             self.proc.kill()
             try:
@@ -185,14 +199,7 @@ class Worker:
                 pass
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(wire.encode({"op": "exit"}))
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
+        self.kill()  # nothing of the worker's outlives the grade
 
 
 class Runner:

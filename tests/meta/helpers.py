@@ -56,3 +56,24 @@ def grade(tree: Path | str, tmp: Path, *args: str, timeout: float = 300) -> Grad
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     data = json.loads(report.read_text()) if report.exists() else {}
     return Graded(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+def checkout_copy(tmp: Path) -> Path:
+    """A copy of this checkout's grader (tests/, reference/, config) and trees, for tests whose
+    hostile tree writes to the grader's files."""
+    dest = tmp / "checkout"
+    for name in ("tests", "reference", "solutions", "exercises"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("noxfile.py", "pyproject.toml"):
+        shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def grade_in(checkout: Path, tree: Path | str, tmp: Path, *args: str, timeout: float = 300) -> Graded:
+    """Like ``grade``, from another checkout (a copy made by ``checkout_copy``)."""
+    report = tmp / "report.json"
+    graded = sorted(str(p.relative_to(checkout)) for p in (checkout / "tests").glob("test_[0-9][0-9]_*.py"))
+    cmd = [sys.executable, "-m", "pytest", *graded, "--grade", "-q", "--impl", str(tree), "--report", str(report), *args]
+    proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, timeout=timeout)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return Graded(proc.returncode, proc.stdout, proc.stderr, data)

@@ -1,0 +1,123 @@
+"""What the grader checks about its own files and about the tree's source, without running it.
+
+``snapshot`` hashes the grader's checkout (tests/, reference/, noxfile.py, pyproject.toml) and
+the Python start-up hooks of this environment (``*.pth``, ``sitecustomize``, ``usercustomize``);
+a grade whose snapshot changed while it ran is void, since the code under test could have
+rewritten the tests, the expected outputs, or code that the next grading process would run.
+
+``escape_hatches`` reads the tree's source as tokens and finds the PyTorch internals that switch
+off the function and dispatch modes the worker uses to refuse forbidden built-ins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import site
+import sys
+import tokenize
+from pathlib import Path
+
+from .manifest import ROOT
+
+GRADER_FILES = ("tests", "reference", "noxfile.py", "pyproject.toml")
+STARTUP_HOOKS = ("sitecustomize.py", "usercustomize.py")
+
+ESCAPES = {
+    "DisableTorchFunction": "switches off torch function modes",
+    "DisableTorchFunctionSubclass": "switches off torch function modes",
+    "_disable_current_modes": "switches off torch dispatch modes",
+    "_unset_dispatch_mode": "switches off torch dispatch modes",
+    "_pop_mode": "removes torch modes",
+    "_pop_mode_temporarily": "removes torch modes",
+    "_pop_torch_function_stack": "removes torch function modes",
+    "_set_torch_function_mode": "replaces torch function modes",
+    "_len_torch_function_stack": "inspects torch function modes",
+    "_get_function_stack_at": "inspects torch function modes",
+    "_python_dispatch": "reaches into the grader's dispatch-mode machinery",
+    "TorchFunctionMode": "installs or inspects torch function modes",
+    "TorchDispatchMode": "installs or inspects torch dispatch modes",
+    "harness": "reaches into the grader's own modules",
+}
+
+
+def _hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _grader_files(root: Path):
+    for name in GRADER_FILES:
+        path = root / name
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+                    yield p
+
+
+def _startup_hooks():
+    dirs = set()
+    for d in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages(), *sys.path]:
+        if d and Path(d).is_dir():
+            dirs.add(Path(d).resolve())
+    for d in sorted(dirs):
+        try:
+            for p in sorted(d.glob("*.pth")):
+                yield p
+        except OSError:
+            continue
+        for name in STARTUP_HOOKS:
+            if (d / name).is_file():
+                yield d / name
+
+
+def snapshot(root: Path = ROOT) -> dict[str, str]:
+    files = {}
+    for path in _grader_files(root):
+        files[path.relative_to(root).as_posix()] = _hash(path)
+    for path in _startup_hooks():
+        files[str(path)] = _hash(path)
+    return files
+
+
+def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    out = [f"{p} was added" for p in sorted(set(after) - set(before))]
+    out += [f"{p} was removed" for p in sorted(set(before) - set(after))]
+    out += [f"{p} was changed" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
+    return out
+
+
+def escape_hatches(tree: Path) -> list[str]:
+    """``file:line: NAME (what it does)`` for each escape hatch named in the tree's code.
+
+    Names and string literals count (``getattr(torch._C, "DisableTorchFunction")``); comments
+    and docstrings do not."""
+    found = []
+    for path in sorted(tree.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        try:
+            tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
+        except (tokenize.TokenError, SyntaxError, OSError):
+            continue
+        prev = None
+        for tok in tokens:
+            text = None
+            if tok.type == tokenize.NAME:
+                text = tok.string
+            elif tok.type == tokenize.STRING and prev not in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL, tokenize.ENCODING, None):
+                text = tok.string
+            if tok.type not in (tokenize.COMMENT, tokenize.NL):
+                prev = tok.type
+            if text is None:
+                continue
+            for name, what in ESCAPES.items():
+                hit = text == name if tok.type == tokenize.NAME else name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
+                if hit:
+                    found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {name} ({what})")
+    return found
