@@ -8,6 +8,9 @@
     nox -s stubs                      rewrite exercises/ from the markers in solutions/
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
+    nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
+    nox -s watch                      re-grade the exercise whose file you save
+    nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
 
 All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
 remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
@@ -98,9 +101,15 @@ def grade(session: nox.Session) -> None:
     pytest(session, py, str(ROOT / "tests"), "--grade", "-q", *_exercise_args(session.posargs))
 
 
+def needs_solutions(session: nox.Session) -> None:
+    if not (ROOT / "solutions").is_dir():
+        session.error("solutions/ is not part of this release: this session is for the course's maintainers")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
+    needs_solutions(session)
     py = kata_env(session)
     pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", *session.posargs)
 
@@ -108,6 +117,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def stubs(session: nox.Session) -> None:
     """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError)."""
+    needs_solutions(session)
     py = kata_env(session)
     session.run(py, str(ROOT / "tests" / "harness" / "stubs.py"), *session.posargs, external=True)
 
@@ -130,3 +140,25 @@ def bench(session: nox.Session) -> None:
         session.error("no benchmark matches: " + " ".join(session.posargs))
     for script in scripts:
         session.run(py, str(script), external=True, env={"PYTHONPATH": str(ROOT / "tests")})
+
+
+@nox.session
+def hint(session: nox.Session) -> None:
+    """The next hint for an exercise: `nox -s hint -- 01` (`--all` to see them again, `--reset`)."""
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "hints.py"), *session.posargs, external=True)
+
+
+@nox.session
+def watch(session: nox.Session) -> None:
+    """Re-grade the exercise whose file you save (`-- --impl PATH` to watch another tree)."""
+    py = kata_env(session, extras=("watch",))
+    session.run(py, str(ROOT / "tests" / "harness" / "watch.py"), *session.posargs, external=True)
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """Write the learners' repository to DIR: no solutions, tests intact, a fresh git history."""
+    needs_solutions(session)
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "release.py"), *session.posargs, external=True)

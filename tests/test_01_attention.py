@@ -122,7 +122,7 @@ def test_softmax_all_masked_row_gives_zeros(impl, gen):
 
 
 def test_causal_mask(impl, gen):
-    n = shape(gen, 1, 12)
+    n = shape(gen, 2, 12)
     got = impl.call("attention.causal_mask", n).out
     expected = torch.ones(n, n).tril().bool()
     assert_true(got.dtype == torch.bool, f"causal_mask({n}) has dtype {got.dtype}, expected torch.bool (True where attention is allowed)")
@@ -142,7 +142,7 @@ def test_attention_3d_matches_builtin(impl, gen):
 
 
 def test_attention_4d_causal_matches_builtin(impl, gen):
-    q, k, v = qkv(gen)
+    q, k, v = qkv(gen, L=shape(gen, 3, 9))  # three positions at least tell the mask's mistakes apart
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
     assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), f"causal attention for 4-D q {tuple(q.shape)}",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))

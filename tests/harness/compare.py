@@ -22,16 +22,46 @@ class Mistake:
     fix: str
     output: torch.Tensor | Callable[[], torch.Tensor]
 
+    def distance(self, actual: torch.Tensor) -> float:
+        """Largest difference between the learner's output and this mistake's (inf if unlike)."""
+        out = self.output() if callable(self.output) else self.output
+        if out.shape != actual.shape:
+            return float("inf")
+        out, act = out.double(), actual.double()
+        if not bool((torch.isnan(out) == torch.isnan(act)).all()):
+            return float("inf")
+        keep = ~torch.isnan(out)
+        if not bool(keep.any()):
+            return 0.0
+        a, o = act[keep], out[keep]
+        same_inf = torch.isinf(a) & torch.isinf(o) & (a == o)
+        return float((a - o).abs().masked_fill(same_inf, 0.0).max())
+
     def matches(self, actual: torch.Tensor, rtol: float, atol: float) -> bool:
         out = self.output() if callable(self.output) else self.output
         if out.shape != actual.shape:
             return False
         out, act = out.double(), actual.double()
-        same_nan = torch.isnan(out) == torch.isnan(act)
-        if not bool(same_nan.all()):
+        if not bool((torch.isnan(out) == torch.isnan(act)).all()):
             return False
         keep = ~torch.isnan(out)
-        return bool(torch.allclose(act[keep], out[keep], rtol=rtol, atol=atol))
+        return bool(torch.allclose(act[keep], out[keep], rtol=rtol, atol=atol, equal_nan=False))
+
+
+def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float, atol: float) -> Mistake | None:
+    """The known mistake whose output the learner's is closest to, among those it matches and
+    that the inputs can tell apart from the correct output."""
+    best, best_d = None, float("inf")
+    for m in mistakes:
+        try:
+            if not m.matches(actual, rtol, atol) or m.matches(expected, rtol, atol):
+                continue
+            d = m.distance(actual)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+        if d < best_d:
+            best, best_d = m, d
+    return best
 
 
 def _fmt(x: float) -> str:
@@ -65,11 +95,8 @@ def assert_close(
         where = (bad_nan | bad_inf).nonzero()[0].tolist()
         kind = "NaN" if bool(bad_nan.any()) else "inf"
         count = int((bad_nan | bad_inf).sum())
-        hint = ""
-        for m in mistakes or []:
-            if m.matches(actual, rtol, atol):
-                hint = f"\nThis looks like: {m.name}. {m.fix}"
-                break
+        m = diagnose(actual, expected, mistakes or [], rtol, atol)
+        hint = f"\nThis looks like: {m.name}. {m.fix}" if m else ""
         raise Mismatch(
             f"{name} has {count} {kind} value(s) where {oracle} is finite, the first at index {tuple(where)}; "
             f"expected {_fmt(float(exp[tuple(where)]))}{hint}{suffix}"
@@ -89,10 +116,9 @@ def assert_close(
         f"the largest difference is at index {worst}: got {_fmt(float(act[worst]))}, "
         f"expected {_fmt(float(exp[worst]))} (tolerance: atol={atol:g}, rtol={rtol:g})"
     )
-    for m in mistakes or []:
-        if m.matches(actual, max(rtol, 1e-3), max(atol, 1e-4)):
-            message += f"\nThis looks like: {m.name}. {m.fix}"
-            break
+    m = diagnose(actual, expected, mistakes or [], max(rtol, 1e-3), max(atol, 1e-4))
+    if m is not None:
+        message += f"\nThis looks like: {m.name}. {m.fix}"
     raise Mismatch(message + suffix)
 
 

@@ -128,6 +128,12 @@ class Kata:
     def score(self, outcome: Outcome) -> float:
         return 0.0 if self.void else outcome.score
 
+    def blocked_by(self, outcome: Outcome) -> list[manifest.Exercise]:
+        """Prerequisites graded in this run that do not pass (the exercise's own points still
+        come from its isolated checks, which use the harness's reference parts instead)."""
+        deps = [self.outcomes[d] for d in outcome.exercise.depends_on if d in self.outcomes]
+        return [d.exercise for d in deps if d.status != "passed"]
+
     def graded(self) -> list[Outcome]:
         return [self.outcomes[e.id] for e in manifest.load() if e.id in self.outcomes]
 
@@ -270,7 +276,9 @@ def scoreboard(kata: Kata, width: int = 100) -> str:
     title_w = max([len(o.exercise.title) for o in outcomes] + [5])
     for o in outcomes:
         pts = f"{_num(kata.score(o))}/{_num(o.exercise.points)}"
-        lines.append(f" {STATUS_MARK[o.status]} {o.exercise.id}  {o.exercise.title:<{title_w}}  {pts:>7}  {o.status}")
+        blocked = kata.blocked_by(o)
+        note = f" · blocked by {', '.join(e.name for e in blocked)}" if blocked else ""
+        lines.append(f" {STATUS_MARK[o.status]} {o.exercise.id}  {o.exercise.title:<{title_w}}  {pts:>7}  {o.status}{note}")
         if o.reason:
             reason = o.reason if len(o.reason) <= max(width - 7, 30) else o.reason[: max(width - 8, 29)] + "…"
             lines.append(f"       {reason}")
@@ -332,7 +340,10 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
         _write_json(path, report)
         return
     for o in kata.graded():
+        blocked = kata.blocked_by(o)
         lines = [f"{o.status}" + (f": {o.reason}" if o.reason else "")]
+        if blocked:
+            lines.append(f"blocked by {', '.join(e.name for e in blocked)}: it builds on them; its points come from its own checks")
         for c in o.checks:
             lines.append(f"[{c.status}] {c.name}" + (f"\n{_indent(c.message)}" if c.status != "passed" and c.message else ""))
         tests.append(
@@ -343,7 +354,8 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
                 "max_score": o.exercise.points,
                 "status": "passed" if o.status == "passed" else "failed",
                 "output": "\n".join(lines),
-                "extra_data": {"kata_status": o.status, "checks": len(o.checks)},
+                "extra_data": {"kata_status": o.status, "checks": len(o.checks),
+                               "blocked_by": [e.id for e in kata.blocked_by(o)]},
             }
         )
     report = {

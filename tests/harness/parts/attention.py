@@ -12,7 +12,8 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def causal_mask(seq_len: int, device=None) -> torch.Tensor:
-    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    positions = torch.arange(seq_len, device=device)
+    return positions[None, :] <= positions[:, None]
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):

@@ -1,0 +1,128 @@
+"""``nox -s release -- DIR``: the learners' repository, without solutions.
+
+Writes DIR with ``exercises/`` (the stubs), the graded tests and their harness, ``reference/``,
+the manifest, the noxfile and pyproject, the README, the LICENSE and the autograding workflow,
+then starts a fresh git history there. Left out: ``solutions/``, this repository's own tests
+(``tests/meta``, which grade the solutions), the benchmarks, CI for the solutions, and any git
+history. Before committing, it checks that no region of solution code appears in any file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from harness import manifest, stubs
+else:
+    from . import manifest, stubs
+
+ROOT = manifest.ROOT
+COPY = ["exercises", "reference", "tests", "noxfile.py", "pyproject.toml", "README.md", "LICENSE", ".gitignore",
+        ".github/workflows/grade.yml"]
+LEAVE_OUT = {"tests/meta", "tests/bench"}
+NOTE = (
+    "> **Learners' release.** This repository holds the exercises, their graded tests and the grader; "
+    "the reference solutions are not part of it. Start with `nox -s grade`.\n\n"
+)
+
+
+def solution_regions(solutions: Path = ROOT / "solutions") -> list[tuple[str, list[str]]]:
+    """(where, distinctive lines) of each marked region of solution code."""
+    regions = []
+    for path in sorted(solutions.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        inside, start, body = False, 0, []
+        for n, line in enumerate(lines, 1):
+            if stubs.BEGIN.match(line):
+                inside, start, body = True, n, []
+            elif stubs.END.match(line):
+                inside = False
+                distinct = [b.strip() for b in body if len(b.strip()) >= 16 and not b.strip().startswith("#")]
+                if distinct:
+                    regions.append((f"solutions/{path.name}:{start}", distinct))
+            elif inside:
+                body.append(line)
+    return regions
+
+
+def leaks(dest: Path, solutions: Path = ROOT / "solutions") -> list[str]:
+    """Files of ``dest`` holding most of a region of solution code (half its distinctive lines,
+    and at least two of them, or its only one)."""
+    found = []
+    texts = {}
+    for p in dest.rglob("*"):
+        if p.is_file() and ".git" not in p.relative_to(dest).parts:
+            try:
+                texts[p] = {line.strip() for line in p.read_text(encoding="utf-8").splitlines()}
+            except (UnicodeDecodeError, OSError):
+                continue
+    for where, distinct in solution_regions(solutions):
+        for p, lines in texts.items():
+            hits = sum(d in lines for d in distinct)
+            if hits and hits * 2 >= len(distinct) and (hits >= 2 or len(distinct) == 1):
+                found.append(f"{p.relative_to(dest)} holds the solution region at {where}")
+    return found
+
+
+def write(dest: Path) -> list[str]:
+    dest = dest.resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise SystemExit(f"{dest} exists and is not empty: give a new directory")
+    if dest == ROOT or ROOT in dest.parents:
+        raise SystemExit(f"{dest} is inside this repository: give a directory outside it")
+    problems = stubs.out_of_sync()
+    if problems:
+        raise SystemExit("exercises/ is out of date (run `nox -s stubs` first):\n" + "\n".join(problems))
+    for name in COPY:
+        src = ROOT / name
+        if not src.exists():
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=_ignore)
+        else:
+            shutil.copy2(src, target)
+    readme = dest / "README.md"
+    readme.write_text(NOTE + readme.read_text(encoding="utf-8"), encoding="utf-8")
+    found = leaks(dest)
+    if found:
+        shutil.rmtree(dest)
+        raise SystemExit("solution code would be released; nothing was written:\n" + "\n".join(found))
+    return _git_init(dest)
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    rel = Path(directory).resolve().relative_to(ROOT).as_posix()
+    skip = {n for n in names if n == "__pycache__" or n.endswith(".pyc")}
+    skip |= {n for n in names if f"{rel}/{n}" in LEAVE_OUT}
+    return skip
+
+
+def _git_init(dest: Path) -> list[str]:
+    if shutil.which("git") is None:
+        return ["git is not installed: the release has no history yet (run `git init` there)"]
+    who = ["-c", "user.name=GPT kata", "-c", "user.email=kata@example.invalid", "-c", "commit.gpgsign=false"]
+    for cmd in (["init", "-q"], ["add", "-A"], [*who, "commit", "-q", "-m", "GPT from scratch: the learners' release"]):
+        subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)
+    return []
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: nox -s release -- DIR   (a new directory outside this repository)", file=sys.stderr)
+        return 2
+    notes = write(Path(argv[0]))
+    for n in notes:
+        print(n)
+    print(f"wrote the learners' release to {Path(argv[0]).resolve()}: `cd` there and run `nox -s grade`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
