@@ -46,7 +46,7 @@ def grade(tree: str, exercises: list[manifest.Exercise], extra: list[str]) -> li
         reason = first.split(": ", 1)[1] if ": " in first and status != "passed" else ""
         lines.append(f" {MARK.get(status, ' ')} {t['number']}  {t['name'].split(': ', 1)[-1]}  {t['score']:g}/{t['max_score']:g}  {status}")
         if reason:
-            lines.append(f"       {reason[:160]}")
+            lines.append(f"       {reason}")
     return lines
 
 
