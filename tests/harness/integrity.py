@@ -38,7 +38,10 @@ ESCAPES = {
     "TorchFunctionMode": "installs or inspects torch function modes",
     "TorchDispatchMode": "installs or inspects torch dispatch modes",
     "harness": "reaches into the grader's own modules",
+    "kata_part": "reaches into the grader's reference parts",
+    "tree_with_reference": "reaches into the grader's reference parts",
 }
+PREFIXES = ("kata_part", "tree_with_reference")  # names that start with these count too
 
 
 def _hash(path: Path) -> str:
@@ -117,7 +120,10 @@ def escape_hatches(tree: Path) -> list[str]:
             if text is None:
                 continue
             for name, what in ESCAPES.items():
-                hit = text == name if tok.type == tokenize.NAME else name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
+                if tok.type == tokenize.NAME:
+                    hit = text == name or (name in PREFIXES and text.startswith(name))
+                else:
+                    hit = name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
                 if hit:
                     found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {name} ({what})")
     return found

@@ -109,6 +109,8 @@ def test_reference_parts_have_the_exercise_modules_api():
     parts = api.tree_api(ROOT / "tests" / "harness" / "parts")
     solutions = api.tree_api(ROOT / "solutions")
     for module, names in parts.items():
+        if module not in solutions:
+            continue  # a standalone part (a tiny model for generate's checks, say)
         public = {n for n in solutions[module] if not n.startswith("<") and n.split(".")[0][0] != "_"}
         missing = {n for n in public if "." not in n} - set(names)
         assert not missing, f"harness/parts/{module} lacks {missing}"
@@ -123,3 +125,42 @@ def test_trusted_parts_can_be_passed_as_arguments(tmp_path):
     x, w = torch.randn(3, 4), torch.rand(4) + 0.5
     got = impl.call("use.apply", Part("layers.LayerNorm", 4), x).out
     assert torch.allclose(got, torch.nn.functional.layer_norm(x, (4,)), atol=1e-6)
+
+
+def test_reference_parts_may_use_what_the_exercise_forbids(tmp_path):
+    """Exercise 01 forbids F.scaled_dot_product_attention; a later module graded with the
+    reference attention part (built on it) must still run, while the learner's own call is refused."""
+    root = tree_with(tmp_path, attention="""
+        def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
+            raise NotImplementedError
+    """, heads="""
+        import torch.nn.functional as F
+        from .attention import scaled_dot_product_attention
+        def attend(q):
+            return scaled_dot_product_attention(q, q, q, is_causal=True)
+        def cheat(q):
+            return F.scaled_dot_product_attention(q, q, q)
+    """)
+    impl = make_impl(root, "01")
+    q = torch.randn(1, 2, 3, 4)
+    got = impl.call("heads.attend", q, substitute=("attention",)).out
+    assert torch.allclose(got, torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True), atol=1e-6)
+    with pytest.raises(LearnerError, match="your code called torch.nn.functional.scaled_dot_product_attention"):
+        impl.call("heads.cheat", q, substitute=("attention",))
+
+
+def test_naming_the_reference_parts_is_an_escape_hatch(tmp_path):
+    from harness.integrity import escape_hatches
+
+    root = tree_with(tmp_path, sneaky="""
+        import sys
+        def f(q):
+            return sys.modules["kata_part_attention"].softmax(q)
+    """, fine="""
+        '''A docstring may say harness or DisableTorchFunction.'''
+        # so may a comment: harness
+        def g(x):
+            return x
+    """)
+    found = escape_hatches(root)
+    assert any("sneaky.py:4: kata_part" in f for f in found) and not any("fine.py" in f for f in found), found
