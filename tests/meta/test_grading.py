@@ -16,7 +16,7 @@ FAST = ("--probe-timeout", "5")
 
 
 def test_solutions_get_full_marks(tmp_path):
-    g = grade("solutions", tmp_path)
+    g = grade("solutions", tmp_path, everything=True)
     assert g.code == 0, g.explain()
     assert g.report["score"] == g.report["max_score"] > 0
     assert [t["number"] for t in g.report["tests"]] == ALL
@@ -25,7 +25,7 @@ def test_solutions_get_full_marks(tmp_path):
 
 
 def test_stub_tree_scores_zero_not_started_without_traceback(tmp_path):
-    g = grade("exercises", tmp_path)
+    g = grade("exercises", tmp_path, everything=True)
     assert g.code != 0, g.explain()
     assert g.report["score"] == 0
     for eid in ALL:
