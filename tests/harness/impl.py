@@ -7,6 +7,8 @@ and returns a ``Result`` of plain tensors. Failures arrive as the exceptions in 
 
 from __future__ import annotations
 
+import io
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import probes
+from . import probes, wire
 from .failures import ImportFailure, LearnerError, Lost, NotStarted
 from .manifest import Exercise
 from .runner import Runner, WorkerLost
@@ -42,7 +44,10 @@ class InProcessBackend:
         self.tree = probes.Tree(tree)
 
     def probe(self, header, arrays, timeout):
+        # through the wire format both ways, so that a debug run sees exactly what a worker would
+        header, arrays = wire.read(io.BytesIO(wire.encode(header, arrays)))
         reply, out = probes.run(self.tree, header, arrays, header.get("rules", {}))
+        reply, out = wire.read(io.BytesIO(wire.encode(reply, out)))
         return reply, out, ""
 
     def close(self) -> None:
@@ -166,6 +171,12 @@ class Impl:
                     "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
                     "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()},
                 }
+            if isinstance(value, tuple):  # JSON has no tuples: tag them, so the learner gets one
+                return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
+            if isinstance(value, list):
+                return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
+            if isinstance(value, dict):
+                return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
             return value
 
         spec: dict[str, Any] = {

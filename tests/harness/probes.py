@@ -8,6 +8,7 @@ never compares anything: the grader does that, in a process the tree never ran i
 
 from __future__ import annotations
 
+import collections
 import importlib
 import importlib.machinery
 import importlib.util
@@ -332,8 +333,9 @@ def plain(value: Any, what: str, budget: list[int] | None = None) -> Any:
         return [plain(v, what, budget) for v in value]
     if t is tuple:
         return {"$tuple": [plain(v, what, budget) for v in value]}
-    if t is dict:
-        return {"$dict": [[plain(k, what, budget), plain(v, what, budget)] for k, v in value.items()]}
+    if t is dict or t in (collections.Counter, collections.defaultdict, collections.OrderedDict):
+        # dict.items, not the object's own items(): a subclass cannot lie about its contents
+        return {"$dict": [[plain(k, what, budget), plain(v, what, budget)] for k, v in dict.items(value)]}
     if t in (set, frozenset):
         return {"$set": [plain(v, what, budget) for v in value]}
     if isinstance(value, types.GeneratorType) or (hasattr(t, "__next__") and hasattr(t, "__iter__")):
@@ -413,6 +415,12 @@ def _resolve_args(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tup
     def ref(a: Any) -> Any:
         if isinstance(a, dict) and "$t" in a:
             return tensors[a["$t"]]
+        if isinstance(a, dict) and "$tuple" in a:
+            return tuple(ref(x) for x in a["$tuple"])
+        if isinstance(a, list):
+            return [ref(x) for x in a]
+        if isinstance(a, dict) and "$part" not in a:
+            return {k: ref(v) for k, v in a.items()}
         if isinstance(a, dict) and "$part" in a:
             module, _, name = a["$part"].partition(".")
             args, kwargs = _resolve_args(a, tensors)

@@ -164,3 +164,16 @@ def test_naming_the_reference_parts_is_an_escape_hatch(tmp_path):
     """)
     found = escape_hatches(root)
     assert any("sneaky.py:4: kata_part" in f for f in found) and not any("fine.py" in f for f in found), found
+
+
+def test_tuples_reach_the_learner_as_tuples_and_counters_come_back_as_dicts(tmp_path):
+    root = tree_with(tmp_path, data="""
+        import collections
+        def kinds(pair, pairs, nested):
+            return [type(pair).__name__, type(pairs[0]).__name__, type(nested["p"]).__name__]
+        def counts(ids):
+            return collections.Counter(zip(ids, ids[1:]))
+    """)
+    impl = make_impl(root)
+    assert impl.call("data.kinds", (1, 2), [(3, 4)], nested={"p": (5, 6)}, returns="data").out == ["tuple", "tuple", "tuple"]
+    assert impl.call("data.counts", [1, 2, 1, 2], returns="data").out == {(1, 2): 2, (2, 1): 1}
