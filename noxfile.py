@@ -8,6 +8,7 @@
     nox -s stubs                      rewrite exercises/ from the markers in solutions/
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
+    nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by solutions/
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
     nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
@@ -31,6 +32,8 @@ import nox
 ROOT = Path(__file__).resolve().parent
 ENV = ROOT / ".nox" / "kata"
 PYPROJECT = ROOT / "pyproject.toml"
+# Installed without their dependencies: only a data file of openai-whisper is used (GPT-2's ranks).
+NO_DEPS = ("openai-whisper",)
 
 nox.options.sessions = ["grade"]
 nox.options.default_venv_backend = "none"
@@ -67,7 +70,9 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     code = session.run(*pip, "--no-index", "--no-deps", torch_spec, success_codes=[0, 1], silent=True)
     if code is not True and code != 0:
         session.log(f"no local wheel for {torch_spec}: installing it from the package index")
-    session.run(*pip, torch_spec, *[d for d in deps if not d.startswith("torch")])
+    session.run(*pip, torch_spec, *[d for d in deps if not d.startswith(("torch", *NO_DEPS))])
+    if no_deps := [d for d in deps if d.startswith(NO_DEPS)]:
+        session.run(*pip, "--no-deps", *no_deps)
     stamp["deps"] = sorted(set(stamp["deps"]) | set(have.get("deps", [])) if have.get("torch") == torch_spec else stamp["deps"])
     stamp_file.write_text(json.dumps(stamp, indent=1))
     return str(py)
@@ -140,6 +145,25 @@ def bench(session: nox.Session) -> None:
         session.error("no benchmark matches: " + " ".join(session.posargs))
     for script in scripts:
         session.run(py, str(script), external=True, env={"PYTHONPATH": str(ROOT / "tests")})
+
+
+@nox.session
+def gpt2(session: nox.Session) -> None:
+    """OpenAI's GPT-2 through a tree's model, loader and generate: `nox -s gpt2 -- "prompt"`.
+
+    Options (after --): --model 124M|355M|774M|1558M, --max-new-tokens N, --temperature T,
+    --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps, --impl solutions|exercises.
+    The weights are downloaded once into the Hugging Face cache (about 550 MB for 124M).
+    """
+    args, tree = list(session.posargs), "solutions"
+    if "--impl" in args:
+        at = args.index("--impl")
+        tree = args[at + 1] if at + 1 < len(args) else ""
+        del args[at : at + 2]
+    if tree not in ("solutions", "exercises") or not (ROOT / tree).is_dir():
+        session.error(f"--impl {tree}: expected solutions or exercises (a tree of this checkout)")
+    py = kata_env(session, extras=("reference",))
+    session.run(py, "-m", f"{tree}.pretrained", *args, external=True)
 
 
 @nox.session

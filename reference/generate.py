@@ -8,10 +8,18 @@ running it twice writes byte-identical files.
                     mask, and a mask with a fully masked query row (whose output is zeros).
 02_layernorm.npz    torch.nn.functional.layer_norm and torch.nn.functional.gelu(approximate="tanh"),
                     in float32 and bfloat16.
+11_gpt2_tiny.safetensors  a GPT-2 checkpoint in Hugging Face's layout (GPT2LMHeadModel.state_dict()
+                    without the tied lm_head.weight): transformers' GPT2LMHeadModel in a tiny
+                    configuration (2 layers, 4 heads, 32 features, vocabulary 96, context 32)
+                    with weights drawn from a fixed seed. Needs transformers and safetensors.
+11_gpt2_tiny.npz    that model's configuration, its logits for fixed token ids, its greedy
+                    continuation of two prompts (transformers' generate), and the parameter
+                    counts of transformers' GPT-2 small (124M) with and without weight tying.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -66,13 +74,84 @@ def layernorm() -> dict[str, np.ndarray]:
     return out
 
 
-GENERATORS = {"01_attention": attention, "02_layernorm": layernorm}
+GPT2_TINY = {"vocab_size": 96, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}
 
 
-def main(out_dir: Path = HERE) -> None:
+@functools.lru_cache(maxsize=None)
+def _gpt2_tiny():
+    """transformers' GPT2LMHeadModel in GPT2_TINY's configuration, eval mode, eager attention. Its
+    weights are drawn from a fixed seed here, not by transformers' initialisation (which may
+    change between versions): layer norms near 1 and 0, the rest normal, large enough that the
+    logits are far from ties."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(**GPT2_TINY, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     bos_token_id=None, eos_token_id=None, pad_token_id=None, attn_implementation="eager")
+    model = GPT2LMHeadModel(cfg).eval()
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # lm_head.weight is wte's: listed once
+            noise = torch.randn(p.shape, generator=g)
+            if ".ln_" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.2 * noise)
+            elif name.endswith("mlp.c_proj.weight"):
+                p.copy_(0.15 * noise)
+            else:
+                p.copy_((0.5 if name.endswith(("wte.weight", "wpe.weight")) else 0.3) * noise)
+    return model
+
+
+def gpt2_checkpoint() -> bytes:
+    from safetensors.torch import save
+
+    model = _gpt2_tiny()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    return save(state, metadata={"format": "pt"})
+
+
+def gpt2_outputs() -> dict[str, np.ndarray]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = _gpt2_tiny()
+    g = torch.Generator().manual_seed(12)
+    ids = torch.randint(0, GPT2_TINY["vocab_size"], (3, 20), generator=g)
+    prompt = torch.randint(0, GPT2_TINY["vocab_size"], (2, 5), generator=g)
+    with torch.no_grad():
+        logits = model(ids).logits
+        greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False)
+        steps = model(greedy).logits[:, prompt.size(1) - 1 : -1].topk(2, dim=-1).values
+    margin = float((steps[..., 0] - steps[..., 1]).min())
+    assert margin > 1e-3, f"a greedy step is a near tie (margin {margin}): pick another seed"
+    with torch.device("meta"):  # the parameter counts of GPT-2 small, without allocating it
+        counts = {tie: sum(p.numel() for p in GPT2LMHeadModel(GPT2Config(tie_word_embeddings=tie)).parameters())
+                  for tie in (True, False)}
+    out = {"ids": ids, "logits": logits, "prompt": prompt, "greedy": greedy,
+           "params_124M_tied": torch.tensor(counts[True]), "params_124M_untied": torch.tensor(counts[False])}
+    out.update({f"config/{k}": torch.tensor(v) for k, v in GPT2_TINY.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
+GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
+              "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs}
+
+
+# These need transformers (and safetensors): the regeneration session installs them; the test
+# suite regenerates only the others unless they are installed.
+NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny"}
+
+
+def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:
     torch.use_deterministic_algorithms(True)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, make in GENERATORS.items():
+        if only is not None and name not in only:
+            continue
+        if name.endswith(".safetensors"):  # a file in its own format: the generator returns its bytes
+            (out_dir / name).write_bytes(make())
+            print(f"wrote {out_dir / name}")
+            continue
         write_npz(out_dir / f"{name}.npz", make())
         print(f"wrote {out_dir / (name + '.npz')}")
 

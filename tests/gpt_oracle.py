@@ -1,0 +1,284 @@
+"""Oracles for the model track (exercises 07-11), run in the grading process.
+
+Each is a few lines of PyTorch's own functions (``F.linear``, ``F.layer_norm``,
+``F.gelu(approximate="tanh")``, ``F.scaled_dot_product_attention``, ``F.embedding``) over a dict
+of named tensors, never the tree under test. Parameter names are the exercises' attribute names
+(``att.W_query.weight``, ``ff.layers.0.bias``, ``trf_blocks.1.norm2.scale``); ``gpt2_hf`` reads
+Hugging Face's GPT-2 names instead. ``variant`` computes a known mistake's output, for naming it
+in a failure message. The committed transformers outputs in ``reference/`` pin these oracles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5  # LayerNorm's eps, GPT-2's and the exercises'
+
+
+def n(gen: torch.Generator, low: int, high: int) -> int:
+    """A random int in [low, high]."""
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+def sub(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def linear(x, params, name):
+    return F.linear(x, params[name + ".weight"], params.get(name + ".bias"))
+
+
+def layer_norm(x, params, name):
+    return F.layer_norm(x, x.shape[-1:], params[name + ".scale"], params[name + ".shift"], EPS)
+
+
+# ----------------------------------------------------------------------------------- 07
+
+
+def multihead(x, params, num_heads, variant="", dropout_weights=None):
+    """Causal multi-head attention with ``MultiHeadAttention``'s parameters, on F.scaled_dot_product_attention."""
+    b, t, _ = x.shape
+    q, k, v = (linear(x, params, f"W_{name}") for name in ("query", "key", "value"))
+    d = q.size(-1)
+    hd = d // num_heads
+    if variant == "split_without_transpose":
+        q, k, v = (z.reshape(b, num_heads, t, hd) for z in (q, k, v))
+    else:
+        q, k, v = (z.view(b, t, num_heads, hd).transpose(1, 2) for z in (q, k, v))
+    scale = {"no_scale": 1.0, "scale_by_d_out": 1 / math.sqrt(d), "scale_by_head_dim": 1 / hd}.get(variant)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "no_mask", scale=scale)
+    if variant == "merge_without_transpose":
+        out = out.reshape(b, t, d)
+    else:
+        out = out.transpose(1, 2).reshape(b, t, d)
+    if variant == "no_out_proj":
+        return out
+    return linear(out, params, "out_proj")
+
+
+def multihead_params(gen, d_in, d_out, qkv_bias, std=0.4):
+    p = {}
+    for name in ("W_query", "W_key", "W_value"):
+        p[f"{name}.weight"] = torch.randn(d_out, d_in, generator=gen) * std
+        if qkv_bias:
+            p[f"{name}.bias"] = torch.randn(d_out, generator=gen) * 0.2
+    p["out_proj.weight"] = torch.randn(d_out, d_out, generator=gen) * std
+    p["out_proj.bias"] = torch.randn(d_out, generator=gen) * 0.2
+    return p
+
+
+# ----------------------------------------------------------------------------------- 08
+
+
+def feed_forward(x, params, variant=""):
+    h = linear(x, params, "layers.0")
+    h = {"relu": F.relu(h), "exact_gelu": F.gelu(h), "no_activation": h}.get(variant, F.gelu(h, approximate="tanh"))
+    return linear(h, params, "layers.2")
+
+
+def block(x, params, num_heads, variant=""):
+    """A pre-LayerNorm transformer block with ``TransformerBlock``'s parameters."""
+
+    def att(z):
+        return multihead(z, sub(params, "att."), num_heads)
+
+    def ff(z):
+        return feed_forward(z, sub(params, "ff."))
+
+    if variant == "post_norm":
+        x = layer_norm(x + att(x), params, "norm1")
+        return layer_norm(x + ff(x), params, "norm2")
+    if variant == "no_residual":
+        return ff(layer_norm(att(layer_norm(x, params, "norm1")), params, "norm2"))
+    if variant == "no_attention_residual":
+        x = att(layer_norm(x, params, "norm1"))
+        return x + ff(layer_norm(x, params, "norm2"))
+    if variant == "no_feed_forward_residual":
+        x = x + att(layer_norm(x, params, "norm1"))
+        return ff(layer_norm(x, params, "norm2"))
+    if variant == "residual_after_norm":  # the shortcut carries norm(x), not x
+        x = layer_norm(x, params, "norm1")
+        x = x + att(x)
+        y = layer_norm(x, params, "norm2")
+        return y + ff(y)
+    if variant == "norms_swapped":
+        x = x + att(layer_norm(x, params, "norm2"))
+        return x + ff(layer_norm(x, params, "norm1"))
+    x = x + att(layer_norm(x, params, "norm1"))
+    return x + ff(layer_norm(x, params, "norm2"))
+
+
+def block_params(gen, emb, qkv_bias, prefix=""):
+    p = {f"att.{k}": v for k, v in multihead_params(gen, emb, emb, qkv_bias, std=0.3).items()}
+    p["ff.layers.0.weight"] = torch.randn(4 * emb, emb, generator=gen) * 0.3
+    p["ff.layers.0.bias"] = torch.randn(4 * emb, generator=gen) * 0.2
+    p["ff.layers.2.weight"] = torch.randn(emb, 4 * emb, generator=gen) * 0.15
+    p["ff.layers.2.bias"] = torch.randn(emb, generator=gen) * 0.2
+    for norm in ("norm1", "norm2"):
+        p[f"{norm}.scale"] = 1 + 0.2 * torch.randn(emb, generator=gen)
+        p[f"{norm}.shift"] = 0.2 * torch.randn(emb, generator=gen)
+    return {prefix + k: v for k, v in p.items()}
+
+
+# ----------------------------------------------------------------------------------- 09
+
+
+def gpt(idx, params, cfg, variant=""):
+    """``GPTModel``'s logits for token ids ``idx`` (batch, num_tokens), from its named parameters."""
+    t = idx.size(1)
+    x = F.embedding(idx, params["tok_emb.weight"])
+    if variant != "no_positions":
+        x = x + F.embedding(torch.arange(t), params["pos_emb.weight"])
+    for i in range(cfg["n_layers"]):
+        x = block(x, sub(params, f"trf_blocks.{i}."), cfg["n_heads"])
+    if variant != "no_final_norm":
+        x = layer_norm(x, params, "final_norm")
+    head = params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"]
+    return F.linear(x, head)
+
+
+def gpt_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """``GPTModel``'s ``named_parameters()`` shapes (a tied head is listed once, as tok_emb.weight)."""
+    e, v = cfg["emb_dim"], cfg["vocab_size"]
+    shapes = {"tok_emb.weight": (v, e), "pos_emb.weight": (cfg["context_length"], e)}
+    for i in range(cfg["n_layers"]):
+        b = f"trf_blocks.{i}."
+        for name in ("W_query", "W_key", "W_value"):
+            shapes[f"{b}att.{name}.weight"] = (e, e)
+            if cfg["qkv_bias"]:
+                shapes[f"{b}att.{name}.bias"] = (e,)
+        shapes[f"{b}att.out_proj.weight"], shapes[f"{b}att.out_proj.bias"] = (e, e), (e,)
+        shapes[f"{b}ff.layers.0.weight"], shapes[f"{b}ff.layers.0.bias"] = (4 * e, e), (4 * e,)
+        shapes[f"{b}ff.layers.2.weight"], shapes[f"{b}ff.layers.2.bias"] = (e, 4 * e), (e,)
+        for norm in ("norm1", "norm2"):
+            shapes[f"{b}{norm}.scale"] = shapes[f"{b}{norm}.shift"] = (e,)
+    shapes["final_norm.scale"] = shapes["final_norm.shift"] = (e,)
+    if not cfg["tie_weights"]:
+        shapes["out_head.weight"] = (v, e)
+    return shapes
+
+
+def gpt_params(gen, cfg):
+    e = cfg["emb_dim"]
+    p = {"tok_emb.weight": torch.randn(cfg["vocab_size"], e, generator=gen) * 0.5,
+         "pos_emb.weight": torch.randn(cfg["context_length"], e, generator=gen) * 0.5}
+    for i in range(cfg["n_layers"]):
+        p.update(block_params(gen, e, cfg["qkv_bias"], prefix=f"trf_blocks.{i}."))
+    p["final_norm.scale"] = 1 + 0.2 * torch.randn(e, generator=gen)
+    p["final_norm.shift"] = 0.2 * torch.randn(e, generator=gen)
+    if not cfg["tie_weights"]:
+        p["out_head.weight"] = torch.randn(cfg["vocab_size"], e, generator=gen) * 0.3
+    return p
+
+
+def random_config(gen, **fixed):
+    heads = n(gen, 1, 4)
+    cfg = {"vocab_size": n(gen, 5, 40), "context_length": n(gen, 2, 12), "emb_dim": heads * n(gen, 2, 6),
+           "n_heads": heads, "n_layers": n(gen, 1, 3), "drop_rate": 0.0, "qkv_bias": bool(n(gen, 0, 1)),
+           "tie_weights": bool(n(gen, 0, 1))}
+    cfg.update(fixed)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------- 11
+
+
+def gpt2_hf(idx, state_dict, num_heads):
+    """GPT-2's logits from a state dict in Hugging Face's layout (Conv1D weights are (in, out))."""
+    sd = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
+    t = idx.size(1)
+    x = F.embedding(idx, sd["wte.weight"]) + F.embedding(torch.arange(t), sd["wpe.weight"])
+    e = x.size(-1)
+
+    def ln(z, name):
+        return F.layer_norm(z, (e,), sd[name + ".weight"], sd[name + ".bias"], EPS)
+
+    def conv1d(z, name):
+        return z @ sd[name + ".weight"] + sd[name + ".bias"]
+
+    i = 0
+    while f"h.{i}.ln_1.weight" in sd:
+        h = f"h.{i}."
+        q, k, v = conv1d(ln(x, h + "ln_1"), h + "attn.c_attn").split(e, dim=-1)
+        q, k, v = (z.view(z.size(0), t, num_heads, e // num_heads).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(x.shape)
+        x = x + conv1d(a, h + "attn.c_proj")
+        x = x + conv1d(F.gelu(conv1d(ln(x, h + "ln_2"), h + "mlp.c_fc"), approximate="tanh"), h + "mlp.c_proj")
+        i += 1
+    head = state_dict.get("lm_head.weight", sd["wte.weight"])
+    return F.linear(ln(x, "ln_f"), head)
+
+
+def gpt2_state_dict(gen, cfg, prefix="transformer."):
+    """A random GPT-2 checkpoint in Hugging Face's layout (``GPT2LMHeadModel.state_dict()`` without
+    the tied ``lm_head.weight``) for a config of this module's field names."""
+    e, p = cfg["emb_dim"], {}
+
+    def put(name, *shape, std=0.3, mean=0.0):
+        p[prefix + name] = mean + std * torch.randn(*shape, generator=gen)
+
+    put("wte.weight", cfg["vocab_size"], e, std=0.5)
+    put("wpe.weight", cfg["context_length"], e, std=0.5)
+    for i in range(cfg["n_layers"]):
+        h = f"h.{i}."
+        for ln in ("ln_1", "ln_2"):
+            put(h + ln + ".weight", e, std=0.2, mean=1.0)
+            put(h + ln + ".bias", e, std=0.2)
+        put(h + "attn.c_attn.weight", e, 3 * e)
+        put(h + "attn.c_attn.bias", 3 * e, std=0.2)
+        put(h + "attn.c_proj.weight", e, e)
+        put(h + "attn.c_proj.bias", e, std=0.2)
+        put(h + "mlp.c_fc.weight", e, 4 * e)
+        put(h + "mlp.c_fc.bias", 4 * e, std=0.2)
+        put(h + "mlp.c_proj.weight", 4 * e, e, std=0.15)
+        put(h + "mlp.c_proj.bias", e, std=0.2)
+    put("ln_f.weight", e, std=0.2, mean=1.0)
+    put("ln_f.bias", e, std=0.2)
+    return p
+
+
+def gpt2_mistake(state_dict, mistake):
+    """The checkpoint a loader with ``mistake`` effectively loads, in the same layout."""
+    out = dict(state_dict)
+    for key, w in state_dict.items():
+        if mistake in ("qkv_not_transposed", "attention_not_transposed") and key.endswith("attn.c_attn.weight"):
+            out[key] = torch.cat([c.T for c in w.split(w.size(0), dim=1)], dim=1)
+        elif mistake in ("attn_proj_not_transposed", "attention_not_transposed") and key.endswith("attn.c_proj.weight"):
+            out[key] = w.T
+        elif mistake == "qkv_order" and key.endswith("attn.c_attn.weight") or mistake == "qkv_order" and key.endswith("attn.c_attn.bias"):
+            q, k, v = w.split(w.size(-1) // 3, dim=-1)
+            out[key] = torch.cat([k, q, v], dim=-1)
+        elif mistake == "norm_swapped" and (".ln_" in key or "ln_f." in key):
+            other = key[: -len("weight")] + "bias" if key.endswith("weight") else key[: -len("bias")] + "weight"
+            out[key] = state_dict[other]
+    return out
+
+
+# ----------------------------------------------------------------------------------- safetensors
+
+
+_DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4", "U8": "u1", "BOOL": "?"}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file without the safetensors package: an 8-byte little-endian header
+    length, a JSON header (name -> dtype, shape, byte offsets), then the raw little-endian bytes."""
+    raw = Path(path).read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    data = raw[8 + size :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        arr = np.frombuffer(data[start:end], dtype=np.dtype(_DTYPES[info["dtype"]])).reshape(info["shape"])
+        out[name] = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
+    return out
