@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import make_tree
 
-from harness.failures import Mismatch
+from harness.failures import GradingFailure, Mismatch
 from harness.impl import Impl, InProcessBackend
 from harness.manifest import lookup
 
@@ -65,3 +65,82 @@ def test_the_correct_solution_names_no_mistake(tmp_path):
         impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
         for seed in SEEDS:
             getattr(tests, check)(impl, torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------- tokenization and data
+
+TOKEN_CASES = [
+    ("overlapping pairs merged", "bpe.py", [("            i += 2\n", "            i += 1\n")], "test_03_bpe_merge", "test_merge_overlapping_runs_left_to_right"),
+    ("ties broken by the least pair", "bpe.py", [("            return self.key > other.key", "            return self.key < other.key")], "test_04_bpe_train", "test_ties_go_to_the_greatest_pair"),
+    ("targets not shifted by one", "data.py", [("self.target_ids.append(ids[i + 1 : i + max_length + 1])", "self.target_ids.append(ids[i : i + max_length])")], "test_06_dataloader", "test_dataset_windows_overlapping"),
+]
+
+
+# ------------------------------------------------------------------------- the model track (07-11)
+
+SPLIT = "return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)"
+MERGE = "context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)"
+SCORES = "scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)"
+MASKFILL = "scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float(\"-inf\"))"
+WEIGHTS = "weights = self.dropout(softmax(scores, dim=-1))"
+ATT = "x = x + self.drop_shortcut(self.att(self.norm1(x)))"
+FF = "x = x + self.drop_shortcut(self.ff(self.norm2(x)))"
+MODEL_CASES = [
+ ("heads split with a reshape but no transpose", "multihead.py", [(SPLIT, "return t.reshape(b, self.num_heads, num_tokens, self.head_dim)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
+ ("heads merged with a reshape but no transpose", "multihead.py", [(MERGE, "context = (weights @ values).reshape(b, num_tokens, self.d_out)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
+ ("no causal mask", "multihead.py", [(MASKFILL, "pass")], "test_07_multihead", "test_multihead_matches_nn_multiheadattention"),
+ ("no 1/sqrt(head_dim) scaling", "multihead.py", [(SCORES, "scores = queries @ keys.transpose(2, 3)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
+ ("scaled by 1/sqrt(d_out)", "multihead.py", [(SCORES, SCORES.replace("self.head_dim", "self.d_out"))], "test_07_multihead", "test_multihead_backward_matches_autograd"),
+ ("out_proj is not applied", "multihead.py", [("return self.out_proj(context)", "return context")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
+ ("dropout is active in eval", "multihead.py", [(WEIGHTS, "weights = torch.nn.functional.dropout(softmax(scores, dim=-1), self.dropout.p, training=True)")], "test_07_multihead", "test_multihead_dropout_only_in_training"),
+ ("dropout was applied to the output", "multihead.py", [(WEIGHTS, "weights = softmax(scores, dim=-1)"), ("return self.out_proj(context)", "return self.dropout(self.out_proj(context))")], "test_07_multihead", "test_multihead_dropout_only_in_training"),
+ ("the book's", "multihead.py", [('self.register_buffer("mask", causal_mask(context_length), persistent=False)', 'self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))'), ("~self.mask[:num_tokens, :num_tokens]", "self.mask.bool()[:num_tokens, :num_tokens]")], "test_07_multihead", "test_multihead_mask_is_a_causal_buffer"),
+ ("expected a ValueError", "multihead.py", [("        if d_out % num_heads != 0:\n", "        if False:\n")], "test_07_multihead", "test_multihead_rejects_d_out_not_divisible_by_num_heads"),
+ ("post-norm instead of pre-norm", "block.py", [(ATT, "x = self.norm1(x + self.drop_shortcut(self.att(x)))"), (FF, "x = self.norm2(x + self.drop_shortcut(self.ff(x)))")], "test_08_block", "test_block_matches_oracle"),
+ ("missing residual connections", "block.py", [(ATT, "x = self.drop_shortcut(self.att(self.norm1(x)))"), (FF, "x = self.drop_shortcut(self.ff(self.norm2(x)))")], "test_08_block", "test_block_matches_oracle"),
+ ("the attention branch has no residual", "block.py", [(ATT, "x = self.drop_shortcut(self.att(self.norm1(x)))")], "test_08_block", "test_block_backward_matches_autograd"),
+ ("the shortcut carries norm(x)", "block.py", [(ATT, "x = self.norm1(x)\n        x = x + self.drop_shortcut(self.att(x))"), (FF, "x = self.norm2(x)\n        x = x + self.drop_shortcut(self.ff(x))")], "test_08_block", "test_block_matches_oracle"),
+ ("dropout is active in eval", "block.py", [(ATT, "x = x + torch.nn.functional.dropout(self.att(self.norm1(x)), self.drop_shortcut.p, training=True)")], "test_08_block", "test_block_dropout_only_in_training"),
+ ("ReLU instead of GELU", "block.py", [("            GELU(),\n", "            nn.ReLU(),\n")], "test_08_block", "test_feedforward_matches_oracle"),
+ ("the position embeddings are missing", "model.py", [("x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))", "x = self.drop_emb(self.tok_emb(in_idx))")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
+ ("the final LayerNorm is missing", "model.py", [("return self.out_head(self.final_norm(x))", "return self.out_head(x)")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
+ ("That is the untied count", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt2_small_parameter_counts"),
+ ("raised IndexError", "model.py", [("        if num_tokens > self.cfg.context_length:\n", "        if False:\n")], "test_09_gpt", "test_gpt_rejects_input_longer_than_context"),
+ ("the window keeps the FIRST", "generate.py", [("model(idx[:, -context_size:])", "model(idx[:, :context_size])")], "test_10_generate", "test_greedy_is_argmax_and_crops_to_the_context"),
+ ("multiplied by the temperature", "generate.py", [("logits = logits / temperature", "logits = logits * temperature")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
+ ("the temperature is ignored", "generate.py", [("logits = logits / temperature", "logits = logits")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
+ ("greedy decoding although temperature > 0", "generate.py", [("if temperature == 0:", "if True:")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
+ ("the token that crosses top_p is dropped", "generate.py", [("masked_fill(before >= top_p,", "masked_fill(probs.cumsum(dim=-1) > top_p,")], "test_10_generate", "test_top_p_keeps_the_nucleus"),
+ ("most likely tokens may be drawn", "generate.py", [("logits = logits.masked_fill(logits < kth, float(\"-inf\"))", "logits = logits")], "test_10_generate", "test_top_k_never_leaves_the_top_k"),
+ ("eos_id is ignored", "generate.py", [("        if eos_id is not None:\n            idx_next", "        if False:\n            idx_next"), ("if eos_id is not None and bool(finished.all()):", "if False:")], "test_10_generate", "test_eos_stops_generation"),
+ ("pass generator=generator", "generate.py", [("idx_next = torch.multinomial(probs, 1, generator=generator)", "idx_next = torch.multinomial(probs, 1)")], "test_10_generate", "test_sampling_is_reproducible_with_a_generator"),
+ ("(c_attn and attn.c_proj) were not transposed", "weights.py", [("copy(linear.weight, w.T)", "copy(linear.weight, w)"), ("conv1d(att.out_proj, h + \"attn.c_proj\")", "copy(att.out_proj.weight, take(h + 'attn.c_proj.weight', att.out_proj.weight.shape)); copy(att.out_proj.bias, take(h + 'attn.c_proj.bias', att.out_proj.bias.shape))")], "test_11_gpt2_weights", "test_logits_match_transformers"),
+ ("query, key and value weights were not transposed", "weights.py", [("copy(linear.weight, w.T)", "copy(linear.weight, w)")], "test_11_gpt2_weights", "test_random_checkpoint_matches_gpt2_forward"),
+ ("wrong order", "weights.py", [("(att.W_query, att.W_key, att.W_value), (q, k, v)):\n            copy(linear.weight", "(att.W_key, att.W_query, att.W_value), (q, k, v)):\n            copy(linear.weight"), ("(att.W_query, att.W_key, att.W_value), (q, k, v)):\n                copy(linear.bias", "(att.W_key, att.W_query, att.W_value), (q, k, v)):\n                copy(linear.bias")], "test_11_gpt2_weights", "test_random_checkpoint_matches_gpt2_forward"),
+ ("LayerNorm weight and bias swapped", "weights.py", [('copy(module.scale, take(key + ".weight"', 'copy(module.scale, take(key + ".bias"'), ('copy(module.shift, take(key + ".bias"', 'copy(module.shift, take(key + ".weight"')], "test_11_gpt2_weights", "test_hub_layout_with_mask_buffers"),
+ ("does not name", "weights.py", [("        if tuple(t.shape) != tuple(shape):\n", "        if False:\n")], "test_11_gpt2_weights", "test_shape_mismatch_names_the_key"),
+]
+
+
+def _run(check, impl, seed):
+    return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
+
+
+@pytest.mark.parametrize("mistake, file, edits, module, check", TOKEN_CASES + MODEL_CASES, ids=[c[0] for c in TOKEN_CASES + MODEL_CASES])
+def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, edits, module, check):
+    tree = make_tree(tmp_path, {file: edits})
+    tests = importlib.import_module(module)
+    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+    for seed in SEEDS:
+        with pytest.raises(GradingFailure) as failure:
+            _run(getattr(tests, check), impl, seed)
+        assert mistake in failure.value.explain(), f"seed {seed}: {failure.value.explain()[:2000]}"
+
+
+def test_later_checks_pass_on_the_solutions(tmp_path):
+    tree = make_tree(tmp_path)
+    for module, check in sorted({(c[3], c[4]) for c in TOKEN_CASES + MODEL_CASES}):
+        tests = importlib.import_module(module)
+        impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+        for seed in SEEDS:
+            _run(getattr(tests, check), impl, seed)
