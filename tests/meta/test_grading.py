@@ -166,3 +166,21 @@ def test_plain_pytest_takes_the_same_switch():
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "scoreboard" in proc.stdout
+
+
+def test_a_broken_attention_costs_attention_but_not_the_exercises_built_on_it(tmp_path):
+    """Multi-head attention and the block use the learner's attention and LayerNorm; their graded
+    checks substitute the reference parts, so only exercise 01 loses points. The ungraded
+    integration check of the learner's own chain is where the breakage shows."""
+    tree = make_tree(tmp_path, {"attention.py": [("    e = torch.exp(x - m)", "    e = torch.exp(x - m) ** 2")]})
+    g = grade(tree, tmp_path, "--exercise", "01", "--exercise", "07", "--exercise", "08", everything=True)
+    assert g.status("01") == "failing" and score_of(g, "01") < 10, g.explain()
+    for eid in ("07", "08"):
+        assert g.status(eid) == "passed" and score_of(g, eid) == 10, g.explain()
+    assert "01" in manifest.lookup("07").depends_on
+    assert "passed · blocked by 01 attention" in g.stdout, g.explain()  # 07's line on the scoreboard
+    assert g.exercise("07")["extra_data"]["blocked_by"] == ["01"]
+
+
+def score_of(g, eid):
+    return g.exercise(eid)["score"]
