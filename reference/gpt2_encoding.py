@@ -141,3 +141,10 @@ def write_tiktoken_file(ranks: dict[bytes, int], path: Path) -> Path:
 
 def _tiktoken_text(ranks: dict[bytes, int]) -> str:
     return "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
+
+
+if __name__ == "__main__":  # `python reference/gpt2_encoding.py` prints the ranks file's path
+    try:
+        print(gpt2_tiktoken_file())
+    except GPT2RanksMissing as e:
+        raise SystemExit(str(e)) from None

@@ -4,12 +4,12 @@
     python -m solutions.pretrained "Hello" --model 355M --temperature 0.8 --top-k 40 --seed 1
 
 The weights come from the Hugging Face Hub (``huggingface_hub``, cached after the first
-download) and are read with ``safetensors``; the text is encoded with tiktoken's GPT-2 encoding.
+download) and are read with ``safetensors``; the text is encoded with this package's own
+``Tokenizer`` (exercise 05) from GPT-2's ranks, a ``gpt2.tiktoken`` file given with ``--ranks``
+(``nox -s gpt2`` finds it offline with ``reference/gpt2_encoding.py``).
 """
 
 import argparse
-import base64
-import importlib.util
 import re
 import socket
 import sys
@@ -21,8 +21,10 @@ import torch
 from .config import PRESETS, GPTConfig
 from .generate import generate
 from .model import GPTModel
+from .tokenizer import Tokenizer
 from .weights import load_gpt2_weights
 
+ENDOFTEXT_ID = 50256  # <|endoftext|>
 REPOS = {
     "124M": "openai-community/gpt2",
     "355M": "openai-community/gpt2-medium",
@@ -92,41 +94,6 @@ def download(size: str = "124M") -> str:
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-def gpt2_encoding():
-    """tiktoken's GPT-2 encoding. tiktoken downloads its files on first use; offline, the same
-    ranks are read from ``whisper/assets/gpt2.tiktoken`` when openai-whisper is installed."""
-    import tiktoken
-
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # no network, no cache
-        path = _whisper_ranks_file()
-        if path is None:
-            raise SystemExit(
-                f"could not load tiktoken's GPT-2 encoding: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
-                "Run this once with a network connection (tiktoken caches its files), or install GPT-2's ranks "
-                "offline: pip install --no-deps openai-whisper"
-            ) from None
-    ranks = {}
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
-
-
-def _whisper_ranks_file() -> Path | None:
-    spec = importlib.util.find_spec("whisper")  # finds the package without importing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / "assets" / "gpt2.tiktoken"
-        if path.is_file():
-            return path
-    return None
-
-
 def read_safetensors(path: str) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
@@ -156,16 +123,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--ranks", required=True, help="GPT-2's ranks in tiktoken's format (gpt2.tiktoken)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    enc = gpt2_encoding()
+    enc = Tokenizer.from_gpt2(args.ranks)
     path = download(args.model)
     model = from_state_dict(read_safetensors(path), n_heads=PRESETS[args.model]["n_heads"]).to(device)
     idx = torch.tensor([enc.encode(args.prompt)], device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(model, idx, args.max_new_tokens, model.cfg.context_length, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, eos_id=enc.eot_token, generator=generator)
+                   top_k=args.top_k, top_p=args.top_p, eos_id=ENDOFTEXT_ID, generator=generator)
     print(enc.decode(out[0].tolist()))
 
 
