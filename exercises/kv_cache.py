@@ -1,0 +1,124 @@
+"""Exercise 12: the KV cache: keep each block's keys and values, so that generating a token runs
+the model on that one token instead of the whole sequence.
+
+Without a cache, ``generate`` runs the model on all ``n`` tokens to pick token ``n + 1``, and the
+work grows with ``n``; the keys and values of the earlier positions never change, so a cache keeps
+them. The model's side of it is ``GPTModel.forward(in_idx, cache=...)`` (``model.py``,
+``block.py``, ``multihead.py``: the ``forward_cached`` methods).
+"""
+
+import torch
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, preallocated per block.
+
+    Args:
+        n_layers: number of transformer blocks (one key and one value buffer each).
+        batch_size, num_heads, max_len, head_dim: each buffer is a zero tensor of shape
+            ``(batch_size, num_heads, max_len, head_dim)``.
+        dtype, device: of the buffers.
+
+    Attributes (graded by name):
+        keys, values: lists of ``n_layers`` buffers.
+        length: the number of positions stored (0 at the start and after ``reset``).
+        max_len: the most positions it holds.
+
+    ``update(layer, keys, values)``: ``keys`` and ``values`` are ``(batch_size, num_heads,
+    num_tokens, head_dim)``, the next ``num_tokens`` positions of block ``layer``; they are
+    written at positions ``length .. length + num_tokens - 1`` of that block's buffers, and the
+    keys and values of positions ``0 .. length + num_tokens - 1`` are returned (views of the
+    buffers). ``length`` does not change: every block writes at the same positions, and the model
+    calls ``advance(num_tokens)`` once all its blocks have. Going past ``max_len`` raises a
+    ``ValueError`` that gives the numbers (before anything is written).
+
+    ``advance(num_tokens)``: ``length += num_tokens``. ``reset()``: ``length = 0``, for a new prompt.
+    """
+
+    def __init__(self, n_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device=None):
+        raise NotImplementedError("exercise 12 (kv_cache), KVCache.__init__: one zero key buffer and one value buffer per block, length 0")
+
+    @classmethod
+    def for_model(cls, model, batch_size: int, max_len: int | None = None) -> "KVCache":
+        """A cache shaped for ``model`` (a ``GPTModel``), on its device and dtype; ``max_len``
+        defaults to the model's ``context_length``."""
+        cfg, weight = model.cfg, model.tok_emb.weight
+        return cls(cfg.n_layers, batch_size, cfg.n_heads, max_len or cfg.context_length, cfg.emb_dim // cfg.n_heads,
+                   dtype=weight.dtype, device=weight.device)
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("exercise 12 (kv_cache), KVCache.update: refuse to go past max_len, write the new positions, return all positions so far")
+
+    def advance(self, num_tokens: int) -> None:
+        raise NotImplementedError("exercise 12 (kv_cache), KVCache.advance: count the new positions")
+
+    def reset(self) -> None:
+        raise NotImplementedError("exercise 12 (kv_cache), KVCache.reset: forget every position")
+
+
+def generate_cached(model, idx: torch.Tensor, max_new_tokens: int, cache: KVCache | None = None,
+                    eos_id: int | None = None) -> torch.Tensor:
+    """Greedy generation with a KV cache: the same tokens as ``generate(model, idx, max_new_tokens,
+    context_size)`` with ``temperature=0``, for sequences that fit the context.
+
+    The prompt is fed once (the prefill: ``model(idx, cache=cache)``), then each step feeds only
+    the token chosen last, ``(batch, 1)``, and picks the ``argmax`` of the logits at the last
+    position. With ``eos_id``, rows that produced it keep producing it, and generation stops once
+    every row has. Runs under ``torch.no_grad()``; put the model in eval mode first.
+
+    Args:
+        model: a ``GPTModel`` (or anything whose ``forward(in_idx, cache=...)`` works the same way).
+        idx: ``(batch, num_tokens)`` int64, the prompt.
+        max_new_tokens: the most tokens to add; ``num_tokens + max_new_tokens - 1`` positions must
+            fit the cache (the last token chosen is never fed).
+        cache: the cache to use; None makes ``KVCache.for_model(model, batch, num_tokens +
+            max_new_tokens)``. It is reset first.
+
+    Returns:
+        ``(batch, num_tokens + n_new)`` int64: ``idx`` followed by the new tokens.
+    """
+    if cache is None:
+        cache = KVCache.for_model(model, idx.size(0), idx.size(1) + max_new_tokens)
+    raise NotImplementedError("exercise 12 (kv_cache), generate_cached: reset, prefill the prompt, then feed one token per step")
+
+
+def _gpt(cfg, state_dict):
+    from .model import GPTModel
+
+    model = GPTModel(cfg)
+    model.load_state_dict(state_dict, strict=False)  # a tied head is missing from state_dict, and shared
+    return model.eval()
+
+
+def cached_logits(cfg, state_dict: dict, idx: torch.Tensor, chunk_sizes: list[int], max_len: int | None = None,
+                  reset_after: int = 0) -> torch.Tensor:
+    """Given (the graded checks use it, and so can you): build ``GPTModel(cfg)`` with the weights
+    ``state_dict`` in eval mode and feed ``idx`` through one ``KVCache`` (``max_len`` positions,
+    default the context length) in chunks of ``chunk_sizes`` tokens; returns the logits of all the
+    chunks, concatenated along the tokens. ``reset_after=n`` first feeds ``n`` tokens of
+    ``idx.flip(1)`` (another prompt) and resets the cache."""
+    model = _gpt(cfg, state_dict)
+    cache = KVCache.for_model(model, idx.size(0), max_len)
+    out = []
+    with torch.no_grad():
+        if reset_after:
+            model(idx.flip(1)[:, :reset_after], cache=cache)
+            cache.reset()
+        start = 0
+        for size in chunk_sizes:
+            out.append(model(idx[:, start:start + size], cache=cache))
+            start += size
+    return torch.cat(out, dim=1)
+
+
+def traced_generate_cached(cfg, state_dict: dict, idx: torch.Tensor, max_new_tokens: int, eos_id: int | None = None) -> dict:
+    """Given (the graded checks use it): ``generate_cached`` on ``GPTModel(cfg)`` with the weights
+    ``state_dict``, with a forward hook on every block that records how many tokens it was fed.
+    Returns ``{"tokens": the generated (batch, n) tensor, "fed": [num_tokens per block call]}``."""
+    model = _gpt(cfg, state_dict)
+    fed = []
+    for block in model.trf_blocks:
+        block.register_forward_hook(lambda module, args, output: fed.append(int(args[0].size(1))))
+    tokens = generate_cached(model, idx, max_new_tokens, eos_id=eos_id)
+    return {"tokens": tokens, "fed": fed}
