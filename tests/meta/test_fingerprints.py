@@ -76,6 +76,14 @@ TOKEN_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------- the KV cache (12)
+
+CACHE_CASES = [
+    ("missing position offset", "model.py", [("positions = torch.arange(start, start + num_tokens, device=in_idx.device)", "positions = torch.arange(0, num_tokens, device=in_idx.device)")], "test_12_kv_cache", "test_chunk_after_prefill"),
+    ("the causal mask is not aligned to absolute positions", "multihead.py", [("~self.mask[start:start + num_tokens, :start + num_tokens]", "~self.mask[:num_tokens, :start + num_tokens]")], "test_12_kv_cache", "test_chunk_after_prefill"),
+]
+
+
 # ------------------------------------------------------------------------- the model track (07-11)
 
 SPLIT = "return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)"
@@ -126,7 +134,7 @@ def _run(check, impl, seed):
     return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
 
 
-@pytest.mark.parametrize("mistake, file, edits, module, check", TOKEN_CASES + MODEL_CASES, ids=[c[0] for c in TOKEN_CASES + MODEL_CASES])
+@pytest.mark.parametrize("mistake, file, edits, module, check", TOKEN_CASES + MODEL_CASES + CACHE_CASES, ids=[c[0] for c in TOKEN_CASES + MODEL_CASES + CACHE_CASES])
 def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, edits, module, check):
     tree = make_tree(tmp_path, {file: edits})
     tests = importlib.import_module(module)
@@ -139,7 +147,7 @@ def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, 
 
 def test_later_checks_pass_on_the_solutions(tmp_path):
     tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in TOKEN_CASES + MODEL_CASES}):
+    for module, check in sorted({(c[3], c[4]) for c in TOKEN_CASES + MODEL_CASES + CACHE_CASES}):
         tests = importlib.import_module(module)
         impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
         for seed in SEEDS:
