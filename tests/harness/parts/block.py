@@ -1,48 +1,18 @@
 """Reference part for exercise 08 (see parts/attention.py): ``FeedForward`` and
 ``TransformerBlock`` with the exercise's attribute names and parameters, built on torch.nn's
-own LayerNorm, GELU and multi-head attention. Self-contained (parts never import each other).
-``cfg`` is a dict or an object with the fields of ``GPTConfig``."""
+own GELU and the reference parts for LayerNorm (parts/layers.py) and multi-head attention
+(parts/multihead.py). ``cfg`` is a dict or an object with the fields of ``GPTConfig``."""
 
-import torch
-import torch.nn.functional as F
 from torch import nn
+
+from harness.probes import _load_part
+
+LayerNorm = _load_part("layers").LayerNorm
+MultiHeadAttention = _load_part("multihead").MultiHeadAttention
 
 
 def field(cfg, name):
     return cfg[name] if isinstance(cfg, dict) else getattr(cfg, name)
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, emb_dim, eps=1e-5):
-        super().__init__()
-        builtin = nn.LayerNorm(emb_dim, eps=eps)
-        self.eps, self.scale, self.shift = eps, builtin.weight, builtin.bias
-
-    def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:], self.scale, self.shift, self.eps)
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
-        super().__init__()
-        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
-        self.W_query, self.W_key, self.W_value = (nn.Linear(d_in, d_out, bias=qkv_bias) for _ in range(3))
-        self.out_proj = nn.Linear(d_out, d_out)
-        self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", torch.ones(context_length, context_length).tril().bool(), persistent=False)
-
-    def forward(self, x):
-        t = x.size(1)
-        qkv = (self.W_query, self.W_key, self.W_value)
-        bias = torch.cat([m.bias for m in qkv]) if self.W_query.bias is not None else None
-        seq_first = x.transpose(0, 1)
-        out, _ = F.multi_head_attention_forward(
-            seq_first, seq_first, seq_first, self.d_out, self.num_heads, None, bias, None, None, False,
-            self.dropout.p, self.out_proj.weight, self.out_proj.bias, training=self.training, need_weights=False,
-            attn_mask=~self.mask[:t, :t], use_separate_proj_weight=True,
-            q_proj_weight=qkv[0].weight, k_proj_weight=qkv[1].weight, v_proj_weight=qkv[2].weight,
-        )
-        return out.transpose(0, 1)
 
 
 class FeedForward(nn.Module):
