@@ -103,7 +103,8 @@ class Impl:
         header = {
             "op": "probe",
             "exercise": self.exercise.id,
-            "rules": {"forbidden": list(self.exercise.forbidden), "forbidden_kernels": list(self.exercise.forbidden_kernels)},
+            "rules": {"forbidden": list(self.exercise.forbidden), "forbidden_kernels": list(self.exercise.forbidden_kernels),
+                      "forbidden_modules": list(self.exercise.forbidden_modules)},
             "tensors": names,
             **spec,
         }

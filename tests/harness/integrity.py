@@ -127,3 +127,28 @@ def escape_hatches(tree: Path) -> list[str]:
                 if hit:
                     found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {name} ({what})")
     return found
+
+
+def module_uses(tree: Path, modules: tuple[str, ...] | list[str]) -> list[str]:
+    """``file:line: module`` wherever the tree's code names one of ``modules``: as a name
+    (``import tiktoken``, ``from tiktoken._educational import ...``) or as a string that is the
+    module's dotted name (``importlib.import_module("tiktoken")``)."""
+    found = []
+    for path in sorted(tree.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        try:
+            tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
+        except (tokenize.TokenError, SyntaxError, OSError):
+            continue
+        for tok in tokens:
+            if tok.type == tokenize.NAME:
+                text = tok.string
+            elif tok.type == tokenize.STRING:
+                text = tok.string.strip("'\"bBrRuUfF")
+            else:
+                continue
+            for module in modules:
+                if text == module or (tok.type == tokenize.STRING and text.startswith(module + ".")):
+                    found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {module}")
+    return found

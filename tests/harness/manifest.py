@@ -24,6 +24,7 @@ class Exercise:
     depends_on: tuple[str, ...] = ()
     forbidden: tuple[str, ...] = ()
     forbidden_kernels: tuple[str, ...] = ()
+    forbidden_modules: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -59,7 +60,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
             if dep not in seen:
                 raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
         seen |= {raw["id"], raw["slug"]}
-        known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "hints", "timeout"}
+        known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout"}
         exercises.append(
             Exercise(
                 id=raw["id"],
@@ -71,6 +72,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 depends_on=tuple(raw.get("depends_on", [])),
                 forbidden=tuple(raw.get("forbidden", [])),
                 forbidden_kernels=tuple(raw.get("forbidden_kernels", [])),
+                forbidden_modules=tuple(raw.get("forbidden_modules", [])),
                 hints=tuple(raw.get("hints", [])),
                 timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
                 extra={k: v for k, v in raw.items() if k not in known},

@@ -213,6 +213,9 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
             f"exercise {ex.id} forbids built-ins, and the grader checks that while your code runs; "
             f"your code names what would switch that check off: {kata.hatches[0]}"
         )
+    uses = integrity.module_uses(kata.tree, ex.forbidden_modules) if ex.forbidden_modules else []
+    if uses:
+        refused = f"exercise {ex.id} asks you to write this yourself, without {', '.join(ex.forbidden_modules)}; your code uses it: {uses[0]}"
     return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
 
 

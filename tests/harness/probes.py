@@ -233,6 +233,18 @@ def _called_from_parts(frame) -> bool:
     return False
 
 
+class _RefuseImports:
+    """A meta-path finder that refuses the exercise's forbidden packages, under any name path."""
+
+    def __init__(self, guard: "Guard"):
+        self.guard = guard
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.guard.modules:
+            self.guard._refuse(f"import {name}")
+        return None
+
+
 class Guard:
     """Refuses forbidden torch functions and kernels while a probe runs.
 
@@ -242,8 +254,8 @@ class Guard:
     A refusal is recorded even if the learner's code catches the exception.
     """
 
-    def __init__(self, exercise: str, functions: list[str], kernels: list[str], tree: Tree):
-        self.exercise, self.tree = exercise, tree
+    def __init__(self, exercise: str, functions: list[str], kernels: list[str], tree: Tree, modules: list[str] = ()):
+        self.exercise, self.tree, self.modules = exercise, tree, tuple(modules)
         self.functions = {}
         for name in functions:
             obj = _resolve(name)
@@ -292,11 +304,19 @@ class Guard:
         self._modes = [Functions(), Kernels()] if (self.functions or self.kernels) else []
         for mode in self._modes:
             mode.__enter__()
+        # Forbidden packages: hidden from sys.modules and refused on import while the probe runs.
+        self._hidden = {m: sys.modules.pop(m) for m in list(sys.modules) if m.split(".")[0] in self.modules}
+        self._finder = _RefuseImports(self) if self.modules else None
+        if self._finder:
+            sys.meta_path.insert(0, self._finder)
         return self
 
     def __exit__(self, *exc) -> None:
         for mode in reversed(self._modes):
             mode.__exit__(None, None, None)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+        sys.modules.update(self._hidden)
 
 
 # --------------------------------------------------------------------------- probes
@@ -556,7 +576,8 @@ def run(tree: Tree, spec: dict[str, Any], arrays: list[np.ndarray], rules: dict[
     try:
         tensors = {name: from_array(arrays[i], dtype) for name, (i, dtype) in spec.get("tensors", {}).items()}
         probe = PROBES[spec["probe"]]
-        guard = Guard(spec.get("exercise", "?"), rules.get("forbidden", []), rules.get("forbidden_kernels", []), tree)
+        guard = Guard(spec.get("exercise", "?"), rules.get("forbidden", []), rules.get("forbidden_kernels", []), tree,
+                      rules.get("forbidden_modules", []))
         try:
             with guard:
                 result = probe(tree, spec, tensors)

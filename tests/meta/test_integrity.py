@@ -230,3 +230,17 @@ def test_switching_off_the_guard_is_refused(tmp_path):
     assert "DisableTorchFunction" in out and "switch that check off" in out, g.explain()
     assert score(g, "02") == 0 and score(g, "01") == 0  # the hatch could serve any module of the tree
     assert "DisableTorchFunction" in g.exercise("01")["output"]
+
+
+ENCODE_MARK = "        # BEGIN SOLUTION 05: refuse disallowed special tokens"
+
+
+def test_tiktoken_in_the_tree_is_refused_for_the_tokenizer_exercises(tmp_path):
+    imported = make_tree(tmp_path / "a", {"tokenizer.py": [("", "import tiktoken as _tk\n")]})
+    g = grade(imported, tmp_path / "a", "--exercise", "05", "--exercise", "02", everything=True)
+    assert score(g, "05") == 0 and "without tiktoken; your code uses it: tree/tokenizer.py:1: tiktoken" in g.exercise("05")["output"], g.explain()
+    assert g.status("02") == "passed", g.explain()
+    hidden = make_tree(tmp_path / "b", {"tokenizer.py": [(ENCODE_MARK, "        import importlib\n        importlib.import_module('tik' + 'token')\n" + ENCODE_MARK)]})
+    g = grade(hidden, tmp_path / "b", "--exercise", "05", everything=True)
+    assert "your code called import tiktoken" in g.exercise("05")["output"], g.explain()
+    assert score(g, "05") < 10
