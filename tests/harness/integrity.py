@@ -95,12 +95,10 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return out
 
 
-def escape_hatches(tree: Path) -> list[str]:
-    """``file:line: NAME (what it does)`` for each escape hatch named in the tree's code.
-
-    Names and string literals count (``getattr(torch._C, "DisableTorchFunction")``); comments
-    and docstrings do not."""
-    found = []
+def _code_tokens(tree: Path):
+    """``(where, token, bare)`` for each NAME and STRING token of the tree's .py files, where is
+    ``file:line`` and ``bare`` marks a string standing alone as a statement (a docstring).
+    Comments are not tokens of these kinds; files that do not tokenize are skipped."""
     for path in sorted(tree.rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
@@ -108,24 +106,32 @@ def escape_hatches(tree: Path) -> list[str]:
             tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
         except (tokenize.TokenError, SyntaxError, OSError):
             continue
-        prev = None
+        rel, prev = path.relative_to(tree.parent).as_posix(), None
         for tok in tokens:
-            text = None
-            if tok.type == tokenize.NAME:
-                text = tok.string
-            elif tok.type == tokenize.STRING and prev not in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL, tokenize.ENCODING, None):
-                text = tok.string
+            if tok.type in (tokenize.NAME, tokenize.STRING):
+                bare = tok.type == tokenize.STRING and prev in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL, tokenize.ENCODING, None)
+                yield f"{rel}:{tok.start[0]}", tok, bare
             if tok.type not in (tokenize.COMMENT, tokenize.NL):
                 prev = tok.type
-            if text is None:
-                continue
-            for name, what in ESCAPES.items():
-                if tok.type == tokenize.NAME:
-                    hit = text == name or (name in PREFIXES and text.startswith(name))
-                else:
-                    hit = name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
-                if hit:
-                    found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {name} ({what})")
+
+
+def escape_hatches(tree: Path) -> list[str]:
+    """``file:line: NAME (what it does)`` for each escape hatch named in the tree's code.
+
+    Names and string literals count (``getattr(torch._C, "DisableTorchFunction")``); comments
+    and docstrings do not."""
+    found = []
+    for where, tok, bare in _code_tokens(tree):
+        if bare:
+            continue
+        text = tok.string
+        for name, what in ESCAPES.items():
+            if tok.type == tokenize.NAME:
+                hit = text == name or (name in PREFIXES and text.startswith(name))
+            else:
+                hit = name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
+            if hit:
+                found.append(f"{where}: {name} ({what})")
     return found
 
 
@@ -134,21 +140,9 @@ def module_uses(tree: Path, modules: tuple[str, ...] | list[str]) -> list[str]:
     (``import tiktoken``, ``from tiktoken._educational import ...``) or as a string that is the
     module's dotted name (``importlib.import_module("tiktoken")``)."""
     found = []
-    for path in sorted(tree.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        try:
-            tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
-        except (tokenize.TokenError, SyntaxError, OSError):
-            continue
-        for tok in tokens:
-            if tok.type == tokenize.NAME:
-                text = tok.string
-            elif tok.type == tokenize.STRING:
-                text = tok.string.strip("'\"bBrRuUfF")
-            else:
-                continue
-            for module in modules:
-                if text == module or (tok.type == tokenize.STRING and text.startswith(module + ".")):
-                    found.append(f"{path.relative_to(tree.parent).as_posix()}:{tok.start[0]}: {module}")
+    for where, tok, _ in _code_tokens(tree):
+        text = tok.string if tok.type == tokenize.NAME else tok.string.strip("'\"bBrRuUfF")
+        for module in modules:
+            if text == module or (tok.type == tokenize.STRING and text.startswith(module + ".")):
+                found.append(f"{where}: {module}")
     return found

@@ -196,10 +196,7 @@ _EX = pytest.StashKey[manifest.Exercise]()
 
 @pytest.fixture(scope="session")
 def kata(request: pytest.FixtureRequest) -> Kata:
-    k = _kata(request.config)
-    yield k
-    if k.backend is not None:
-        k.backend.close()
+    return _kata(request.config)  # pytest_sessionfinish closes its worker
 
 
 @pytest.fixture

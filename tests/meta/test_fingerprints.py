@@ -46,27 +46,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
-def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    tree = make_tree(tmp_path, {file: edits})
-    tests = importlib.import_module(module)
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-    for seed in SEEDS:
-        with pytest.raises(Mismatch) as failure:
-            getattr(tests, check)(impl, torch.Generator().manual_seed(seed))
-        assert f"This looks like: {mistake}" in str(failure.value), f"seed {seed}: {failure.value}"
-
-
-def test_the_correct_solution_names_no_mistake(tmp_path):
-    """The fingerprints must not fire on the reference: every check above passes on solutions/."""
-    tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in CASES}):
-        tests = importlib.import_module(module)
-        impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-        for seed in SEEDS:
-            getattr(tests, check)(impl, torch.Generator().manual_seed(seed))
-
-
 # ------------------------------------------------------------------------- tokenization and data
 
 TOKEN_CASES = [
@@ -130,24 +109,40 @@ MODEL_CASES = [
 ]
 
 
+ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES
+
+
 def _run(check, impl, seed):
     return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
 
 
-@pytest.mark.parametrize("mistake, file, edits, module, check", TOKEN_CASES + MODEL_CASES + CACHE_CASES, ids=[c[0] for c in TOKEN_CASES + MODEL_CASES + CACHE_CASES])
-def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, edits, module, check):
+def _failures(tmp_path, file, edits, module, check, kind):
+    """``(seed, failure)`` for each seed: the check, run on solutions/ with ``edits``, must raise ``kind``."""
     tree = make_tree(tmp_path, {file: edits})
     tests = importlib.import_module(module)
     impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
     for seed in SEEDS:
-        with pytest.raises(GradingFailure) as failure:
+        with pytest.raises(kind) as failure:
             _run(getattr(tests, check), impl, seed)
-        assert mistake in failure.value.explain(), f"seed {seed}: {failure.value.explain()[:2000]}"
+        yield seed, failure.value
 
 
-def test_later_checks_pass_on_the_solutions(tmp_path):
+@pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
+def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
+    for seed, failure in _failures(tmp_path, file, edits, module, check, Mismatch):
+        assert f"This looks like: {mistake}" in str(failure), f"seed {seed}: {failure}"
+
+
+@pytest.mark.parametrize("mistake, file, edits, module, check", ALL_LATER, ids=[c[0] for c in ALL_LATER])
+def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, edits, module, check):
+    for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
+        assert mistake in failure.explain(), f"seed {seed}: {failure.explain()[:2000]}"
+
+
+def test_the_correct_solution_names_no_mistake(tmp_path):
+    """The fingerprints must not fire on the reference: every check above passes on solutions/."""
     tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in TOKEN_CASES + MODEL_CASES + CACHE_CASES}):
+    for module, check in sorted({(c[3], c[4]) for c in CASES + ALL_LATER}):
         tests = importlib.import_module(module)
         impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
         for seed in SEEDS:
