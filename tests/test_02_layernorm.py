@@ -22,9 +22,9 @@ def n(gen, low, high):
     return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
-def inputs(gen, dtype=torch.float32):
+def inputs(gen, dtype=torch.float32, min_dim=2):
     lead = [n(gen, 1, 4) for _ in range(n(gen, 1, 3))]
-    d = n(gen, 2, 48)
+    d = n(gen, min_dim, 48)
     x = torch.randn(*lead, d, generator=gen) * (1 + 3 * torch.rand(1, generator=gen)) + torch.randn(1, generator=gen)
     scale = torch.randn(d, generator=gen) * 0.5 + 1
     shift = torch.randn(d, generator=gen) * 0.5
@@ -108,18 +108,23 @@ def test_layernorm_backward_matches_builtin(impl, gen):
 
 
 def test_layernorm_bfloat16(impl, gen):
-    x, scale, shift = inputs(gen, torch.bfloat16)
+    # At least 8 features: over 2 or 3 features, bf16 rounding alone can flip the gradient's sign
+    # (even the built-in's bf16 backward is off by more than the gradient there).
+    x, scale, shift = inputs(gen, torch.bfloat16, min_dim=8)
     d = x.size(-1)
     g = torch.randn(x.shape, generator=gen).bfloat16()
     res = impl.module("layers.LayerNorm", x, init_args=(d,), params={"scale": scale, "shift": shift}, dtype=torch.bfloat16,
                       grad_output=g, grad_wrt=(0,))
-    xx = x.clone().requires_grad_(True)
-    w, b = (t.bfloat16().requires_grad_(True) for t in (scale, shift))
-    y = F.layer_norm(xx, (d,), w, b)
-    y.backward(g)
-    assert_close(res.out, y.detach(), "the bf16 output", oracle="F.layer_norm in bfloat16", **BF16,
+    y = F.layer_norm(x, (d,), scale.bfloat16(), shift.bfloat16())
+    assert_close(res.out, y, "the bf16 output", oracle="F.layer_norm in bfloat16", **BF16,
                  mistakes=layernorm_mistakes(x.float(), scale, shift, 1e-5))
-    assert_close(res.grad(0), xx.grad, "the bf16 gradient with respect to x", oracle="F.layer_norm's backward in bfloat16", atol=1e-1, rtol=1e-1)
+    # The gradient's oracle is the exact one (float64 on the same bf16 values): the built-in's own
+    # bf16 backward is itself off by a few percent of the largest gradient.
+    x64 = x.double().requires_grad_(True)
+    F.layer_norm(x64, (d,), scale.bfloat16().double(), shift.bfloat16().double()).backward(g.double())
+    atol = 0.05 * float(x64.grad.abs().max()) + 0.02
+    assert_close(res.grad(0), x64.grad, "the bf16 gradient with respect to x", oracle="F.layer_norm's backward in float64 on the same bf16 values",
+                 atol=atol, rtol=1e-1, check_dtype=False)
 
 
 # ----------------------------------------------------------------------------------- GELU
