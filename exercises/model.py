@@ -40,7 +40,13 @@ class GPTModel(nn.Module):
     The weights start as in GPT-2 (given below the exercise): normal with standard deviation
     0.02, biases zero, and the projections that end a residual branch scaled by
     ``1 / sqrt(2 * n_layers)``.
+
+    Setting ``model.gradient_checkpointing = True`` (given, not part of exercise 09) makes a
+    training model run its blocks through ``training.run_blocks`` with checkpointing (exercise 16):
+    less memory, one more forward pass per step, the same loss and gradients.
     """
+
+    gradient_checkpointing: bool = False
 
     def __init__(self, cfg):
         super().__init__()
@@ -59,7 +65,14 @@ class GPTModel(nn.Module):
     def forward(self, in_idx: torch.Tensor, cache=None) -> torch.Tensor:
         if cache is not None:  # exercise 12: decoding with a KV cache
             return self.forward_cached(in_idx, cache)
-        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: refuse inputs longer than the context, embed tokens and positions, run the stack")
+        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: refuse inputs longer than the context, embed tokens and positions (with dropout)")
+        if self.gradient_checkpointing and self.training:  # exercise 16 (training.py)
+            from .training import run_blocks
+
+            x = run_blocks(self.trf_blocks, x, checkpointing=True)
+        else:
+            x = self.trf_blocks(x)
+        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: the final norm, then the output head")
 
     def forward_cached(self, in_idx: torch.Tensor, cache) -> torch.Tensor:
         """Exercise 12: the logits of the next ``num_tokens`` tokens of sequences whose earlier

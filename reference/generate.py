@@ -15,10 +15,17 @@ running it twice writes byte-identical files.
 11_gpt2_tiny.npz    that model's configuration, its logits for fixed token ids, its greedy
                     continuation of two prompts (transformers' generate), and the parameter
                     counts of transformers' GPT-2 small (124M) with and without weight tying.
+15_training_run.npz a known answer for the training track: that same tiny GPT2LMHeadModel,
+                    trained for a few steps by a plain PyTorch loop written here (AdamW, a linear
+                    warmup then cosine learning rate through LambdaLR, gradient accumulation over
+                    micro-batches, clip_grad_norm_), on fixed token ids: the learning rate, loss
+                    and gradient norm of every step and the logits after the last. Needs
+                    transformers.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import sys
 from pathlib import Path
@@ -133,13 +140,70 @@ def gpt2_outputs() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+# The known training run: every setting the test needs to repeat it travels in the file.
+TRAINING_RUN = {"steps": 8, "micro_batches": 2, "batch": 2, "seq_len": 16, "max_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 3,
+                "total_steps": 6, "weight_decay": 0.1, "max_norm": 0.5}
+
+
+def training_run() -> dict[str, np.ndarray]:
+    """A plain PyTorch training loop on transformers' tiny GPT-2: no code of this repository's
+    trees. The schedule is written here from its definition (warmup to max_lr over warmup_steps,
+    cosine to min_lr at total_steps, min_lr after) and applied through LambdaLR."""
+    import math
+
+    run = TRAINING_RUN
+    model = copy.deepcopy(_gpt2_tiny()).train()  # a copy: _gpt2_tiny is cached; dropout is 0
+    g = torch.Generator().manual_seed(15)
+    n = run["steps"] * run["micro_batches"] * run["batch"]
+    data = torch.randint(0, GPT2_TINY["vocab_size"], (n, run["seq_len"] + 1), generator=g)
+    # a learnable pattern in half the rows (each token the previous one plus 1), so the loss falls
+    data[::2] = (data[::2, :1] + torch.arange(run["seq_len"] + 1)) % GPT2_TINY["vocab_size"]
+    probe = torch.randint(0, GPT2_TINY["vocab_size"], (2, 12), generator=g)
+
+    def factor(step):
+        if step < run["warmup_steps"]:
+            lr = run["max_lr"] * (step + 1) / run["warmup_steps"]
+        elif step > run["total_steps"]:
+            lr = run["min_lr"]
+        else:
+            r = (step - run["warmup_steps"]) / (run["total_steps"] - run["warmup_steps"])
+            lr = run["min_lr"] + 0.5 * (1 + math.cos(math.pi * r)) * (run["max_lr"] - run["min_lr"])
+        return lr / run["max_lr"]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=run["max_lr"], weight_decay=run["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    lrs, losses, norms = [], [], []
+    rows = iter(data.split(run["batch"]))
+    for _ in range(run["steps"]):
+        lrs.append(opt.param_groups[0]["lr"])
+        total = 0.0
+        for _ in range(run["micro_batches"]):
+            rows_ = next(rows)
+            logits = model(rows_[:, :-1]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), rows_[:, 1:].flatten()) / run["micro_batches"]
+            loss.backward()
+            total += float(loss.detach())
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), run["max_norm"])))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(total)
+    assert losses[-1] < losses[0], f"the known run should learn something: losses {losses}"
+    with torch.no_grad():
+        logits = model.eval()(probe).logits
+    out = {"data": data, "probe": probe, "lr": torch.tensor(lrs, dtype=torch.float64), "loss": torch.tensor(losses, dtype=torch.float64),
+           "grad_norm": torch.tensor(norms, dtype=torch.float64), "logits_after": logits}
+    out.update({f"run/{k}": torch.tensor(v) for k, v in run.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
-              "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs}
+              "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
-NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny"}
+NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run"}
 
 
 def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:

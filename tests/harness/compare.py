@@ -101,6 +101,13 @@ def assert_close(
             f"{name} has {count} {kind} value(s) where {oracle} is finite, the first at index {tuple(where)}; "
             f"expected {_fmt(float(exp[tuple(where)]))}{hint}{suffix}"
         )
+    missing_nan = torch.isnan(exp) & ~torch.isnan(act)
+    if bool(missing_nan.any()):
+        where = missing_nan.nonzero()[0].tolist()
+        raise Mismatch(
+            f"{name} has {int(missing_nan.sum())} value(s) where {oracle} gives NaN, the first at index {tuple(where)}: "
+            f"got {_fmt(float(act[tuple(where)]))}, expected NaN{suffix}"
+        )
     both_nan = torch.isnan(act) & torch.isnan(exp)
     diff = (act - exp).abs().masked_fill(both_nan, 0.0)
     same_inf = torch.isinf(act) & torch.isinf(exp) & (act == exp)

@@ -203,6 +203,32 @@ class Impl:
             spec["grad_output"] = "$grad_output"
         return self._send(spec, tensors)
 
+    def scenario(self, target: str, *args: Any, substitute=(), **kwargs: Any) -> Result:
+        """Run the trusted scenario ``harness/parts/<module>.py:<name>(learner, *args, **kwargs)`` in
+        the worker: it calls the learner's functions (``learner("training.train_step")``) on objects
+        it builds itself and returns plain data (tensors, numbers, lists, dicts) as ``Result.out``.
+        Arguments travel as in ``call`` (tensors, JSON data, ``Part``s)."""
+        tensors: dict[str, torch.Tensor] = {}
+
+        def ref(key: Any, value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                tensors[str(key)] = value
+                return {"$t": str(key)}
+            if isinstance(value, Part):
+                return {"$part": value.target, "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
+                        "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()}}
+            if isinstance(value, tuple):
+                return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
+            if isinstance(value, list):
+                return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
+            if isinstance(value, dict):
+                return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
+            return value
+
+        spec = {"probe": "scenario", "scenario": target, "args": [ref(i, a) for i, a in enumerate(args)],
+                "kwargs": {k: ref(k, v) for k, v in kwargs.items()}, "substitute": sorted(substitute)}
+        return self._send(spec, tensors)
+
     def module(
         self,
         target: str,

@@ -346,7 +346,7 @@ def plain(value: Any, what: str, budget: list[int] | None = None) -> Any:
     if t is np.ndarray:
         if value.dtype.name not in _TORCH and value.dtype.name != "bfloat16":
             raise ProbeError("bad_output", f"{what} is a numpy array of dtype {value.dtype}, which cannot be graded")
-        return {"$ndarray": torch.from_numpy(np.ascontiguousarray(value))}
+        return {"$ndarray": torch.from_numpy(np.ascontiguousarray(value).reshape(value.shape))}
     if t is bytes or t is bytearray:
         return {"$bytes": list(value)}
     if t is list:
@@ -568,7 +568,34 @@ def probe_module(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tens
     return result
 
 
-PROBES = {"call": probe_call, "module": probe_module}
+class Learner:
+    """What a scenario gets to reach the tree under test: ``learner("module.name")`` is that
+    attribute of the tree (``substitute`` as in ``Tree.module``). The learner's exceptions pass
+    through the scenario unchanged and are reported with their traceback trimmed to the tree."""
+
+    def __init__(self, tree: Tree, substitute=()):
+        self.tree, self.substitute = tree, tuple(substitute)
+        self.path = tree.path
+
+    def __call__(self, target: str, substitute=None) -> Any:
+        module, _, name = target.partition(".")
+        return self.tree.attr(module, name, self.substitute if substitute is None else substitute)
+
+
+def probe_scenario(tree: Tree, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Run ``harness/parts/<module>.py``'s ``name(learner, *args, **kwargs)``: trusted code that
+    drives the learner's functions through several calls (a training step on a model it built,
+    a save and a resume) and returns plain data about what happened."""
+    module, _, name = spec["scenario"].partition(".")
+    fn = getattr(_load_part(module), name, None)
+    if fn is None:
+        raise ProbeError("harness", f"harness/parts/{module}.py has no scenario `{name}`")
+    args, kwargs = _resolve_args(spec, tensors)
+    out = fn(Learner(tree, spec.get("substitute", ())), *args, **kwargs)
+    return {"out": plain(out, f"the scenario {spec['scenario']}")}
+
+
+PROBES = {"call": probe_call, "module": probe_module, "scenario": probe_scenario}
 
 
 def run(tree: Tree, spec: dict[str, Any], arrays: list[np.ndarray], rules: dict[str, Any]) -> tuple[dict, list]:

@@ -37,7 +37,7 @@ def encode(header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> by
     arrays = arrays or []
     metas, chunks = [], []
     for a in arrays:
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array 1-d
         if a.dtype.name not in DTYPES:
             raise WireError(f"dtype {a.dtype} cannot cross the worker boundary")
         raw = a.tobytes()

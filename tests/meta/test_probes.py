@@ -177,3 +177,42 @@ def test_tuples_reach_the_learner_as_tuples_and_counters_come_back_as_dicts(tmp_
     impl = make_impl(root)
     assert impl.call("data.kinds", (1, 2), [(3, 4)], nested={"p": (5, 6)}, returns="data").out == ["tuple", "tuple", "tuple"]
     assert impl.call("data.counts", [1, 2, 1, 2], returns="data").out == {(1, 2): 2, (2, 1): 1}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_a_scenario_drives_the_learner_and_returns_plain_data(tmp_path):
+    root = tree_with(tmp_path, data="""
+        def double(x):
+            if x.numel() == 0:
+                raise ValueError("nothing to double")
+            return x * 2
+    """)
+    impl = make_impl(root)
+    x = torch.arange(3.0)
+    out = impl.scenario("selftest.twice", x).out
+    assert torch.equal(out["once"], x * 2) and torch.equal(out["twice"], x * 4) and out["tree"] == "tree"
+    assert impl.scenario("selftest.catch", torch.zeros(0)).out == {"raised": "ValueError", "message": "nothing to double"}
+    with pytest.raises(LearnerError, match="plain data"):
+        impl.scenario("selftest.hand_back")
+
+
+def test_a_learner_exception_inside_a_scenario_is_the_learners(tmp_path):
+    root = tree_with(tmp_path, data="""
+        def double(x):
+            raise NotImplementedError("exercise 01 (attention), double: not yet")
+    """)
+    impl = make_impl(root)
+    from harness.failures import NotStarted
+
+    with pytest.raises(NotStarted, match="not yet"):
+        impl.scenario("selftest.twice", torch.ones(2))
+    (tmp_path / "b").mkdir()
+    root2 = tree_with(tmp_path / "b", data="""
+        def double(x):
+            return x.no_such_method()
+    """)
+    with pytest.raises(LearnerError, match="AttributeError") as info:
+        make_impl(root2).scenario("selftest.twice", torch.ones(2))
+    assert "data.py" in str(info.value) + getattr(info.value, "details", "")

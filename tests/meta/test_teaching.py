@@ -127,3 +127,14 @@ def test_release_refuses_to_leak_solution_code(tmp_path):
     assert any("solutions/layers.py" in leak for leak in release.leaks(dest))
     with pytest.raises(SystemExit, match="not empty"):
         release.write(dest)
+
+
+def test_a_finite_value_where_the_oracle_gives_nan_fails():
+    import torch
+
+    from harness.compare import assert_close
+    from harness.failures import Mismatch
+
+    with pytest.raises(Mismatch, match="gives NaN"):
+        assert_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, float("nan")]), "the loss")
+    assert_close(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]), "the loss")  # NaN where NaN is due

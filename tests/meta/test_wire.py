@@ -45,3 +45,9 @@ def test_sizes_must_agree():
     head = b'{"arrays": [{"dtype": "float32", "shape": [3], "nbytes": 8}]}'
     with pytest.raises(wire.WireError, match="cannot hold"):
         wire.read(io.BytesIO(struct.pack("<I", len(head)) + head + b"\0" * 8))
+
+
+def test_zero_dimensional_arrays_keep_their_shape():
+    header, arrays = wire.read(io.BytesIO(wire.encode({"x": 1}, [np.array(3.5, dtype=np.float32), np.zeros((0, 2))])))
+    assert arrays[0].shape == () and float(arrays[0]) == 3.5
+    assert arrays[1].shape == (0, 2)

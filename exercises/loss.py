@@ -1,0 +1,51 @@
+"""Exercise 13: the training loss: cross-entropy, the mean loss over a data loader, perplexity."""
+
+import math
+
+import torch
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """The mean cross-entropy of ``logits`` against ``targets``, as ``F.cross_entropy`` on the
+    flattened tensors.
+
+    ``logits`` is ``(..., vocab_size)`` (a GPT's ``(batch, num_tokens, vocab_size)``) and
+    ``targets`` has the same leading shape with int64 class ids. The loss of one position is
+    ``logsumexp(logits) - logits[target]``, computed stably (no overflow for logits of 1e4) in
+    float32 or wider, whatever the logits' dtype; positions whose target is ``ignore_index`` count
+    for nothing, and the result is the mean over the others: a 0-dim float32 tensor (float64 for
+    float64 logits) that gradients flow through. When every target is ignored the mean is over
+    nothing and the result is NaN, as PyTorch's.
+
+    Raises:
+        ValueError: when the leading shapes differ, or a target (other than ``ignore_index``)
+            is outside ``0 .. vocab_size - 1``; the message names the first bad one.
+    """
+    raise NotImplementedError("exercise 13 (loss), cross_entropy: log-sum-exp minus the target's logit, averaged over the targets that are not ignored")
+
+
+def calc_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model, device) -> torch.Tensor:
+    """The loss of ``model`` on one batch: both tensors moved to ``device``, the logits
+    ``model(input_batch)`` (``(batch, num_tokens, vocab_size)``) against ``target_batch``
+    (``(batch, num_tokens)``) through ``cross_entropy``. Gradients flow through it."""
+    raise NotImplementedError("exercise 13 (loss), calc_loss_batch: move the batch to the device, run the model, cross_entropy of its logits")
+
+
+def calc_loss_loader(data_loader, model, device, num_batches: int | None = None) -> float:
+    """The mean of ``calc_loss_batch`` over the batches of ``data_loader`` (an iterable of
+    ``(input_batch, target_batch)`` pairs with a ``len``): over its first ``num_batches`` when
+    given (all of them when ``num_batches`` is None or larger than ``len(data_loader)``). Each batch
+    counts once, whatever its size (the mean of the batch means, as the LLMs-from-scratch book
+    computes it). Runs under ``torch.no_grad()``; the model's train/eval mode is left as it is.
+    Returns a Python float.
+
+    Raises:
+        ValueError: when the loader has no batches, or ``num_batches`` is less than 1.
+    """
+    raise NotImplementedError("exercise 13 (loss), calc_loss_loader: sum the batch losses under no_grad over the first num_batches batches, divide by their number")
+
+
+def perplexity(loss: float | torch.Tensor) -> float:
+    """The perplexity of a mean cross-entropy ``loss`` in nats: ``exp(loss)``, a Python float
+    (``inf`` where it overflows; a uniform guess over V tokens has perplexity V)."""
+    raise NotImplementedError("exercise 13 (loss), perplexity: the exponential of the loss")
