@@ -9,6 +9,8 @@
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
     nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by solutions/
+    nox -s train                      train a small GPT from scratch (about 10 minutes on 2 CPU cores): out/train/
+    nox -s generate -- "prompt"       complete a prompt with the model `nox -s train` saved
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
     nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
@@ -115,7 +117,7 @@ def needs_solutions(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
     needs_solutions(session)
-    py = kata_env(session)
+    py = kata_env(session, extras=("train",))
     pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", *session.posargs)
 
 
@@ -137,7 +139,7 @@ def reference(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory targets, measured (never asserted in the tests): tests/bench/bench_*.py."""
-    py = kata_env(session, extras=("reference",))
+    py = kata_env(session, extras=("reference", "train"))
     scripts = sorted((ROOT / "tests" / "bench").glob("bench_*.py"))
     if session.posargs:
         scripts = [s for s in scripts if any(arg in s.stem for arg in session.posargs)]
@@ -155,17 +157,95 @@ def gpt2(session: nox.Session) -> None:
     --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps, --impl solutions|exercises.
     The weights are downloaded once into the Hugging Face cache (about 550 MB for 124M).
     """
-    args, tree = list(session.posargs), "solutions"
-    if "--impl" in args:
-        at = args.index("--impl")
-        tree = args[at + 1] if at + 1 < len(args) else ""
-        del args[at : at + 2]
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", "solutions")
+    _check_tree(session, tree)
+    py = kata_env(session, extras=("reference",))
+    session.run(py, "-m", f"{tree}.pretrained", "--ranks", _gpt2_ranks(session, py), *args, external=True)
+
+
+def _take_option(session: nox.Session, args: list[str], name: str, default: str | None = None) -> str | None:
+    """Remove `name VALUE` (or `name=VALUE`) from args and return VALUE (default when absent)."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            if i + 1 >= len(args):
+                session.error(f"{name} needs a value")
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return default
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of `name VALUE` or `name=VALUE` in args, left there; None when absent."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            return args[i + 1] if i + 1 < len(args) else ""
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _check_tree(session: nox.Session, tree: str) -> None:
     if tree not in ("solutions", "exercises") or not (ROOT / tree).is_dir():
         session.error(f"--impl {tree}: expected solutions or exercises (a tree of this checkout)")
-    py = kata_env(session, extras=("reference",))
-    # GPT-2's ranks, found offline by the one helper that tests and benchmarks use too
-    ranks = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True).strip().splitlines()[-1]
-    session.run(py, "-m", f"{tree}.pretrained", "--ranks", ranks, *args, external=True)
+
+
+def _gpt2_ranks(session: nox.Session, py: str) -> str:
+    """GPT-2's ranks, found offline by the one helper that tests and benchmarks use too."""
+    return session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True).strip().splitlines()[-1]
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """Train a small GPT from scratch: `nox -s train` (about 10 minutes on a 2-core CPU).
+
+    Options after -- go to `python -m <tree>.train` (`-- --help` lists them: --data FILE,
+    --steps N, --emb-dim D, --amp bf16, --resume PATH, ...), plus --impl solutions|exercises (the
+    tree that trains; exercises once you have finished them) and --nproc N (N processes on this
+    machine, data-parallel, through torch.distributed.run). With --tokenizer gpt2 the session finds
+    GPT-2's ranks itself. The checkpoint and the loss curve go to out/train/ (--out DIR).
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", "solutions")
+    _check_tree(session, tree)
+    nproc = _take_option(session, args, "--nproc")
+    py = kata_env(session, extras=("train",))
+    if _option(args, "--tokenizer") == "gpt2" and _option(args, "--ranks") is None:
+        args += ["--ranks", _gpt2_ranks(session, py)]
+    if nproc is None:
+        session.run(py, "-m", f"{tree}.train", *args, external=True)
+    else:
+        if not nproc.isdigit() or int(nproc) < 1:
+            session.error(f"--nproc {nproc}: expected a number of processes, 1 or more")
+        session.run(py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", nproc, "-m", f"{tree}.train", *args,
+                    external=True)
+
+
+@nox.session
+def generate(session: nox.Session) -> None:
+    """Complete a prompt with a model trained by `nox -s train`: `nox -s generate -- "The "`.
+
+    Reads out/train/ckpt.pt (or --checkpoint PATH). Options after --: --max-new-tokens N,
+    --temperature T (0: greedy), --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps,
+    --impl solutions|exercises.
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", "solutions")
+    _check_tree(session, tree)
+    checkpoint = Path(_take_option(session, args, "--checkpoint", str(ROOT / "out" / "train" / "ckpt.pt")))
+    if not checkpoint.is_file():
+        session.error(f"no checkpoint at {checkpoint}: train one with `nox -s train`, or pass --checkpoint PATH")
+    py = kata_env(session, extras=("train",))
+    if _option(args, "--ranks") is None:
+        # Only a model trained with --tokenizer gpt2 needs GPT-2's ranks; pass them where they are found.
+        found = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True, success_codes=[0, 1])
+        if isinstance(found, str) and found.strip() and Path(found.strip().splitlines()[-1]).is_file():
+            args += ["--ranks", found.strip().splitlines()[-1]]
+    session.run(py, "-m", f"{tree}.sample", str(checkpoint), *args, external=True)
 
 
 @nox.session

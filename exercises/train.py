@@ -1,0 +1,529 @@
+"""Train a small GPT from scratch, end to end (glue, not an exercise).
+
+    python -m solutions.train                          # or: nox -s train
+    python -m solutions.train --data my.txt --steps 2000 --emb-dim 256 --n-layers 6
+    python -m solutions.train --resume out/train/ckpt.pt --steps 1500     # go on, to step 1500
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m solutions.train   # nox -s train -- --nproc 2
+    python -m solutions.sample out/train/ckpt.pt "The "                    # or: nox -s generate -- "The "
+
+Everything the course built meets here: the text is tokenized with a byte-level BPE that
+``bpe.train_bpe`` (04) learns on the training text itself, wrapped by ``tokenizer.Tokenizer``
+(05) (or GPT-2's own ranks with ``--tokenizer gpt2 --ranks FILE``); batches come from
+``data.get_batch`` (06); the model is ``model.GPTModel`` (09); each optimizer step sets the
+learning rate of ``schedule.learning_rate`` (14) and runs ``training.train_step`` (15: gradient
+accumulation, mixed precision, clipping), with ``--grad-checkpointing`` through
+``training.run_blocks`` (16); losses are measured with ``loss.calc_loss_loader`` (13), samples drawn
+with ``generate.generate`` (10), and the run is saved and resumed with ``resume`` (17). Under
+``torchrun`` it trains data-parallel with ``distributed`` (18).
+
+The default corpus is offline and ships with Python: the text of CPython's ``pydoc_data.topics``
+(the help pages of the language reference, about 465 KB), the topics joined in sorted order. The
+first 90% of its tokens are for training, the last 10% for validation.
+
+Batches: ``data.get_batch`` draws random windows (any start) with a seeded ``torch.Generator``.
+That choice (rather than ``create_dataloader``) keeps three things simple: the generator's state
+is the whole position of the data stream, so it goes into the checkpoint and ``--resume`` draws
+exactly the batches an uninterrupted run would have drawn; under ``torchrun`` every process
+draws the same global batch and keeps its own rows (``distributed.shard``), with no sampler to
+keep in step; and on a small corpus, windows at every offset serve the model more varied
+examples than a fixed cut does. The loss estimates use a fixed set of batches (drawn once, from
+generators of their own), so that successive estimates are comparable.
+
+Output (rank 0 only, under ``--out``, default ``out/train``): ``ckpt.pt`` (every ``--save-every``
+steps and at the end; it loads with ``torch.load(..., weights_only=True)`` and its ``extra``
+holds the model's configuration and the tokenizer, so ``sample.py`` needs nothing else) and
+``loss.png``, the loss curves.
+
+``--resume PATH`` continues a run: the model, the optimizer, the step (and with it the learning
+rate schedule), the data stream and the random states come from the checkpoint, and so do the
+options not given again on the command line (give ``--steps`` to train longer: the cosine then
+stretches to the new end).
+
+The defaults are tuned for about 8 minutes on 2 CPU cores: 2.0M parameters (4 layers of 192
+features, 6 heads, context 128, BPE of 1,024 tokens), batches of 16 x 128 tokens, 1,100 steps
+(2.25M tokens, about 16 passes over the 143,540 training tokens), AdamW at 3e-3 with 50 steps of
+warmup and a cosine down to 3e-4. The corpus is small, so the run is limited by data more than
+by compute: without dropout a model of this size memorizes it (validation loss rises again after
+about 10 passes), hence dropout 0.2. Measured on a 2-core AMD EPYC, lightly loaded by other work:
+8 min 13 s in all, 4,900 tokens/s, validation loss 3.61 (perplexity 37) from 6.95. On a busy
+machine, ``OMP_NUM_THREADS=1`` can be faster than two threads that wait on each other; on a CPU
+with bfloat16 instructions ``--amp bf16`` is about 1.6x faster (``nox -s bench -- training``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed
+
+from .bpe import train_bpe
+from .config import GPTConfig
+from .data import get_batch
+from .distributed import DistInfo, cleanup, mean_over_processes, setup_distributed, shard, wrap_model
+from .generate import generate
+from .loss import calc_loss_loader, perplexity
+from .model import GPTModel
+from .resume import load_checkpoint, save_checkpoint
+from .schedule import learning_rate
+from .tokenizer import Tokenizer
+from .training import train_step
+
+DEFAULT_OUT = Path("out") / "train"
+CHECKPOINT = "ckpt.pt"
+PLOT = "loss.png"
+# The options of the model's shape: a resumed run takes them from the checkpoint.
+MODEL_OPTIONS = ("context_length", "emb_dim", "n_layers", "n_heads", "dropout", "vocab_size", "tokenizer")
+
+
+# --- the corpus and the tokenizer -------------------------------------------------------------
+
+def default_corpus() -> str:
+    """The text of CPython's ``pydoc_data.topics``, the topics in sorted order, separated by a blank line."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def tokenizer_state(vocab: dict[int, bytes] | None = None, merges: list[tuple[bytes, bytes]] | None = None,
+                    ranks: str | None = None) -> dict:
+    """What rebuilds a tokenizer, in plain data that ``torch.load(weights_only=True)`` reads.
+
+    A trained BPE: ``{"kind": "bpe", "vocab": [token of id 0, 1, ...], "merges": [[a, b], ...]}``
+    with every byte string as a latin-1 ``str`` (one character per byte). GPT-2's:
+    ``{"kind": "gpt2", "ranks": path}`` (the ranks file is not copied, only where it was).
+    """
+    if vocab is None:
+        return {"kind": "gpt2", "ranks": str(ranks) if ranks else None}
+    assert sorted(vocab) == list(range(len(vocab))), "train_bpe numbers its tokens 0 .. len(vocab) - 1"
+    return {
+        "kind": "bpe",
+        "vocab": [vocab[i].decode("latin-1") for i in range(len(vocab))],
+        "merges": [[a.decode("latin-1"), b.decode("latin-1")] for a, b in merges],
+    }
+
+
+def tokenizer_from_state(state: dict, ranks: str | os.PathLike | None = None) -> Tokenizer:
+    """The tokenizer ``tokenizer_state`` describes; GPT-2's needs its ranks file (``ranks``, else
+    the path recorded at training time)."""
+    if state["kind"] == "bpe":
+        vocab = {i: token.encode("latin-1") for i, token in enumerate(state["vocab"])}
+        merges = [(a.encode("latin-1"), b.encode("latin-1")) for a, b in state["merges"]]
+        return Tokenizer.from_merges(vocab, merges)
+    if state["kind"] == "gpt2":
+        path = ranks or state.get("ranks")
+        if not path or not Path(path).is_file():
+            raise FileNotFoundError("this model uses GPT-2's tokenizer: pass --ranks FILE, GPT-2's ranks "
+                                    "(gpt2.tiktoken; `python reference/gpt2_encoding.py` prints where they are)")
+        return Tokenizer.from_gpt2(path)
+    raise ValueError(f"unknown tokenizer kind {state['kind']!r}")
+
+
+def vocab_size_of(tok: Tokenizer) -> int:
+    return max(tok.decoder) + 1
+
+
+def read_extra(path: str | os.PathLike) -> dict:
+    """The ``extra`` dict of a checkpoint (configuration, tokenizer, ...), read with ``weights_only=True``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not isinstance(state.get("extra"), dict) or "config" not in state["extra"]:
+        raise ValueError(f"{path} is not a checkpoint written by train.py (no model configuration in its extra)")
+    return state["extra"]
+
+
+# --- options ----------------------------------------------------------------------------------
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (without the long usage), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrors(
+        prog=f"python -m {__package__ or 'solutions'}.train",
+        description="Train a small GPT from scratch on a text (default: the text of Python's pydoc topics).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data and tokenizer")
+    data.add_argument("--data", help="a UTF-8 text file to train on (default: CPython's pydoc_data.topics)")
+    data.add_argument("--max-chars", type=int, help="use only the first N characters of the text (quick runs)")
+    data.add_argument("--tokenizer", choices=["bpe", "gpt2"], default="bpe",
+                      help="bpe: a byte-level BPE trained on the training text with bpe.train_bpe; gpt2: GPT-2's ranks")
+    data.add_argument("--vocab-size", type=int, default=1024, help="the BPE's vocabulary size (--tokenizer bpe)")
+    data.add_argument("--ranks", help="GPT-2's ranks, gpt2.tiktoken (--tokenizer gpt2; nox -s train finds them)")
+    model = p.add_argument_group("model")
+    model.add_argument("--context-length", type=int, default=128)
+    model.add_argument("--emb-dim", type=int, default=192)
+    model.add_argument("--n-layers", type=int, default=4)
+    model.add_argument("--n-heads", type=int, default=6)
+    model.add_argument("--dropout", type=float, default=0.2)
+    model.add_argument("--grad-checkpointing", action="store_true", help="recompute the blocks' activations in the backward pass")
+    model.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler on a CPU; slow to start)")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--steps", type=int, default=1100, help="optimizer steps in all (a resumed run goes on to this step)")
+    opt.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch, over all processes")
+    opt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    opt.add_argument("--lr", type=float, default=3e-3, help="the peak learning rate")
+    opt.add_argument("--min-lr", type=float, default=3e-4, help="the learning rate at the end of the cosine")
+    opt.add_argument("--warmup", type=int, default=50, help="steps of linear warmup")
+    opt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's, on the 2-D weights only")
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradients' global norm to this (0: no clipping)")
+    opt.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                     help="mixed precision: bf16 (CPU or GPU) or fp16 (CUDA, with a GradScaler)")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default=str(DEFAULT_OUT), help="where the checkpoint and the plot go")
+    run.add_argument("--resume", help="a checkpoint of an earlier run to continue")
+    run.add_argument("--eval-every", type=int, default=100, help="steps between loss estimates and samples")
+    run.add_argument("--eval-batches", type=int, default=8, help="batches per loss estimate")
+    run.add_argument("--save-every", type=int, default=400, help="steps between checkpoints (0: only at the end)")
+    run.add_argument("--prompt", default='The "for" statement', help="the prompt of the samples")
+    run.add_argument("--sample-tokens", type=int, default=48, help="tokens per sample (0: no samples)")
+    run.add_argument("--seed", type=int, default=1337)
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser, dict | None]:
+    """The options; for ``--resume``, those not given again come from the checkpoint."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    extra = None
+    if args.resume:
+        if not Path(args.resume).is_file():
+            parser.error(f"--resume {args.resume}: no such file")
+        try:
+            extra = read_extra(args.resume)
+        except Exception as e:  # not a checkpoint, or not one of ours
+            parser.error(f"--resume {args.resume}: {e}".splitlines()[0])
+        known = {a.dest for a in parser._actions}
+        saved = {k: v for k, v in extra.get("args", {}).items() if k in known and k != "resume"}
+        parser.set_defaults(**saved)
+        args = parser.parse_args(argv)
+        changed = [k for k in MODEL_OPTIONS if k in saved and getattr(args, k) != saved[k]]
+        if changed:
+            parser.error(f"--resume: the checkpoint's model has {', '.join(f'{k}={saved[k]!r}' for k in changed)}; "
+                         "leave out the model options (or start a new run in another --out)")
+    check_args(parser, args)
+    return args, parser, extra
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    positive = ["steps", "batch_size", "grad_accum", "context_length", "emb_dim", "n_layers", "n_heads", "eval_every", "eval_batches"]
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.emb_dim % args.n_heads:
+        parser.error(f"--emb-dim {args.emb_dim} is not divisible by --n-heads {args.n_heads}")
+    if not 0 <= args.warmup <= args.steps:
+        parser.error(f"--warmup {args.warmup} must be between 0 and --steps {args.steps}")
+    if not 0 <= args.min_lr <= args.lr:
+        parser.error(f"--min-lr {args.min_lr} must be between 0 and --lr {args.lr}")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout {args.dropout} must be in [0, 1)")
+    if args.data and not Path(args.data).is_file():
+        parser.error(f"--data {args.data}: no such file")
+    if args.tokenizer == "gpt2":
+        if not args.ranks:
+            parser.error("--tokenizer gpt2 needs --ranks FILE, GPT-2's ranks (gpt2.tiktoken); `nox -s train` finds them")
+        if not Path(args.ranks).is_file():
+            parser.error(f"--ranks {args.ranks}: no such file")
+    if args.tokenizer == "bpe" and args.vocab_size < 257:
+        parser.error(f"--vocab-size {args.vocab_size}: a byte-level BPE needs more than the 256 bytes")
+    if args.amp == "fp16" and args.device != "cuda" and not (args.device == "auto" and torch.cuda.is_available()):
+        parser.error("--amp fp16 needs CUDA (it needs a GradScaler); on a CPU or MPS use --amp bf16")
+    if args.max_chars is not None and args.max_chars < 1:
+        parser.error(f"--max-chars must be at least 1, got {args.max_chars}")
+
+
+def read_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    if args.data:
+        try:
+            text = Path(args.data).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            parser.error(f"--data {args.data}: not UTF-8 text ({e.reason} at byte {e.start})")
+        except OSError as e:
+            parser.error(f"--data {args.data}: {e.strerror}")
+    else:
+        text = default_corpus()
+    return text[: args.max_chars] if args.max_chars else text
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA if there is a GPU, else Apple's MPS if there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError("--device mps, but MPS is not available here")
+    return torch.device(name)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on the 2-D weights (matrices, embeddings) only; biases and the
+    LayerNorms' scale and shift are not decayed (nanoGPT's rule)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda" or None)
+
+
+def estimate_loss(model: torch.nn.Module, batches: list, info: DistInfo, amp_dtype: torch.dtype | None) -> float:
+    """The mean loss over fixed batches (each process its rows), in eval mode, then back to training."""
+    model.eval()
+    mine = [(shard(x, info), shard(y, info)) for x, y in batches]
+    with torch.autocast(device_type=info.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+        loss = calc_loss_loader(mine, model, info.device)
+    model.train()
+    return mean_over_processes(loss, info)
+
+
+def draw_sample(model: torch.nn.Module, tok: Tokenizer, prompt: str, n_tokens: int, device: torch.device, seed: int) -> str:
+    """A sampled continuation of ``prompt`` (temperature 0.8, top-k 40, a fixed seed): the
+    same random draws at every evaluation, so the samples show what the model learned."""
+    model.eval()
+    ids = tok.encode(prompt) or tok.encode("\n")
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, idx, n_tokens, model.cfg.context_length, temperature=0.8, top_k=40, generator=generator)
+    model.train()
+    return tok.decode(out[0].tolist())
+
+
+def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: int, title: str) -> None:
+    """Train (every step, and the estimates) and validation loss against tokens seen; steps on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    if history["step"]:
+        tokens = [s * tokens_per_step for s in history["step"]]
+        ax.plot(tokens, history["loss"], color="tab:blue", alpha=0.25, lw=0.8, label="train (each step)")
+    if evals:
+        tokens = [e["tokens"] for e in evals]
+        ax.plot(tokens, [e["train_loss"] for e in evals], "o-", color="tab:blue", ms=3, label="train (estimate, no dropout)")
+        ax.plot(tokens, [e["val_loss"] for e in evals], "o-", color="tab:orange", ms=3, label="validation")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy loss (nats per token)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    top = ax.secondary_xaxis("top", functions=(lambda t: t / tokens_per_step, lambda s: s * tokens_per_step))
+    top.set_xlabel("optimizer steps")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def log(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    wall_start = time.perf_counter()
+    args, parser, extra = parse_args(argv)
+    text = read_text(parser, args)
+
+    # Where to run: under torchrun (WORLD_SIZE set) through distributed.py, else on --device.
+    if "WORLD_SIZE" in os.environ:
+        if args.device == "mps":
+            parser.error("--device mps: data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl)")
+        if args.batch_size % int(os.environ["WORLD_SIZE"]):
+            parser.error(f"--batch-size {args.batch_size} must be a multiple of the {os.environ['WORLD_SIZE']} processes")
+        info = setup_distributed(args.device)
+    else:
+        try:
+            info = DistInfo(0, 0, 1, pick_device(args.device))
+        except ValueError as e:
+            parser.error(str(e))
+    try:
+        run(args, parser, extra, text, info, wall_start)
+    except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
+        raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
+                         "(`nox -s grade` shows what is left; `--impl solutions` trains with the reference)") from None
+    finally:
+        cleanup()
+
+
+def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
+    device = info.device
+    torch.manual_seed(args.seed)
+
+    # The tokenizer: from the checkpoint when resuming, else trained (BPE) or read (GPT-2).
+    start = time.perf_counter()
+    if extra is not None:
+        tok_state = extra["tokenizer"]
+        try:
+            tok = tokenizer_from_state(tok_state, args.ranks)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--resume {args.resume}: {e}")
+    elif args.tokenizer == "gpt2":
+        tok_state = tokenizer_state(ranks=str(Path(args.ranks).resolve()))
+        tok = tokenizer_from_state(tok_state)
+    else:
+        # Trained on the training part of the text only (its first 90%), so that the validation
+        # text is new to the tokenizer too.
+        vocab, merges = train_bpe(text[: int(0.9 * len(text))], args.vocab_size)
+        tok_state = tokenizer_state(vocab, merges)
+        tok = tokenizer_from_state(tok_state)
+    ids = np.array(tok.encode(text, allowed_special="all"), dtype=np.int64)
+    tok_seconds = time.perf_counter() - start
+
+    # 90/10 split by tokens; each part must hold at least one window and its target.
+    n_train = int(0.9 * len(ids))
+    train_ids, val_ids = ids[:n_train], ids[n_train:]
+    need = args.context_length + 1
+    if len(val_ids) < need:
+        parser.error(f"the text is too short: {len(ids)} tokens, so {len(val_ids)} for validation (the last 10%), "
+                     f"but --context-length {args.context_length} needs {need} in each part; give a longer text "
+                     f"(at least {math.ceil(need / 0.1)} tokens) or a shorter --context-length")
+
+    cfg = GPTConfig(vocab_size=vocab_size_of(tok), context_length=args.context_length, emb_dim=args.emb_dim,
+                    n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False, tie_weights=True)
+    if extra is not None:
+        cfg = GPTConfig(**extra["config"])
+    raw_model = GPTModel(cfg).to(device)
+    raw_model.gradient_checkpointing = args.grad_checkpointing
+    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, device)
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
+
+    # The data stream: one generator; its state is the position in the stream.
+    data_gen = torch.Generator().manual_seed(args.seed)
+    step, history, evals = 0, {"step": [], "loss": [], "lr": []}, []
+    train_seconds = 0.0
+    if args.resume:
+        got = load_checkpoint(args.resume, model=raw_model, optimizer=optimizer, map_location=device,
+                              scaler=scaler if extra.get("scaler") else None)
+        step = got["step"]
+        data_gen.set_state(got["data_state"]["generator"])
+        history = {k: list(v) for k, v in extra.get("history", history).items()}
+        evals = list(extra.get("evals", []))
+        train_seconds = float(extra.get("train_seconds", 0.0))
+    if info.world_size > 1:  # each process its own dropout masks (the weights come from rank 0)
+        torch.manual_seed(args.seed + 1_000_003 * step + info.rank)
+
+    model = torch.compile(raw_model) if args.compile else raw_model
+    model = wrap_model(model, info)
+
+    # Fixed batches for the loss estimates, from generators of their own.
+    val_batches = [get_batch(val_ids, args.batch_size, cfg.context_length, torch.Generator().manual_seed(args.seed + 1 + i))
+                   for i in range(args.eval_batches)]
+    train_eval_batches = [get_batch(train_ids, args.batch_size, cfg.context_length, torch.Generator().manual_seed(args.seed + 10_001 + i))
+                          for i in range(args.eval_batches)]
+
+    tokens_per_step = args.batch_size * args.grad_accum * cfg.context_length
+    out = Path(args.out)
+    log(info, f"data: {len(text):,} characters -> {len(ids):,} tokens ({len(train_ids):,} train, {len(val_ids):,} validation), "
+              f"{tok_state['kind']} tokenizer of {cfg.vocab_size:,} tokens ({tok_seconds:.1f} s)")
+    log(info, f"model: {raw_model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} features, "
+              f"context {cfg.context_length}, dropout {cfg.drop_rate}); {info.world_size} process(es) on {device}, "
+              f"{torch.get_num_threads()} thread(s) each; {tokens_per_step:,} tokens per step; amp {args.amp}")
+    if step:
+        log(info, f"resumed from {args.resume} at step {step}")
+    if step >= args.steps:
+        log(info, f"nothing to do: the run is at step {step} and --steps is {args.steps} (give a larger --steps to go on)")
+        return
+
+    def checkpoint(val_loss: float | None, train_loss: float | None) -> None:
+        if not info.is_main:
+            return
+        save_checkpoint(out / CHECKPOINT, model=raw_model, optimizer=optimizer, step=step, scaler=scaler,
+                        data_state={"generator": data_gen.get_state(), "tokens_seen": step * tokens_per_step},
+                        extra={"config": dataclasses.asdict(cfg), "tokenizer": tok_state, "args": vars(args),
+                               "val_loss": val_loss, "train_loss": train_loss, "tokens_seen": step * tokens_per_step,
+                               "train_seconds": train_seconds, "history": history, "evals": evals,
+                               "scaler": scaler is not None})
+        plot_losses(out / PLOT, history, evals, tokens_per_step,
+                    f"{raw_model.num_parameters():,} parameters, {cfg.n_layers}x{cfg.emb_dim}, context {cfg.context_length}, "
+                    f"{tokens_per_step:,} tokens/step")
+
+    def evaluate() -> tuple[float, float]:
+        train_loss = estimate_loss(raw_model, train_eval_batches, info, amp_dtype)
+        val_loss = estimate_loss(raw_model, val_batches, info, amp_dtype)
+        evals.append({"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss})
+        rate = (step - first_step) * tokens_per_step / max(train_seconds - first_seconds, 1e-9)
+        log(info, f"step {step:>5} | tokens {step * tokens_per_step / 1e6:6.2f}M | train {train_loss:.3f} | "
+                  f"val {val_loss:.3f} (perplexity {perplexity(val_loss):.1f})" + (f" | {rate:,.0f} tokens/s" if rate else ""))
+        if info.is_main and args.sample_tokens > 0:
+            sample = draw_sample(raw_model, tok, args.prompt, args.sample_tokens, device, args.seed)
+            log(info, textwrap.indent(sample, "    | ", lambda line: True))
+        return train_loss, val_loss
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.steps, initial=step, disable=not info.is_main, desc="train", unit="step",
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+    first_step, first_seconds = step, train_seconds
+    train_loss = val_loss = None
+    raw_model.train()
+    if step == 0:
+        train_loss, val_loss = evaluate()  # the loss before training: about ln(vocab_size)
+    while step < args.steps:
+        lr = learning_rate(step, max_lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, total_steps=args.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        micro_batches = []
+        for _ in range(args.grad_accum):
+            x, y = get_batch(train_ids, args.batch_size, cfg.context_length, data_gen)  # the global batch: every process draws it
+            micro_batches.append((shard(x, info).to(device), shard(y, info).to(device)))
+        loss, grad_norm = train_step(model, optimizer, micro_batches, scaler=scaler, amp_dtype=amp_dtype,
+                                     max_norm=args.grad_clip or None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - t0
+        loss = mean_over_processes(loss, info)
+        step += 1
+        history["step"].append(step)
+        history["loss"].append(loss)
+        history["lr"].append(lr)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+        if not math.isfinite(loss) and scaler is None:
+            bar.close()
+            raise SystemExit(f"the loss is {loss} at step {step}: lower --lr (now {args.lr}) or check --amp")
+        if step % args.eval_every == 0 or step == args.steps:
+            train_loss, val_loss = evaluate()
+        if args.save_every and step % args.save_every == 0 and step != args.steps:
+            checkpoint(val_loss, train_loss)
+    bar.close()
+    checkpoint(val_loss, train_loss)
+    rate = (step - first_step) * tokens_per_step / max(train_seconds - first_seconds, 1e-9)
+    log(info, f"done: {step} steps, {step * tokens_per_step:,} tokens; {rate:,.0f} tokens/s while training; "
+              f"val loss {val_loss:.3f} (perplexity {perplexity(val_loss):.1f}); {time.perf_counter() - wall_start:.0f} s in all")
+    if info.world_size > 1:  # the others wait for rank 0's checkpoint: leaving the group one by one can abort gloo
+        torch.distributed.barrier()
+    if info.is_main:
+        log(info, f"wrote {out / CHECKPOINT} and {out / PLOT}; sample it with "
+                  f"`python -m {__package__}.sample {shlex.quote(str(out / CHECKPOINT))} {shlex.quote(args.prompt)}`")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
