@@ -74,6 +74,7 @@ from .distributed import DistInfo, cleanup, mean_over_processes, setup_distribut
 from .generate import generate
 from .loss import calc_loss_loader, perplexity
 from .model import GPTModel
+from .pretrained import pick_device
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import learning_rate
 from .tokenizer import Tokenizer
@@ -258,21 +259,6 @@ def read_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     else:
         text = default_corpus()
     return text[: args.max_chars] if args.max_chars else text
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA if there is a GPU, else Apple's MPS if there is one, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but CUDA is not available here")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError("--device mps, but MPS is not available here")
-    return torch.device(name)
 
 
 # --- the run ----------------------------------------------------------------------------------

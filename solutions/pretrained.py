@@ -102,14 +102,24 @@ def read_safetensors(path: str) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA if there is a GPU, else Apple's MPS if there is one, else the CPU."""
+    """``auto``: CUDA if there is a GPU, else Apple's MPS if there is one, else the CPU.
+
+    Raises:
+        ValueError: for ``cuda`` or ``mps`` where that device is not available.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if _mps_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available here")
+    if name == "mps" and not _mps_available():
+        raise ValueError("--device mps, but MPS is not available here")
     return torch.device(name)
 
 
@@ -126,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranks", required=True, help="GPT-2's ranks in tiktoken's format (gpt2.tiktoken)")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
     enc = Tokenizer.from_gpt2(args.ranks)
     path = download(args.model)
     model = from_state_dict(read_safetensors(path), n_heads=PRESETS[args.model]["n_heads"]).to(device)

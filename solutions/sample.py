@@ -22,7 +22,8 @@ from .config import GPTConfig
 from .generate import generate
 from .model import GPTModel
 from .resume import load_checkpoint
-from .train import OneLineErrors, pick_device, read_extra, tokenizer_from_state
+from .pretrained import pick_device
+from .train import OneLineErrors, read_extra, tokenizer_from_state
 
 
 def main(argv: list[str] | None = None) -> None:

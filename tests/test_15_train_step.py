@@ -188,21 +188,22 @@ def run(impl, cfg, state, inputs, targets, **kwargs):
 # ----------------------------------------------------------------------------- tests
 
 
-def test_one_micro_batch_is_a_plain_step(impl, gen):
-    cfg, state, inputs, targets = setup(gen, micro=1)
+def check_plain_sgd_step(impl, gen, **micro):
+    """The learner's SGD step without clipping against the plain float32 step."""
+    cfg, state, inputs, targets = setup(gen, **micro)
     lr = 0.1 + 0.4 * float(torch.rand(1, generator=gen))
     what = describe(cfg, inputs, optimizer="SGD", amp_dtype=None, scaler=None)
     res = run(impl, cfg, state, inputs, targets, optimizer="sgd", lr=lr, max_norm=NO_CLIP)
     check_plain(res, plain_step(cfg, state, inputs, targets, lr=lr), cfg, state, inputs, targets, what, lr)
+
+
+def test_one_micro_batch_is_a_plain_step(impl, gen):
+    check_plain_sgd_step(impl, gen, micro=1)
 
 
 def test_accumulation_equals_one_batch_g_times_larger(impl, gen):
     """G micro-batches of b sequences give the step of one batch of G * b sequences (SGD, float32)."""
-    cfg, state, inputs, targets = setup(gen)
-    lr = 0.1 + 0.4 * float(torch.rand(1, generator=gen))
-    what = describe(cfg, inputs, optimizer="SGD", amp_dtype=None, scaler=None)
-    res = run(impl, cfg, state, inputs, targets, optimizer="sgd", lr=lr, max_norm=NO_CLIP)
-    check_plain(res, plain_step(cfg, state, inputs, targets, lr=lr), cfg, state, inputs, targets, what, lr)
+    check_plain_sgd_step(impl, gen)
 
 
 def test_clipping_to_max_norm(impl, gen):

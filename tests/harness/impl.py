@@ -161,25 +161,7 @@ class Impl:
         """
         module, name = _split(target)
         tensors: dict[str, torch.Tensor] = {}
-
-        def ref(key: Any, value: Any) -> Any:
-            if isinstance(value, torch.Tensor):
-                tensors[str(key)] = value
-                return {"$t": str(key)}
-            if isinstance(value, Part):
-                return {
-                    "$part": value.target,
-                    "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
-                    "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()},
-                }
-            if isinstance(value, tuple):  # JSON has no tuples: tag them, so the learner gets one
-                return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
-            if isinstance(value, list):
-                return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
-            if isinstance(value, dict):
-                return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
-            return value
-
+        ref = _referrer(tensors)
         spec: dict[str, Any] = {
             "probe": "call",
             "module": module,
@@ -209,22 +191,7 @@ class Impl:
         it builds itself and returns plain data (tensors, numbers, lists, dicts) as ``Result.out``.
         Arguments travel as in ``call`` (tensors, JSON data, ``Part``s)."""
         tensors: dict[str, torch.Tensor] = {}
-
-        def ref(key: Any, value: Any) -> Any:
-            if isinstance(value, torch.Tensor):
-                tensors[str(key)] = value
-                return {"$t": str(key)}
-            if isinstance(value, Part):
-                return {"$part": value.target, "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
-                        "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()}}
-            if isinstance(value, tuple):
-                return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
-            if isinstance(value, list):
-                return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
-            if isinstance(value, dict):
-                return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
-            return value
-
+        ref = _referrer(tensors)
         spec = {"probe": "scenario", "scenario": target, "args": [ref(i, a) for i, a in enumerate(args)],
                 "kwargs": {k: ref(k, v) for k, v in kwargs.items()}, "substitute": sorted(substitute)}
         return self._send(spec, tensors)
@@ -266,6 +233,32 @@ class Impl:
             tensors["$grad_output"] = grad_output
             spec["grad_output"] = "$grad_output"
         return self._send(spec, tensors)
+
+
+def _referrer(tensors: dict[str, torch.Tensor]):
+    """``ref(key, value)``: an argument as it travels to the worker. Tensors go into ``tensors``
+    under ``key`` and are replaced by ``{"$t": key}``; a ``Part`` becomes ``{"$part": ...}``;
+    tuples are tagged (JSON has none), so the learner gets one; lists and dicts are walked."""
+
+    def ref(key: Any, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[str(key)] = value
+            return {"$t": str(key)}
+        if isinstance(value, Part):
+            return {
+                "$part": value.target,
+                "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
+                "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()},
+            }
+        if isinstance(value, tuple):
+            return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
+        if isinstance(value, list):
+            return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
+        return value
+
+    return ref
 
 
 def _split(target: str) -> tuple[str, str]:
