@@ -60,6 +60,8 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     except (OSError, ValueError):
         have = {}
     if py.exists() and have.get("python") == stamp["python"] and have.get("torch") == torch_spec and set(stamp["deps"]) <= set(have.get("deps", [])):
+        if not (ENV / "kata-env-record.json").exists():  # made before environments were recorded
+            _record_environment(session, py)
         return str(py)
     if sys.version_info < (3, 11):
         session.error(f"Python 3.11 or newer is needed; nox runs on {sys.version.split()[0]} (try `pipx install nox --python python3.11`)")
@@ -77,13 +79,20 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
         session.run(*pip, "--no-deps", *no_deps)
     stamp["deps"] = sorted(set(stamp["deps"]) | set(have.get("deps", [])) if have.get("torch") == torch_spec else stamp["deps"])
     stamp_file.write_text(json.dumps(stamp, indent=1))
+    _record_environment(session, py)
     return str(py)
+
+
+def _record_environment(session: nox.Session, py: Path | str) -> None:
+    """What every file of the environment looks like now: a grade that finds it changed is void
+    (tests/harness/environment.py)."""
+    session.run(str(py), "-I", "-B", str(ROOT / "tests" / "harness" / "environment.py"), "--record", silent=True, external=True)
 
 
 def _exercise_args(posargs: list[str]) -> list[str]:
     """`nox -s grade -- 01 layernorm --impl solutions`: bare words are exercises, the rest pytest's."""
     out: list[str] = []
-    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "-k", "-m", "-p"}
+    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout", "-k", "-m", "-p"}
     prev = None
     for arg in posargs:
         if not arg.startswith("-") and prev not in takes_value:
@@ -98,7 +107,8 @@ def pytest(session: nox.Session, py: str, *args: str) -> None:
     # An explicit config and rootdir: with `--impl PATH` outside the checkout, pytest would
     # otherwise look for its configuration next to PATH and not find the harness.
     config = ("-c", str(PYPROJECT), "--rootdir", str(ROOT))
-    session.run(py, "-m", "pytest", *config, *args, external=True)
+    # A grade writes no bytecode: the environment must look afterwards as it did before.
+    session.run(py, "-m", "pytest", *config, *args, external=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
 
 
 @nox.session

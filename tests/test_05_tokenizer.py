@@ -16,6 +16,7 @@ import regex
 import torch
 
 from harness.failures import LearnerError, Mismatch
+from harness.impl import File
 from harness.manifest import ROOT
 
 if str(ROOT / "reference") not in sys.path:
@@ -80,8 +81,8 @@ def random_string(gen, units: int, special: bool = True) -> str:
     return "".join(out)
 
 
-def gpt2_file() -> str:
-    return str(gpt2_encoding.gpt2_tiktoken_file())
+def gpt2_file() -> File:
+    return File(gpt2_encoding.gpt2_tiktoken_file())
 
 
 def gpt2(impl, then):
@@ -90,7 +91,7 @@ def gpt2(impl, then):
 
 
 def with_specials(impl, path, specials, then):
-    return impl.call("tokenizer.Tokenizer.from_tiktoken_file", str(path), specials, then=then).then
+    return impl.call("tokenizer.Tokenizer.from_tiktoken_file", File(path), specials, then=then).then
 
 
 # ----------------------------------------------------------------------------------- what differs

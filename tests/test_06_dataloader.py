@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import LearnerError, Mismatch
+from harness.impl import File
 
 EXERCISE = "06"
 
@@ -207,7 +208,7 @@ def test_get_batch_from_a_uint16_file(impl, gen, tmp_path):
     path = tmp_path / "train.bin"
     data.tofile(path)
     seed = n(gen, 0, 2**31 - 1)
-    got = impl.call("data.get_batch", str(path), batch_size, block_size, seed, returns="data").out
+    got = impl.call("data.get_batch", File(path), batch_size, block_size, seed, returns="data").out
     check_batch(got, data, batch_size, block_size, seed, f"get_batch(<a file of {len(data)} uint16 ids>, {batch_size}, {block_size}, generator={seed})")
 
 

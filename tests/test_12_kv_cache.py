@@ -6,8 +6,8 @@ greedy ``argmax`` chains of it; ``cached`` below, a functional cached forward on
 ``F.scaled_dot_product_attention`` with an explicit mask, gives the outputs of known mistakes
 (no position offset, mask rows not offset). The learner's model.py, block.py and multihead.py run
 (their ``forward_cached`` methods are this exercise), with the reference attention and LayerNorm
-parts; the given helpers ``kv_cache.cached_logits`` and ``kv_cache.traced_generate_cached`` build
-the model in the worker and feed it chunk by chunk, or record what each block is fed.
+parts; the trusted scenarios of ``harness/parts/kv_decoding.py`` build the model in the worker and
+feed it chunk by chunk, or record what each block is fed.
 """
 
 import torch
@@ -88,7 +88,7 @@ def describe(cfg, idx, chunks):
 
 
 def check_chunks(impl, cfg, idx, params, chunks, **kw):
-    res = impl.call("kv_cache.cached_logits", cfg, params, idx, chunks, substitute=PARTS, **kw)
+    res = impl.scenario("kv_decoding.cached_logits", cfg, params, idx, chunks, substitute=PARTS, **kw)
     assert_close(res.out, gpt(idx, params, cfg), describe(cfg, idx, chunks), oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg, chunks),
                  context=f"the {idx.size(1)}-token sequence in one forward pass, rows for the same positions")
@@ -122,7 +122,7 @@ def test_reset_between_prompts(impl, gen):
 def test_decode_feeds_one_token_per_step(impl, gen):
     cfg, idx, params, _ = case(gen)
     prompt, steps = n(gen, 1, 4), n(gen, 2, cfg["context_length"] - 4)
-    res = impl.call("kv_cache.traced_generate_cached", cfg, params, idx[:, :prompt], steps, returns="data", substitute=PARTS)
+    res = impl.scenario("kv_decoding.traced_generate_cached", cfg, params, idx[:, :prompt], steps, substitute=PARTS)
     fed, layers = res.out["fed"], cfg["n_layers"]
     want = [prompt] * layers + [1] * (layers * (steps - 1))
     if fed != want:
@@ -139,7 +139,7 @@ def test_greedy_cached_equals_uncached(impl, gen):
     want = idx[:, :prompt]
     for _ in range(steps):
         want = torch.cat([want, gpt(want, params, cfg)[:, -1].argmax(-1, keepdim=True)], 1)
-    res = impl.call("kv_cache.traced_generate_cached", cfg, params, idx[:, :prompt], steps, returns="data", substitute=PARTS)
+    res = impl.scenario("kv_decoding.traced_generate_cached", cfg, params, idx[:, :prompt], steps, substitute=PARTS)
     got = res.out["tokens"]
     assert_true(isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape),
                 f"generate_cached returned {getattr(got, 'shape', type(got).__name__)}; expected a tensor of shape {tuple(want.shape)}")
@@ -178,7 +178,7 @@ def test_past_max_len_is_a_clear_error(impl, gen):
     cfg, idx, params, chunks = case(gen)
     max_len = n(gen, 1, idx.size(1) - 1)
     try:
-        impl.call("kv_cache.cached_logits", cfg, params, idx, chunks, max_len=max_len, substitute=PARTS)
+        impl.scenario("kv_decoding.cached_logits", cfg, params, idx, chunks, max_len=max_len, substitute=PARTS)
     except LearnerError as e:
         if e.message.startswith("ValueError"):
             return

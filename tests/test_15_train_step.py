@@ -21,7 +21,7 @@ from gpt_oracle import n
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch
-from harness.probes import _load_part
+from harness.impl import load_part as _load_part
 
 EXERCISE = "15"
 ORACLE = "a plain float32 step on one batch of all G*b sequences (F.cross_entropy, clip_grad_norm_, optimizer.step())"

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch
-from harness.probes import _load_part
+from harness.impl import load_part as _load_part
 
 EXERCISE = "16"
 ORACLE = "blocks(x) without checkpointing after the same torch.manual_seed"

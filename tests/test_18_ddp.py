@@ -18,7 +18,7 @@ from gpt_oracle import gpt_params, n, random_config
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch
-from harness.probes import _load_part
+from harness.impl import load_part as _load_part
 
 EXERCISE = "18"
 ORACLE = "single-process training on the whole global batches"

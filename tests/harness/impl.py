@@ -1,14 +1,20 @@
 """The seam between graded tests and the tree under test.
 
-A test calls ``impl.call("attention.softmax", x, dim=-1)`` or ``impl.module("layers.LayerNorm",
-...)`` with tensors it built; the call runs in the worker (or in-process with ``--in-process``)
-and returns a ``Result`` of plain tensors. Failures arrive as the exceptions in ``failures``.
+A test calls ``impl.call("attention.softmax", x, dim=-1)``, ``impl.module("layers.LayerNorm",
+...)`` or ``impl.scenario("steps.train_step", ...)`` with values it built; the request travels
+to the process serving that exercise (``runner.py``; in this process with ``--in-process``),
+which answers with plain data: a ``Result``. Failures arrive as the exceptions in ``failures``.
+How long a call took is measured here, by the grader, never read from the worker.
 """
 
 from __future__ import annotations
 
 import io
-
+import re
+import shutil
+import tempfile
+import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,22 +22,64 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import probes, wire
 from .failures import ImportFailure, LearnerError, Lost, NotStarted
-from .manifest import Exercise
+from .manifest import Exercise, load
 from .runner import Runner, WorkerLost
+from .worker import parts as worker_parts
+from .worker import wire
+from .worker.wire import File, Part  # noqa: F401  (tests import them from here)
+
+PARTS = Path(__file__).resolve().with_name("parts")
+# Read once, when the grader starts and before any code under test runs.
+PART_SOURCES = {p.stem: p.read_text(encoding="utf-8") for p in sorted(PARTS.glob("*.py"))}
+_LOADS = {name: set(re.findall(r"""\bload_part\(["'](\w+)["']\)""", src)) for name, src in PART_SOURCES.items()}
+_GRADED = {e.id for e in load()}
+worker_parts.give(PART_SOURCES)  # this process may build any part (the oracles of some checks do)
+
+
+def load_part(name: str):
+    """The reference part ``harness/parts/<name>.py``, built in this (the grader's) process."""
+    return worker_parts.load(name)
+
+
+def needed_parts(names: set[str]) -> set[str]:
+    """``names`` and every part they load, transitively."""
+    out, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        if name not in PART_SOURCES:
+            raise ValueError(f"no reference part harness/parts/{name}.py")
+        out.add(name)
+        todo += _LOADS[name]
+    return out
+
+
+def _part_targets(value: Any, found: set[str]) -> set[str]:
+    if isinstance(value, list):
+        for v in value:
+            _part_targets(v, found)
+    elif isinstance(value, dict):
+        if "$part" in value:
+            found.add(str(value["$part"]).partition(".")[0])
+        for v in value.values():
+            _part_targets(v, found)
+    return found
 
 
 class Backend(Protocol):
-    def probe(self, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]: ...
+    def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]: ...
 
 
 class WorkerBackend:
-    def __init__(self, tree: Path, echo: bool = False):
-        self.runner = Runner(tree, echo)
+    """The tree runs in worker processes, one per exercise (``sandbox``: bubblewrap, or None)."""
 
-    def probe(self, header, arrays, timeout):
-        return self.runner.probe(header, arrays, timeout)
+    def __init__(self, tree: Path, echo: bool = False, sandbox=None, start: str | None = None, require_sandbox: bool = False):
+        self.runner = Runner(tree, echo, sandbox, start, require_sandbox)
+
+    def probe(self, exercise, rules, header, arrays, timeout):
+        return self.runner.probe(exercise, rules, header, arrays, timeout)
 
     def close(self) -> None:
         self.runner.close()
@@ -41,17 +89,31 @@ class InProcessBackend:
     """Runs probes in the test process, so ``breakpoint()`` and pdb work. Not a valid grade."""
 
     def __init__(self, tree: Path):
-        self.tree = probes.Tree(tree)
+        from .worker import probes
+        from .worker.tree import Tree
 
-    def probe(self, header, arrays, timeout):
+        self.tree = Tree(tree)
+        self.scratch = Path(tempfile.mkdtemp(prefix="kata-in-process-"))
+        probes.SCRATCH = self.scratch
+        weakref.finalize(self, shutil.rmtree, str(self.scratch), True)  # also when nobody calls close()
+
+    def probe(self, exercise, rules, header, arrays, timeout):
+        from .worker import probes
+        from .worker.guard import Guard
+
         # through the wire format both ways, so that a debug run sees exactly what a worker would
         header, arrays = wire.read(io.BytesIO(wire.encode(header, arrays)))
-        reply, out = probes.run(self.tree, header, arrays, header.get("rules", {}))
+        guard = Guard(exercise, rules.get("forbidden", []), rules.get("forbidden_kernels", []), rules.get("forbidden_modules", []),
+                      self.tree).install()
+        try:
+            reply, out = probes.run(self.tree, guard, header, arrays)
+        finally:
+            guard.uninstall()
         reply, out = wire.read(io.BytesIO(wire.encode(reply, out)))
         return reply, out, ""
 
     def close(self) -> None:
-        pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @dataclass
@@ -62,7 +124,7 @@ class Result:
     initial: dict[str, torch.Tensor] = field(default_factory=dict)
     output: str = ""  # what the learner's code printed
     then: list[Any] = field(default_factory=list)  # results of the `then` method calls
-    seconds: float = 0.0  # how long the probe ran in the worker (imports included)
+    seconds: float = 0.0  # the round trip, timed by the grader (imports included on a first call)
 
     def grad(self, key: Any) -> torch.Tensor:
         return self.grads[key]
@@ -71,45 +133,33 @@ class Result:
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
 
 
-@dataclass
-class Part:
-    """An argument built in the worker by a trusted reference part: ``Part("tiny.TinyLM", ...)``
-    passes ``harness/parts/tiny.py``'s ``TinyLM(*args, **kwargs)`` to the learner's function."""
-
-    target: str
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-
-    def __init__(self, target: str, *args: Any, **kwargs: Any):
-        self.target, self.args, self.kwargs = target, args, kwargs
-
-
 class Impl:
     def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None, refused: str | None = None):
         self.backend, self.exercise, self.lost, self.refused = backend, exercise, lost, refused
         self.timeout = timeout or exercise.timeout
         self.printed: list[str] = []  # what the learner's code printed during this test
 
-    def _send(self, spec: dict, tensors: dict[str, torch.Tensor]) -> Result:
+    def rules(self) -> dict:
+        ex = self.exercise
+        return {"forbidden": list(ex.forbidden), "forbidden_kernels": list(ex.forbidden_kernels),
+                "forbidden_modules": list(ex.forbidden_modules)}
+
+    def _send(self, spec: dict, values: dict, parts: set[str] = frozenset()) -> Result:
         if self.refused:
             raise LearnerError(self.refused)
         if self.exercise.id in self.lost:
             raise Lost(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
-        arrays, names = [], {}
-        for name, t in tensors.items():
-            arr, dtype = probes.to_array(t)
-            names[name] = [len(arrays), dtype]
-            arrays.append(arr)
-        header = {
-            "op": "probe",
-            "exercise": self.exercise.id,
-            "rules": {"forbidden": list(self.exercise.forbidden), "forbidden_kernels": list(self.exercise.forbidden_kernels),
-                      "forbidden_modules": list(self.exercise.forbidden_modules)},
-            "tensors": names,
-            **spec,
-        }
+        arrays: list[np.ndarray] = []
+        packed = wire.pack(values, arrays)
+        names = needed_parts(set(parts) | _part_targets(packed, set()))
+        if self.exercise.module in names and self.exercise.id in _GRADED:
+            raise ValueError(f"harness: exercise {self.exercise.id}'s checks may not use the reference part "
+                             f"for its own module, parts/{self.exercise.module}.py")
+        header = {**spec, "exercise": self.exercise.id, "values": packed, "parts": {n: PART_SOURCES[n] for n in sorted(names)}}
+        start = time.perf_counter()
         try:
-            reply, out, printed = self.backend.probe(header, arrays, self.timeout)
+            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, self.timeout)
+            seconds = time.perf_counter() - start
             if printed.strip():
                 self.printed.append(printed)
         except WorkerLost as e:
@@ -119,13 +169,15 @@ class Impl:
             raise Lost(e.reason) from None
         if reply.get("status") == "ok":
             try:
-                result = probes.unpack(reply["result"], out)
-            except (KeyError, IndexError, TypeError, ValueError) as e:
+                result = wire.unpack(reply["result"], out)
+            except (KeyError, wire.WireError) as e:
                 raise LearnerError(f"the worker's reply could not be read ({e})") from None
+            if not isinstance(result, dict):
+                raise LearnerError("the worker's reply could not be read")
             return Result(
-                out=probes.unplain(result["out"]),
-                then=[probes.unplain(x) for x in result.get("then", [])],
-                seconds=float(reply.get("seconds", 0.0)),
+                out=result.get("out"),
+                then=list(result.get("then", [])),
+                seconds=seconds,
                 grads={_key(k): v for k, v in result.get("grads", {}).items()},
                 param_grads=result.get("param_grads", {}),
                 initial=result.get("initial", {}),
@@ -147,54 +199,38 @@ class Impl:
     ) -> Result:
         """Call ``module.function(*args, **kwargs)`` in the tree under test.
 
-        ``target`` is ``"module.name"`` or ``"module.Class.method"``. Tensors among the arguments
-        are sent as arrays; other arguments must be JSON data (str, int, float, bool, None, lists,
-        dicts with str keys). With ``grad_output``, the output is backpropagated and
-        ``Result.grads[key]`` holds the gradient of each argument in ``grad_wrt`` (a position for
-        positional arguments, a name for keyword ones). ``returns="data"`` accepts plain data
-        (ints, str, bytes, lists, tuples, dicts) instead of a tensor. ``then=[(method, args,
-        kwargs), ...]`` calls methods on the returned object, in order, and returns their plain
-        results in ``Result.then``; ``$len``, ``$list`` (args: (limit,)), ``$getitem`` and
-        ``$attr`` are pseudo-methods. An argument may be a ``Part``: an object built in the worker by
-        a trusted reference part. ``substitute=("layers",)`` imports the target with those
-        modules replaced by the harness's reference parts (``harness/parts/``).
+        ``target`` is ``"module.name"`` or ``"module.Class.method"``. Arguments travel as
+        ``wire.pack`` encodes them: tensors, numbers, strings, bytes, lists, tuples, dicts, and
+        ``Part``s (objects built in the worker by a trusted reference part). With ``grad_output``,
+        the output is backpropagated and ``Result.grads[key]`` holds the gradient of each argument
+        in ``grad_wrt`` (a position for positional arguments, a name for keyword ones).
+        ``returns="data"`` accepts plain data (ints, str, bytes, lists, tuples, dicts) instead of a
+        tensor. ``then=[(method, args, kwargs), ...]`` calls methods on the returned object, in
+        order, and returns their plain results in ``Result.then``; ``$len``, ``$list`` (args:
+        (limit,)), ``$getitem`` and ``$attr`` are pseudo-methods. ``substitute=("layers",)``
+        imports the target with those modules replaced by the harness's reference parts.
         """
         module, name = _split(target)
-        tensors: dict[str, torch.Tensor] = {}
-        ref = _referrer(tensors)
-        spec: dict[str, Any] = {
-            "probe": "call",
-            "module": module,
-            "target": name,
-            "args": [ref(i, a) for i, a in enumerate(args)],
-            "kwargs": {k: ref(k, v) for k, v in kwargs.items()},
-            "grad_wrt": [str(k) for k in grad_wrt],
-            "substitute": sorted(substitute),
-        }
+        spec: dict[str, Any] = {"probe": "call", "module": module, "target": name, "grad_wrt": [str(k) for k in grad_wrt],
+                                "substitute": sorted(substitute)}
         if returns == "data":
             spec["returns"] = "data"
+        values: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
         if then is not None:
-            steps = []
-            for n, step in enumerate(then):
-                method, a, k = (tuple(step) + ((), {}))[:3]
-                steps.append({"method": method, "args": [ref(f"then{n}.{i}", x) for i, x in enumerate(a)],
-                              "kwargs": {key: ref(f"then{n}.{key}", x) for key, x in dict(k).items()}})
-            spec["then"] = steps
+            values["then"] = [dict(zip(("method", "args", "kwargs"), (tuple(step) + ((), {}))[:3])) for step in then]
+            for step in values["then"]:
+                step["args"], step["kwargs"] = list(step["args"]), dict(step["kwargs"])
         if grad_output is not None:
-            tensors["$grad_output"] = grad_output
-            spec["grad_output"] = "$grad_output"
-        return self._send(spec, tensors)
+            values["grad_output"] = grad_output
+        return self._send(spec, values, set(substitute))
 
     def scenario(self, target: str, *args: Any, substitute=(), **kwargs: Any) -> Result:
         """Run the trusted scenario ``harness/parts/<module>.py:<name>(learner, *args, **kwargs)`` in
         the worker: it calls the learner's functions (``learner("training.train_step")``) on objects
         it builds itself and returns plain data (tensors, numbers, lists, dicts) as ``Result.out``.
-        Arguments travel as in ``call`` (tensors, JSON data, ``Part``s)."""
-        tensors: dict[str, torch.Tensor] = {}
-        ref = _referrer(tensors)
-        spec = {"probe": "scenario", "scenario": target, "args": [ref(i, a) for i, a in enumerate(args)],
-                "kwargs": {k: ref(k, v) for k, v in kwargs.items()}, "substitute": sorted(substitute)}
-        return self._send(spec, tensors)
+        Arguments travel as in ``call``."""
+        spec = {"probe": "scenario", "scenario": target, "substitute": sorted(substitute)}
+        return self._send(spec, {"args": list(args), "kwargs": kwargs}, {target.partition(".")[0], *substitute})
 
     def module(
         self,
@@ -213,52 +249,16 @@ class Impl:
         cast to ``dtype``, run ``forward(*inputs)`` and, with ``grad_output``, backward.
         ``Result.initial`` holds the parameters as built, before ``params`` were set."""
         module, name = _split(target)
-        tensors = {str(i): t for i, t in enumerate(inputs)}
-        for pname, value in (params or {}).items():
-            tensors[f"$param.{pname}"] = value
         spec: dict[str, Any] = {
-            "probe": "module",
-            "module": module,
-            "target": name,
-            "init_args": list(init_args),
-            "init_kwargs": dict(init_kwargs or {}),
-            "params": {p: f"$param.{p}" for p in (params or {})},
+            "probe": "module", "module": module, "target": name,
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
-            "train": train,
-            "inputs": [str(i) for i in range(len(inputs))],
-            "grad_wrt": [str(k) for k in grad_wrt],
-            "substitute": sorted(substitute),
+            "train": train, "grad_wrt": [str(k) for k in grad_wrt], "substitute": sorted(substitute),
         }
+        values: dict[str, Any] = {"args": list(init_args), "kwargs": dict(init_kwargs or {}), "inputs": list(inputs),
+                                  "params": dict(params or {})}
         if grad_output is not None:
-            tensors["$grad_output"] = grad_output
-            spec["grad_output"] = "$grad_output"
-        return self._send(spec, tensors)
-
-
-def _referrer(tensors: dict[str, torch.Tensor]):
-    """``ref(key, value)``: an argument as it travels to the worker. Tensors go into ``tensors``
-    under ``key`` and are replaced by ``{"$t": key}``; a ``Part`` becomes ``{"$part": ...}``;
-    tuples are tagged (JSON has none), so the learner gets one; lists and dicts are walked."""
-
-    def ref(key: Any, value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            tensors[str(key)] = value
-            return {"$t": str(key)}
-        if isinstance(value, Part):
-            return {
-                "$part": value.target,
-                "args": [ref(f"{key}.{i}", a) for i, a in enumerate(value.args)],
-                "kwargs": {k: ref(f"{key}.{k}", v) for k, v in value.kwargs.items()},
-            }
-        if isinstance(value, tuple):
-            return {"$tuple": [ref(f"{key}.{i}", a) for i, a in enumerate(value)]}
-        if isinstance(value, list):
-            return [ref(f"{key}.{i}", a) for i, a in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: ref(f"{key}.{k}", v) for k, v in value.items()}
-        return value
-
-    return ref
+            values["grad_output"] = grad_output
+        return self._send(spec, values, set(substitute))
 
 
 def _split(target: str) -> tuple[str, str]:

@@ -5,8 +5,10 @@ the Python start-up hooks of this environment (``*.pth``, ``sitecustomize``, ``u
 a grade whose snapshot changed while it ran is void, since the code under test could have
 rewritten the tests, the expected outputs, or code that the next grading process would run.
 
-``escape_hatches`` reads the tree's source as tokens and finds the PyTorch internals that switch
-off the function and dispatch modes the worker uses to refuse forbidden built-ins.
+``escape_hatches`` reads the tree's source as tokens and finds the PyTorch internals that would get
+around the worker's refusal of forbidden built-ins (the dispatcher, kernel registration, PyTorch's
+own decompositions, the compilers, code rewriting); ``loader_hatches`` finds ways to load code by
+file path. These are a second line: the refusals live in the worker process itself.
 """
 
 from __future__ import annotations
@@ -37,11 +39,41 @@ ESCAPES = {
     "_python_dispatch": "reaches into the grader's dispatch-mode machinery",
     "TorchFunctionMode": "installs or inspects torch function modes",
     "TorchDispatchMode": "installs or inspects torch dispatch modes",
+    "_DisableTorchDispatch": "switches off torch dispatch modes",
+    "_ExcludeDispatchKeyGuard": "skips dispatch keys",
+    "_IncludeDispatchKeyGuard": "forces dispatch keys",
+    "_AutoDispatchBelowAutograd": "skips dispatch keys",
+    "_dispatch": "reaches into PyTorch's dispatcher",
+    "Library": "registers or removes PyTorch kernels",
+    "_destroy": "removes registered PyTorch kernels",
+    "get_kernel": "reaches PyTorch's kernels directly",
+    "_decomp": "runs PyTorch's own decompositions of the built-ins",
+    "_refs": "runs PyTorch's own reference implementations of the built-ins",
+    "_prims": "runs PyTorch's primitive decompositions",
+    "_dynamo": "compiles code with TorchDynamo",
+    "_inductor": "compiles code with TorchInductor",
+    "__code__": "rewrites functions, the grader's included",
+    "__kata_refuse__": "reaches into the grader's refusals",
+    "get_objects": "searches the interpreter's objects (the grader's included)",
+    "get_referrers": "searches the interpreter's objects (the grader's included)",
     "harness": "reaches into the grader's own modules",
     "kata_part": "reaches into the grader's reference parts",
     "tree_with_reference": "reaches into the grader's reference parts",
 }
-PREFIXES = ("kata_part", "tree_with_reference")  # names that start with these count too
+PREFIXES = ("kata_part", "tree_with_reference", "_dispatch")  # names that start with these count too
+# Ways to load code that no import statement shows: refused for exercises that forbid built-ins or
+# packages (in the sandbox a forbidden package is not even there; without it, this is the check).
+LOADERS = {
+    "spec_from_file_location": "loads a module from a file path",
+    "SourceFileLoader": "loads a module from a file path",
+    "SourcelessFileLoader": "loads compiled code from a file path",
+    "ExtensionFileLoader": "loads a compiled extension from a file path",
+    "module_from_spec": "builds a module by hand",
+    "reload": "reloads a module (and the functions the grader refused)",
+    "ctypes": "calls compiled code directly",
+    "CDLL": "loads a shared library",
+    "_tiktoken": "loads tiktoken's compiled core",
+}
 
 
 def _hash(path: Path) -> str:
@@ -131,6 +163,19 @@ def escape_hatches(tree: Path) -> list[str]:
             else:
                 hit = name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
             if hit:
+                found.append(f"{where}: {name} ({what})")
+    return found
+
+
+def loader_hatches(tree: Path) -> list[str]:
+    """``file:line: NAME (what it does)`` for each way of loading code by hand named in the tree."""
+    found = []
+    for where, tok, bare in _code_tokens(tree):
+        if bare:
+            continue
+        text = tok.string if tok.type == tokenize.NAME else tok.string.strip("'\"bBrRuUfF")
+        for name, what in LOADERS.items():
+            if text == name or (tok.type == tokenize.STRING and name in text):
                 found.append(f"{where}: {name} ({what})")
     return found
 

@@ -1,15 +1,23 @@
 """The pytest plugin: ``--impl``, fixtures for graded tests, the scoreboard and the report.
 
 A graded test module sets ``EXERCISE = "01"`` and takes the ``impl`` fixture. Its checks run the
-tree under test in a worker process (see ``runner``); this process never imports that tree.
+tree under test in worker processes, sandboxed where bubblewrap runs (see ``runner`` and
+``sandbox``); this process never imports that tree. What the grade's verdict depends on is
+decided here: the comparisons, the timing, the score and the report, written last, once every
+process the grade started is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -18,9 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import integrity, manifest, reference
+from . import environment, integrity, manifest, reference
+from . import sandbox as sandboxing
 from .failures import GradingFailure
 from .impl import Impl, InProcessBackend, WorkerBackend
+
+DEFAULT_GRADE_TIMEOUT = 1800.0
 
 NAMED_TREES = ("exercises", "solutions")
 
@@ -35,6 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--in-process", action="store_true", help="run the tree in this process (pdb works); not a valid grade")
     g.addoption("--probe-timeout", type=float, help="seconds one probe may run (default: the manifest's, 20)")
     g.addoption("--worker-memory", type=float, help="GiB of address space for the worker (default 16; 0: no limit)")
+    g.addoption("--no-sandbox", action="store_true", help="run the worker without bubblewrap (for debugging; says so)")
+    g.addoption("--require-sandbox", action="store_true",
+                help="refuse to grade where no sandbox can run (also KATA_REQUIRE_SANDBOX=1)")
+    g.addoption("--grade-timeout", type=float, help=f"seconds the whole grade may take (default {DEFAULT_GRADE_TIMEOUT:g})")
 
 
 def resolve_tree(value: str) -> Path:
@@ -106,15 +121,56 @@ class Kata:
         if opt.worker_memory is not None:
             os.environ["KATA_WORKER_MEMORY_GB"] = str(opt.worker_memory)
         self.backend = None
+        self.watchdog: subprocess.Popen | None = None
+        self.report_digest: str | None = None
         self.lost: dict[str, str] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
-        # Before any of the tree's code runs: what the grader's files look like, the expected
-        # outputs in memory, and whether the tree's source reaches for the guard's off switch.
-        self.snapshot = integrity.snapshot()
+        self.sandbox, self.sandbox_reason = self._choose_sandbox()
+        # Before any of the tree's code runs: what the grader's files and its environment look
+        # like, the expected outputs in memory, and whether the tree's source reaches for the
+        # guard's off switch.
         self.void: list[str] = []
+        self.snapshot = integrity.snapshot()
+        self.environment = environment.signature(manifest.ROOT)
+        recorded = environment.read_record()
+        self.environment_status = "recorded" if recorded is not None else "no record (not made by nox)"
+        earlier = environment.tainted()
+        changed = environment.changes(recorded, self.environment) if recorded is not None else []
+        if earlier or changed:
+            self.environment_status = "changed since it was built"
+            why = f"an earlier grade saw it change ({earlier})" if earlier else f"{'; '.join(changed)}"
+            self.void.append(f"the environment {sys.prefix} changed since it was built: {why}; {environment.REBUILD}")
+            environment.taint(why)
         reference.preload()
         self.hatches = integrity.escape_hatches(self.tree)
+        self.loader_hatches = integrity.loader_hatches(self.tree)
+
+    def _choose_sandbox(self):
+        opt = self.config.option
+        if self.in_process:
+            return None, "in-process debug run"
+        if opt.no_sandbox:
+            return None, "switched off with --no-sandbox"
+        box, reason = sandboxing.find()
+        if box is None and self.require_sandbox:
+            raise pytest.UsageError(f"--require-sandbox: {reason}")
+        return box, reason
+
+    @property
+    def require_sandbox(self) -> bool:
+        return bool(self.config.option.require_sandbox or os.environ.get("KATA_REQUIRE_SANDBOX") == "1")
+
+    def _sandbox_fell_through(self) -> None:
+        """The worker could not start in the sandbox (and none was required): say so."""
+        runner = getattr(self.backend, "runner", None)
+        if self.sandbox is not None and runner is not None and runner.sandbox_failed:
+            self.sandbox, self.sandbox_reason = None, runner.sandbox_failed
+
+    @property
+    def sandbox_label(self) -> str:
+        self._sandbox_fell_through()
+        return self.sandbox.describe() if self.sandbox is not None else f"none ({self.sandbox_reason})"
 
     def get_backend(self):
         if self.backend is None:
@@ -122,8 +178,33 @@ class Kata:
                 self.backend = InProcessBackend(self.tree)
             else:
                 echo = self.config.option.capture == "no"
-                self.backend = WorkerBackend(self.tree, echo=echo)
+                self.start_watchdog()
+                self.backend = WorkerBackend(self.tree, echo=echo, sandbox=self.sandbox, require_sandbox=self.require_sandbox)
         return self.backend
+
+    def start_watchdog(self) -> None:
+        """A process outside this one that ends the grade if this process is stopped or runs past
+        ``--grade-timeout``; it leaves when this process exits (its standard input closes)."""
+        if self.watchdog is not None:
+            return
+        deadline = self.config.option.grade_timeout or float(os.environ.get("KATA_GRADE_TIMEOUT", DEFAULT_GRADE_TIMEOUT))
+        args = [sys.executable, "-I", "-B", str(Path(__file__).with_name("watchdog.py")), str(os.getpid()), str(deadline)]
+        if self.config.option.report:
+            args.append(str(Path(self.config.option.report).resolve()))
+        group = {"start_new_session": True} if os.name == "posix" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            # its messages go to the terminal, not to a test's captured output
+            self.watchdog = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, **group)
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            try:
+                self.watchdog.stdin.close()
+                self.watchdog.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.watchdog.kill()
+            self.watchdog = None
 
     def score(self, outcome: Outcome) -> float:
         return 0.0 if self.void else outcome.score
@@ -147,6 +228,9 @@ _KEY = pytest.StashKey[Kata]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "exercise(id): a graded check of exercise `id` (set by EXERCISE = 'id')")
+    sys.dont_write_bytecode = True  # a grade writes nothing into the environment or the checkout
+    if not config.option.in_process:
+        _become_subreaper()
     config.stash[_KEY] = Kata(config)
     if config.option.grade:
         config.option.tbstyle = "no"
@@ -213,6 +297,9 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
     uses = integrity.module_uses(kata.tree, ex.forbidden_modules) if ex.forbidden_modules else []
     if uses:
         refused = f"exercise {ex.id} asks you to write this yourself, without {', '.join(ex.forbidden_modules)}; your code uses it: {uses[0]}"
+    elif kata.loader_hatches and (ex.forbidden or ex.forbidden_kernels or ex.forbidden_modules):
+        refused = (f"exercise {ex.id} forbids built-ins or packages, and the grader checks that while your code runs; your code "
+                   f"loads code in a way that would go around that check: {kata.loader_hatches[0]}")
     return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
 
 
@@ -270,9 +357,10 @@ def scoreboard(kata: Kata, width: int = 100) -> str:
     possible = sum(o.exercise.points for o in outcomes)
     tree = kata.tree_label if kata.tree_label in NAMED_TREES else str(kata.tree)
     mode = "  (in-process debug run: not a valid grade)" if kata.in_process else ""
-    lines = [f"GPT from scratch · tree: {tree} · seed {kata.seed} (reproduce with --seed {kata.seed}){mode}", ""]
+    lines = [f"GPT from scratch · tree: {tree} · seed {kata.seed} (reproduce with --seed {kata.seed}){mode}",
+             f"sandbox: {kata.sandbox_label}", ""]
     if kata.void:
-        lines[1:1] = [f"GRADE VOID: the grader's own files changed while it ran: {'; '.join(kata.void[:5])}"]
+        lines[2:2] = [f"GRADE VOID: {'; '.join(kata.void[:5])}"]
     title_w = max([len(o.exercise.title) for o in outcomes] + [5])
     for o in outcomes:
         pts = f"{_num(kata.score(o))}/{_num(o.exercise.points)}"
@@ -311,6 +399,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 tr.write_line(f"{c.name}: {c.message.strip().splitlines()[0] if c.message.strip() else c.status}")
     tr.write_sep("=", "scoreboard")
     tr.write_line(scoreboard(kata, width))
+    if kata.report_digest:
+        tr.write_line(f"\nreport: {config.option.report}, written last; sha256 {kata.report_digest} "
+                      "(a copy that differs was not written by this grade)")
 
 
 def _indent(text: str) -> str:
@@ -321,11 +412,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     kata = _kata(session.config)
     if kata.backend is not None:
         kata.backend.close()
+    # Nothing the grade started may outlive it: a process the tree left, even in a session of its
+    # own, has come back to this process (a child subreaper) and is killed here.
+    _kill_descendants(exclude=kata.watchdog.pid if kata.watchdog is not None else None)
     outcomes = kata.graded()
     if outcomes:
-        kata.void = integrity.changes(kata.snapshot, integrity.snapshot())
+        changed = integrity.changes(kata.snapshot, integrity.snapshot())
+        if changed:
+            kata.void.append(f"the grader's own files changed while it ran: {'; '.join(changed[:5])}")
+        changed = environment.changes(kata.environment, environment.signature(manifest.ROOT))
+        if changed:
+            kata.void.append(f"the environment {sys.prefix} changed while the grade ran ({'; '.join(changed)}): "
+                             f"{environment.REBUILD}")
+            environment.taint("; ".join(changed))
     if session.config.option.report:
-        write_report(kata, Path(session.config.option.report))
+        kata.report_digest = write_report(kata, Path(session.config.option.report))
+    kata.stop_watchdog()
     failed = any(o.status != "passed" for o in outcomes) or kata.void
     if outcomes and failed and (session.config.option.grade or kata.void) and session.exitstatus == 0:
         session.exitstatus = 1
@@ -337,8 +439,8 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
     if unfinished:
         report = {"score": 0, "max_score": 0, "output": "grading did not finish", "tests": [],
                   "extra_data": {"seed": kata.seed, "tree": str(kata.tree), "finished": False}}
-        _write_json(path, report)
-        return
+        return _write_json(path, report)
+    kata._sandbox_fell_through()
     for o in kata.graded():
         blocked = kata.blocked_by(o)
         lines = [f"{o.status}" + (f": {o.reason}" if o.reason else "")]
@@ -371,13 +473,76 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
             "torch": torch.__version__,
             "finished": True,
             "void": kata.void,
+            "sandbox": kata.sandbox.describe() if kata.sandbox is not None else "none",
+            "sandbox_reason": kata.sandbox_reason,
+            "environment": kata.environment_status,
         },
     }
-    _write_json(path, report)
+    return _write_json(path, report)
 
 
-def _write_json(path: Path, report: dict) -> None:
+def _write_json(path: Path, report: dict) -> str:
+    """Write atomically (a new file renamed over the old); returns the sha256 of what was written."""
+    data = (json.dumps(report, indent=2) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """On Linux, orphans of the processes this grade starts come back to this process."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _kill_descendants(exclude: int | None = None) -> None:
+    """Kill every process below this one but ``exclude`` (Linux: read from /proc)."""
+    if not sys.platform.startswith("linux"):
+        return
+    me = os.getpid()
+    for _ in range(100):
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        fields = f.read().rsplit(b")", 1)[1].split()
+                    if fields[0] != b"Z":
+                        parents[int(entry)] = int(fields[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        below, frontier = set(), {me}
+        while frontier:
+            frontier = {p for p, parent in parents.items() if parent in frontier and p not in below and p != exclude}
+            below |= frontier
+        if not below:
+            break
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.01)

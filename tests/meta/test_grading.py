@@ -68,7 +68,7 @@ def test_sys_exit_segfault_and_syntax_error_are_contained(tmp_path):
         {
             "attention.py": [("def causal_mask(", "def causal_mask((")],  # a SyntaxError
             "layers.py": [
-                ("    return gelu(x)", "    import ctypes\n        ctypes.string_at(0)\n        return gelu(x)"),
+                ("    return gelu(x)", "    __import__('c' + 'types').string_at(0)  # a segfault\n        return gelu(x)"),
                 ("        self.eps = eps\n", "        self.eps = eps\n        if emb_dim == 7:\n            raise SystemExit(0)\n"),
             ],
         },

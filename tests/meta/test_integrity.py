@@ -96,8 +96,8 @@ _pytest.runner.call_and_report = lambda *a, **k: None
 def test_monkeypatching_comparisons_and_pytest_changes_nothing(tmp_path):
     plain = grade(make_tree(tmp_path / "a", {"layers.py": [WRONG_GELU]}), tmp_path / "a")
     hostile = grade(make_tree(tmp_path / "b", {"layers.py": [("", PATCHES), WRONG_GELU]}), tmp_path / "b", "--seed", str(plain.report["extra_data"]["seed"]))
-    assert score(hostile, "02") == score(plain, "02") < 10, hostile.explain()
-    assert hostile.report["score"] == plain.report["score"]
+    assert score(hostile, "02") <= score(plain, "02") < 10, hostile.explain()  # patches break only the patcher
+    assert hostile.report["score"] <= plain.report["score"]
 
 
 @LINUX
@@ -116,26 +116,59 @@ subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(4); open({_rep
     assert '"score": 20,' not in report and g.report["score"] < g.report["max_score"], report[:500]
 
 
+# The grader, found the way a hostile tree would: the nearest process above that runs pytest.
+FIND_GRADER = """
+import os, pathlib
+def _grader():
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None
+        if "pytest" in args.split("\\0") and pid != os.getpid():
+            return pid
+        pid = parent
+    return None
+"""
+
+
 @LINUX
-def test_killing_the_grader_leaves_a_zero_report_and_a_failing_exit(tmp_path):
-    kill = "import os, signal\nos.kill(os.getppid(), signal.SIGTERM)\n"
-    g = grade(make_tree(tmp_path, {"attention.py": [("", kill)]}), tmp_path)
+@pytest.mark.parametrize("mode", ["sandbox", "no-sandbox"])
+def test_killing_the_grader_leaves_a_zero_report_and_a_failing_exit(tmp_path, mode):
+    kill = FIND_GRADER + "import signal\n_pid = _grader()\nif _pid:\n    os.kill(_pid, signal.SIGTERM)\n"
+    sandbox = () if mode == "sandbox" else ("--no-sandbox",)
+    g = grade(make_tree(tmp_path, {"attention.py": [("", kill)]}), tmp_path, *sandbox)
+    if mode == "sandbox" and "none" not in g.report.get("extra_data", {}).get("sandbox", "none"):
+        # the grader is out of the worker's sight: the grade runs to its end
+        assert g.report["extra_data"]["finished"] and g.status("01") == "passed", g.explain()
+        return
     assert g.code != 0
     assert g.report.get("score") == 0 and g.report.get("output") == "grading did not finish", g.report
 
 
 @LINUX
-def test_changing_the_graders_files_voids_the_grade(tmp_path):
+@pytest.mark.parametrize("mode", ["sandbox", "no-sandbox"])
+def test_changing_the_graders_files_voids_the_grade(tmp_path, mode):
     checkout = checkout_copy(tmp_path)
-    tamper = """
-import os, pathlib
-_root = pathlib.Path(os.readlink(f"/proc/{os.getppid()}/cwd"))
-_t = _root / "tests" / "test_02_layernorm.py"
-_t.write_text(_t.read_text() + "\\n# tampered\\n")
-(_root / "reference" / "02_layernorm.npz").write_bytes(b"not the reference")
+    tamper = FIND_GRADER + """
+_pid = _grader()
+if _pid:
+    _root = pathlib.Path(os.readlink(f"/proc/{_pid}/cwd"))
+    _t = _root / "tests" / "test_02_layernorm.py"
+    _t.write_text(_t.read_text() + "\\n# tampered\\n")
+    (_root / "reference" / "02_layernorm.npz").write_bytes(b"not the reference")
 """
     tree = make_tree(tmp_path, {"layers.py": [("", tamper), WRONG_GELU]})
-    g = grade_in(checkout, tree, tmp_path)
+    sandbox = () if mode == "sandbox" else ("--no-sandbox",)
+    before = (checkout / "tests" / "test_02_layernorm.py").read_bytes()
+    g = grade_in(checkout, tree, tmp_path, *sandbox)
+    if mode == "sandbox" and g.report["extra_data"]["sandbox"] != "none":
+        # the grader's files are not in the worker's sight: nothing changes, nothing is void
+        assert (checkout / "tests" / "test_02_layernorm.py").read_bytes() == before
+        assert not g.report["extra_data"]["void"] and g.status("01") == "passed", g.explain()
+        return
     assert g.code != 0
     assert g.report["score"] == 0, g.explain()
     assert any("test_02_layernorm.py was changed" in v for v in g.report["extra_data"]["void"])
@@ -162,7 +195,8 @@ class _Anything:
     assert score(g, "01") < 10 and score(g, "02") < 10
 
 
-def test_hard_coded_and_read_back_outputs_score_no_more_than_the_stub(tmp_path):
+@pytest.mark.parametrize("mode", ["sandbox", "no-sandbox"])
+def test_hard_coded_and_read_back_outputs_score_no_more_than_the_stub(tmp_path, mode):
     lookup = """
 import numpy as _np
 from pathlib import Path as _Path
@@ -181,10 +215,14 @@ _REF = _np.load(str(_Path(__file__).resolve().parents[{up}] / "reference" / "{na
     checkout = checkout_copy(tmp_path)
     cheat = make_tree(checkout, {"attention.py": attention_cheat}, name="cheat")
     honest = make_tree(checkout, {"attention.py": [STUB_ATTENTION]}, name="honest")
-    a = grade_in(checkout, honest, tmp_path, "--exercise", "01")
-    b = grade_in(checkout, cheat, tmp_path, "--exercise", "01", "--seed", str(a.report["extra_data"]["seed"]))
-    assert "importing" not in b.exercise("01")["output"], b.explain()  # the cheat itself works
-    assert score(b, "01") == score(a, "01"), b.explain()
+    sandbox = () if mode == "sandbox" else ("--no-sandbox",)
+    a = grade_in(checkout, honest, tmp_path, "--exercise", "01", *sandbox)
+    b = grade_in(checkout, cheat, tmp_path, "--exercise", "01", "--seed", str(a.report["extra_data"]["seed"]), *sandbox)
+    if b.report["extra_data"]["sandbox"] != "none":
+        assert "No such file" in b.exercise("01")["output"], b.explain()  # the sandbox holds no reference outputs
+    else:
+        assert "importing" not in b.exercise("01")["output"], b.explain()  # the cheat itself works
+    assert score(b, "01") <= score(a, "01"), b.explain()
 
 
 def test_a_pickle_never_reaches_the_grader(tmp_path):

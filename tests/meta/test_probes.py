@@ -1,11 +1,11 @@
 """The probes: what may come back from a tree, and the reference parts graded checks substitute."""
 
 import textwrap
+import warnings
 
 import pytest
 import torch
 
-from harness import probes
 from harness.impl import Impl, InProcessBackend, Part
 from harness.failures import LearnerError
 from harness.manifest import Exercise, lookup
@@ -127,26 +127,56 @@ def test_trusted_parts_can_be_passed_as_arguments(tmp_path):
     assert torch.allclose(got, torch.nn.functional.layer_norm(x, (4,)), atol=1e-6)
 
 
-def test_reference_parts_may_use_what_the_exercise_forbids(tmp_path):
-    """Exercise 01 forbids F.scaled_dot_product_attention; a later module graded with the
-    reference attention part (built on it) must still run, while the learner's own call is refused."""
+def test_reference_parts_run_under_the_rules_of_the_exercises_that_use_them(tmp_path):
+    """Exercise 07 forbids F.scaled_dot_product_attention, and its checks substitute the reference
+    attention part: the part must not need it (no trusted code is exempt from the refusals), while
+    the learner's own call is refused, on any thread."""
     root = tree_with(tmp_path, attention="""
         def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
             raise NotImplementedError
     """, heads="""
+        import threading
         import torch.nn.functional as F
         from .attention import scaled_dot_product_attention
         def attend(q):
             return scaled_dot_product_attention(q, q, q, is_causal=True)
         def cheat(q):
             return F.scaled_dot_product_attention(q, q, q)
+        def cheat_on_a_thread(q):
+            out = []
+            def run():
+                try:
+                    out.append(F.scaled_dot_product_attention(q, q, q))
+                except RuntimeError:
+                    pass  # caught, on another thread: still refused, and still recorded
+            t = threading.Thread(target=run)
+            t.start()
+            t.join()
+            return out[0] if out else q
     """)
-    impl = make_impl(root, "01")
+    impl = make_impl(root, "07")
     q = torch.randn(1, 2, 3, 4)
     got = impl.call("heads.attend", q, substitute=("attention",)).out
     assert torch.allclose(got, torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True), atol=1e-6)
-    with pytest.raises(LearnerError, match="your code called torch.nn.functional.scaled_dot_product_attention"):
+    with pytest.raises(LearnerError, match="your code called the kernel aten._scaled_dot_product"):
         impl.call("heads.cheat", q, substitute=("attention",))
+    with pytest.raises(LearnerError, match="asks you to write this yourself"):
+        impl.call("heads.cheat_on_a_thread", q, substitute=("attention",))
+    # a debug run's refusals end with its probe: the grader's own torch works as before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = torch.randn(2, 3, 4, requires_grad=True)
+        torch.nn.functional.scaled_dot_product_attention(x, x, x).sum().backward()
+        torch.softmax(x, -1).sum().backward()
+
+
+def test_the_part_that_implements_an_exercise_never_reaches_its_worker(tmp_path):
+    root = tree_with(tmp_path, attention="""
+        def softmax(x, dim=-1):
+            return x
+    """)
+    with pytest.raises(ValueError, match="may not use the reference part for its own module"):
+        make_impl(root, "01").call("attention.softmax", torch.zeros(2), substitute=("attention",))
 
 
 def test_naming_the_reference_parts_is_an_escape_hatch(tmp_path):

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness import wire
+from harness.worker import wire
 
 
 def test_roundtrip():

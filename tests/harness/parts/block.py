@@ -5,10 +5,10 @@ own GELU and the reference parts for LayerNorm (parts/layers.py) and multi-head 
 
 from torch import nn
 
-from harness.probes import _load_part
+from harness.worker.parts import load as load_part
 
-LayerNorm = _load_part("layers").LayerNorm
-MultiHeadAttention = _load_part("multihead").MultiHeadAttention
+LayerNorm = load_part("layers").LayerNorm
+MultiHeadAttention = load_part("multihead").MultiHeadAttention
 
 
 def field(cfg, name):

@@ -1,6 +1,6 @@
 """One process of exercise 18's two-process run, started by ``torchrun`` (see ``ddp_run.py``).
 
-Trusted code: it imports the tree under test as the package ``tree`` (``probes.Tree``), calls the
+Trusted code: it imports the tree under test as the package ``tree`` (``worker.tree.Tree``), calls the
 learner's ``setup_distributed("cpu")``, builds the reference GPT (``parts/model.py``) from the
 weights in ``OUT/inputs.pt``, records every input the model is fed (a forward pre-hook on the
 model itself, under whatever wrapper), wraps it with the learner's ``wrap_model``, and trains
@@ -47,7 +47,7 @@ def train(tree, out: Path) -> dict:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from harness.probes import _load_part
+    from harness.worker.parts import load as load_part
 
     module = tree.module("distributed")
     info = module.setup_distributed("cpu")
@@ -59,7 +59,7 @@ def train(tree, out: Path) -> dict:
     backend = str(dist.get_backend()) if initialized else ""
 
     inputs = torch.load(out / "inputs.pt", map_location="cpu", weights_only=True)
-    model = _load_part("model").GPTModel(inputs["cfg"])
+    model = load_part("model").GPTModel(inputs["cfg"])
     model.load_state_dict(inputs["state"])
     model.train()
     seen: list = []
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--tree", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--deadline", type=float, default=120.0)
+    parser.add_argument("--lib", required=True, help="the directory that holds the harness package")
+    parser.add_argument("--parts", required=True, help="a directory with the reference parts' sources")
     args = parser.parse_args()
     threading.Thread(target=_watchdog, args=(args.deadline,), daemon=True).start()
     out, rank = Path(args.out), os.environ.get("RANK", "?")
@@ -112,15 +114,17 @@ def main() -> None:
     sys.stderr.flush()
     os.dup2(log, 1)
     os.dup2(log, 2)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for harness.probes
+    sys.path.insert(0, args.lib)  # the directory that holds harness/
     import torch
 
-    from harness import probes
+    from harness.worker import parts
+    from harness.worker.tree import ProbeError, Tree
 
-    tree = probes.Tree(args.tree)
+    parts.give({p.stem: p.read_text(encoding="utf-8") for p in Path(args.parts).glob("*.py")})
+    tree = Tree(args.tree)
     try:
         result = train(tree, out)
-    except probes.ProbeError as e:
+    except ProbeError as e:
         _fail(out, rank, e.kind, e.message, e.details)
     except BaseException as e:  # the learner's code raised (or exited)
         err = tree.learner_error(e)

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import torch
 
-from harness.probes import ProbeError
+from harness.worker import parts
+from harness.worker.parts import load as load_part
+from harness.worker.tree import ProbeError
 
-RANK_SCRIPT = Path(__file__).resolve().with_name("ddp_rank.py")
+load_part("ddp_rank")  # sent along with this part; each process runs it from a file written below
+LIB = Path(parts.__file__).resolve().parents[2]  # the directory that holds harness/
 LIMIT = 120.0  # seconds for the whole two-process run; a healthy one takes a few
 DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
              "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE")
@@ -69,8 +72,13 @@ def two_processes(learner, cfg, state, xs, ys, lr, momentum):
                    tmp / "inputs.pt")
         env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
         env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(RANK_SCRIPT), "--tree", str(learner.path), "--out", str(tmp), "--deadline", str(LIMIT + 5)]
+        code = tmp / "parts"
+        code.mkdir()
+        for name, source in parts.SOURCES.items():
+            (code / f"{name}.py").write_text(source, encoding="utf-8")
+        cmd = [sys.executable, "-I", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(code / "ddp_rank.py"), "--tree", str(learner.path), "--out", str(tmp), "--deadline", str(LIMIT + 5),
+               "--lib", str(LIB), "--parts", str(code)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=tmp, env=env)
         try:

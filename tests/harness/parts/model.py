@@ -4,9 +4,9 @@ loads checkpoints into it. ``cfg`` is a dict or an object with the fields of ``G
 
 from torch import nn
 
-from harness.probes import _load_part
+from harness.worker.parts import load as load_part
 
-_block = _load_part("block")
+_block = load_part("block")
 field, LayerNorm, TransformerBlock = _block.field, _block.LayerNorm, _block.TransformerBlock
 
 

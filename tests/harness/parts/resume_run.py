@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.probes import _load_part
+from harness.worker.parts import load as load_part
 
-_model = _load_part("model")
+_model = load_part("model")
 
 GROWTH_INTERVAL = 2  # the scaler doubles its scale every 2 steps without inf/NaN gradients
 SCRAMBLE = 7919  # added to the seed for everything built after the save

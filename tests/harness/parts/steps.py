@@ -10,10 +10,10 @@ saved for backward. The grader builds the same model from the same parameters wi
 import torch
 from torch import nn
 
-from harness.probes import _load_part
+from harness.worker.parts import load as load_part
 
-_model = _load_part("model")
-_block = _load_part("block")
+_model = load_part("model")
+_block = load_part("block")
 
 
 # ----------------------------------------------------------------------- shared with the grader

@@ -1,0 +1,283 @@
+"""The worker: a host process that serves each exercise in a fresh process of its own.
+
+Started by the grader (``runner.py``), inside the sandbox where there is one. Two modes:
+
+``host.py --tree DIR --scratch DIR --control FD`` (Linux). The host imports torch once, then
+waits on the control socket (``AF_UNIX``, ``SOCK_SEQPACKET``). For each ``session`` request it
+receives two new sockets from the grader (the session's protocol and its output) and forks a
+child for that exercise. The child installs the exercise's refusals, then serves probes on its
+protocol socket until told to ``end``. The host waits for the child, kills every process it left
+(the host is a child subreaper, so even a process in a new session comes back to it), empties the
+scratch directory, and reports ``ended`` with the exit status. The child never sees the control
+socket, so nothing an exercise starts can speak for the next one.
+
+``host.py --tree DIR --scratch DIR --session`` (elsewhere, or when forced): one session on stdin
+and stdout, the learner's prints on stderr; the grader starts one such process per exercise.
+
+Whatever the learner's code prints goes to the output stream; after each probe a marker
+(``END_OF_PROBE``) tells the grader where that probe's output ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+
+END_OF_PROBE = b"\n\x1ekata-end-of-probe\x1e\n"
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _limit_resources() -> None:
+    gib = float(os.environ.get("KATA_WORKER_MEMORY_GB", "16"))
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if gib > 0:
+            limit = int(gib * (1 << 30))
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):  # Windows; macOS refuses RLIMIT_AS
+        pass
+
+
+def _breakpoint(*args, **kwargs) -> None:
+    sys.stderr.write("breakpoint() is skipped while grading in a worker process: rerun with --in-process to stop in the debugger.\n")
+
+
+# --------------------------------------------------------------------------- one exercise
+
+
+def serve(proto_in, proto_out, request: dict) -> None:
+    """One exercise: install its refusals, then answer probes until ``end`` or the end of input."""
+    from harness.worker import probes, wire
+    from harness.worker.guard import Guard
+    from harness.worker.tree import Tree
+
+    _limit_resources()
+    sys.breakpointhook = _breakpoint
+    sys.stdin = open(os.devnull)
+    tree = Tree(request["tree"])
+    rules = request.get("rules", {})
+    guard = Guard(request.get("exercise", "?"), rules.get("forbidden", []), rules.get("forbidden_kernels", []),
+                  rules.get("forbidden_modules", []), tree).install()
+    wire.write(proto_out, {"status": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            message, arrays = wire.read(proto_in)
+        except EOFError:
+            return
+        if message.get("op") != "probe":
+            return
+        reply, out = probes.run(tree, guard, message, arrays)
+        reply["id"] = message.get("id")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os.write(2, END_OF_PROBE)
+        try:
+            wire.write(proto_out, reply, out)
+        except wire.WireError as e:
+            wire.write(proto_out, {"status": "error", "kind": "bad_output", "message": str(e), "details": "", "id": message.get("id")})
+
+
+def _child(control: socket.socket, proto: int, output: int, request: dict) -> None:
+    """In the forked child: the session's sockets only, then ``serve``."""
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        control.close()
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        sock = socket.socket(fileno=proto)
+        serve(sock.makefile("rb"), sock.makefile("wb"), request)
+    finally:
+        os._exit(0)
+
+
+# --------------------------------------------------------------------------- the host
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def kill_descendants() -> int:
+    """Kill every process below this one (orphans come back to a subreaper); returns how many."""
+    killed, me = 0, os.getpid()
+    for _ in range(1000):
+        kids = _children(me)
+        if not kids:
+            break
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.005)
+    return killed
+
+
+def empty(directory: Path) -> None:
+    """Remove everything in ``directory``, whatever modes the learner's code gave it."""
+    def retry(function, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), stat.S_IRWXU)
+            os.chmod(path, stat.S_IRWXU)
+            function(path)
+        except OSError:
+            pass
+
+    for entry in list(directory.iterdir()) if directory.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, onerror=retry)
+        else:
+            try:
+                entry.unlink()
+            except OSError:
+                pass
+
+
+def _wait(control: socket.socket, pid: int) -> int:
+    """Wait for the child to end; a ``kill`` from the grader ends it. Returns its wait status."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        handle = None
+    while True:
+        ready, _, _ = select.select([control] + ([handle] if handle is not None else []), [], [], 0.05 if handle is None else None)
+        if control in ready:
+            message = control.recv(65536)
+            if not message or json.loads(message).get("op") == "kill":
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                if not message:  # the grader is gone
+                    kill_descendants()
+                    os._exit(0)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if handle is not None:
+                os.close(handle)
+            return status
+
+
+def host(control_fd: int, tree: str, scratch: Path) -> None:
+    control = socket.socket(fileno=control_fd)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    import numpy  # noqa: F401  (once, before the first fork)
+    import torch
+
+    from harness.worker import probes  # noqa: F401
+
+    control.send(json.dumps({"status": "ready", "torch": torch.__version__, "subreaper": subreaper}).encode())
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 20, 4)
+        except OSError:
+            return
+        if not message:
+            return
+        request = json.loads(message)
+        if request.get("op") != "session" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            if request.get("op") == "exit":
+                return
+            continue
+        proto, output = fds
+        os.chdir(scratch)
+        pid = os.fork()
+        if pid == 0:
+            _child(control, proto, output, {**request, "tree": tree})
+        os.close(proto)
+        os.close(output)
+        status = _wait(control, pid)
+        leftovers = kill_descendants()
+        empty(scratch)
+        code = os.waitstatus_to_exitcode(status)
+        control.send(json.dumps({"op": "ended", "code": code, "leftovers": leftovers}).encode())
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    value = lambda name: args[args.index(name) + 1]  # noqa: E731
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the directory that holds harness/
+    os.environ["TMPDIR"] = value("--scratch")
+    if "--control" in args:
+        host(int(value("--control")), value("--tree"), Path(value("--scratch")))
+        return
+    # spawn mode: one session on stdin/stdout
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import threading
+
+    parent = os.getppid()
+
+    def watch_parent() -> None:  # exit when the grader is gone, even if the code under test loops
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    from harness.worker import wire
+
+    try:
+        request, _ = wire.read(proto_in)
+    except EOFError:
+        return
+    os.chdir(value("--scratch"))
+    serve(proto_in, proto_out, {**request, "tree": value("--tree")})
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
