@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,7 @@ class _ForkHost:
             host = sandboxing.LIB / "harness" / "worker" / "host.py"
             tree, scratch = sandboxing.TREES / runner.tree.name, sandboxing.SCRATCH
         argv = [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
-                "--scratch", str(scratch), "--control", str(theirs.fileno())]
+                "--scratch", str(scratch), "--control", str(theirs.fileno())] + (["--sandboxed"] if box is not None else [])
         env = runner.environment(scratch)
         if box is not None:
             argv = box.command(argv, runner.tree, hide=_module_paths(hide), env=env)
@@ -232,11 +233,19 @@ class _ForkHost:
         return f"{code}; it printed: {text[-1500:]}" if text else code
 
     def _control_message(self, timeout: float) -> dict | None:
-        self.control.settimeout(timeout)
-        try:
-            data = self.control.recv(65536)
-        except (OSError, socket.timeout):
-            return None
+        """The host's next message, or None when it does not come within ``timeout`` seconds, or
+        sooner when a process of the sandbox is stopped (the code under test can stop its host)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.control.settimeout(min(0.25, max(deadline - time.monotonic(), 0.001)))
+            try:
+                data = self.control.recv(65536)
+                break
+            except socket.timeout:
+                if time.monotonic() >= deadline or _stopped_below(self.proc.pid):
+                    return None
+            except OSError:
+                return None
         try:
             return json.loads(data) if data else None
         except ValueError:
@@ -414,6 +423,33 @@ class _SpawnHost:
 
     def close(self) -> None:
         self.end()
+
+
+def _stopped_below(pid: int) -> bool:
+    """Whether ``pid`` or a process below it is stopped (Linux: read from /proc; elsewhere, never)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parents, states = {}, {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            parents[int(entry)], states[int(entry)] = int(fields[1]), fields[0]
+        except (OSError, IndexError, ValueError):
+            continue
+    if states.get(pid) in (b"T", b"t"):
+        return True
+    frontier, seen = {pid}, set()
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier and p not in seen}
+        if any(states[p] in (b"T", b"t") for p in frontier):
+            return True
+        seen |= frontier
+    return False
 
 
 def _module_paths(names: tuple[str, ...]) -> list[Path]:

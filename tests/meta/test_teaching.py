@@ -19,7 +19,7 @@ def fake_kata(outcomes):
     kata = object.__new__(Kata)
     kata.outcomes = {o.exercise.id: o for o in outcomes}
     kata.void, kata.in_process, kata.tree_label, kata.tree, kata.seed = [], False, "exercises", ROOT / "exercises", 7
-    kata.sandbox, kata.sandbox_reason = None, "a test's fake grade"
+    kata.sandbox, kata.sandbox_reason, kata.backend = None, "a test's fake grade", None
     return kata
 
 

@@ -64,7 +64,7 @@ def grade(tree_path: Path, tmp: Path, files: list[str], *args: str, mode: str = 
     return Graded(proc.returncode, proc.stdout, proc.stderr, data)
 
 
-def tests_of(*ids: str) -> list[str]:
+def graded_files(*ids: str) -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for i in ids for p in (ROOT / "tests").glob(f"test_{i}_*.py"))
 
 
@@ -187,7 +187,7 @@ def test_forbidden_builtins_on_a_thread_or_through_aten_are_refused(tmp_path, at
     hostile = tree(tmp_path, "hostile", {"attention": attention, "layers": layers})
     honest = tree(tmp_path, "honest", {"attention": stubbed(attention, ("softmax", "scaled_dot_product_attention")),
                                        "layers": stubbed(layers, ("forward", "gelu"))})
-    files = tests_of("01", "02")
+    files = graded_files("01", "02")
     a = grade(hostile, tmp_path, files, mode=mode)
     b = grade(honest, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("01", "02"))
@@ -238,7 +238,7 @@ FINDER = textwrap.dedent(f"""
 def test_the_graders_parts_are_out_of_reach(tmp_path):
     modules = {m: FINDER + f"\n_borrow('parts', {m!r}, globals())\n" for m in ("attention", "layers", "multihead", "block", "model")}
     hostile = tree(tmp_path, "hostile", modules)
-    files = tests_of("01", "02", "07", "08", "09")
+    files = graded_files("01", "02", "07", "08", "09")
     a = grade(hostile, tmp_path, files)
     b = grade(EXERCISES, tmp_path, files, "--seed", seed_of(a))
     no_gain(a, b, ("01", "02", "07", "08", "09"))
@@ -253,7 +253,7 @@ def test_the_instructors_solutions_are_out_of_reach(tmp_path):
     modules = {m: FINDER.replace(repr(str(ROOT)), repr(str(checkout))) + f"\n_borrow('solutions', {m!r}, globals())\n"
                for m in ("attention", "layers", "multihead")}
     hostile = tree(tmp_path, "student", modules)
-    files = tests_of("01", "02", "07")
+    files = graded_files("01", "02", "07")
     a = grade(hostile, tmp_path, files, cwd=checkout)
     assert a.report["score"] == 0, a.explain()
     for eid in ("01", "02", "07"):  # the attack ran, and found nothing
@@ -262,32 +262,34 @@ def test_the_instructors_solutions_are_out_of_reach(tmp_path):
 
 # ------------------------------------------------------------------------ 5: the worker's clock
 
-NAIVE_TRAINER = (ROOT / "reference" / "naive_bpe.py").read_text().replace("from __future__ import annotations\n", "")
-
-
-@BOTH
-def test_the_workers_clock_does_not_time_a_check(tmp_path, mode):
-    slow = "import collections\n" + NAIVE_TRAINER + """
-
-def train_bpe(text, vocab_size, special_tokens):
-    vocab, merges = train(text, vocab_size, special_tokens)
-    return vocab, merges
-"""
-    frozen = """
+SLOW = """
 import time as _time
+_fast_train_bpe = train_bpe
+
+
+def train_bpe(text, vocab_size, special_tokens):  # right, but slower than the check allows on a large text
+    if len(text) > 200_000:
+        _time.sleep(4.0)
+    return _fast_train_bpe(text, vocab_size, special_tokens)
+"""
+FROZEN_CLOCK = """
 _time.perf_counter = lambda: 0.0
 _time.monotonic = lambda: 0.0
 _time.time = lambda: 0.0
 _time.perf_counter_ns = lambda: 0
 """
-    base = (EXERCISES / "bpe.py").read_text()
-    honest = tree(tmp_path, "naive", {"bpe": base + "\n" + slow})
-    hostile = tree(tmp_path, "frozen", {"bpe": base + "\n" + slow + frozen})
-    files = [*tests_of("04"), "-k", "test_training_is_fast"]
+
+
+@BOTH
+def test_the_workers_clock_does_not_time_a_check(tmp_path, mode):
+    solution = (ROOT / "solutions" / "bpe.py").read_text()
+    honest = tree(tmp_path, "slow", {"bpe": solution + SLOW}, base=ROOT / "solutions")
+    hostile = tree(tmp_path, "frozen", {"bpe": solution + SLOW + FROZEN_CLOCK}, base=ROOT / "solutions")
+    files = [*graded_files("04"), "-k", "test_training_is_fast"]
     a = grade(hostile, tmp_path, files, mode=mode)
     b = grade(honest, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("04",))
-    assert "took" in a.exercise("04")["output"], a.explain()  # the naive trainer fails on its time
+    assert "took" in a.exercise("04")["output"], a.explain()  # the slow trainer fails on its time
 
 
 # ------------------------------------------------------------------------ 6: tiktoken by file path
@@ -339,7 +341,7 @@ LOAD_CORE = """
 @SANDBOXED
 def test_tiktoken_is_absent_from_the_tokenizer_exercises_sandbox(tmp_path):
     hostile = tree(tmp_path, "hostile", {"tokenizer": LOAD_CORE})
-    a = grade(hostile, tmp_path, tests_of("05"))
+    a = grade(hostile, tmp_path, graded_files("05"))
     assert a.exercise("05")["score"] == 0, a.explain()
     assert "no tiktoken core found" in a.exercise("05")["output"] or "would go around that check" in a.exercise("05")["output"], a.explain()
 
@@ -381,7 +383,7 @@ _forge()
 @BOTH
 def test_no_process_of_the_grade_outlives_it_to_forge_the_report(tmp_path, mode):
     hostile = tree(tmp_path, "hostile", {"attention": FORGER + (EXERCISES / "attention.py").read_text()})
-    a = grade(hostile, tmp_path, tests_of("01"), mode=mode)
+    a = grade(hostile, tmp_path, graded_files("01"), mode=mode)
     assert a.report.get("extra_data", {}).get("finished") is True, a.explain()
     digest = next(line for line in a.stdout.splitlines() if "sha256" in line).split("sha256 ")[1].split()[0]
     time.sleep(3)  # a survivor would have written by now
@@ -437,7 +439,7 @@ def test_a_poisoned_environment_voids_the_grade_and_every_later_one(tmp_path, mo
     mark = tmp_path / "evil-ran"
     monkeypatch.setenv("KATA_EVIL_MARK", str(mark))
     hostile = tree(tmp_path, "hostile", {"layers": POISON + (EXERCISES / "layers.py").read_text()})
-    a = grade(hostile, tmp_path, tests_of("01", "02"), mode=mode, python=str(python))
+    a = grade(hostile, tmp_path, graded_files("01", "02"), mode=mode, python=str(python))
     poisoned = any(p.name == "kata_evil.py" for p in env.rglob("kata_evil.py"))
     if mode == "sandbox":
         assert not poisoned, "the sandbox let the worker write into the environment"
@@ -448,7 +450,7 @@ def test_a_poisoned_environment_voids_the_grade_and_every_later_one(tmp_path, mo
     assert "GRADE VOID" in a.stdout and "rm -rf .nox/kata" in a.stdout, a.explain()
     assert not (env / "kata-env.json").exists()  # nox rebuilds the environment before its next session
     solutions = ROOT / "solutions"
-    later = grade(solutions, tmp_path, tests_of("01"), mode=mode, python=str(python))
+    later = grade(solutions, tmp_path, graded_files("01"), mode=mode, python=str(python))
     assert mark.exists(), "the poison did not run in the later grade"
     assert later.report["score"] == 0 and "changed since it was built" in later.stdout, later.explain()
 
@@ -480,7 +482,7 @@ _stop_the_grader()
 def test_a_stopped_grader_still_ends_the_grade(tmp_path, mode):
     hostile = tree(tmp_path, "hostile", {"attention": STOPPER + (EXERCISES / "attention.py").read_text()})
     start = time.monotonic()
-    a = grade(hostile, tmp_path, tests_of("01", "02"), mode=mode, timeout=240)
+    a = grade(hostile, tmp_path, graded_files("01", "02"), mode=mode, timeout=240)
     assert time.monotonic() - start < 200
     assert (a.report.get("score") or 0) == 0, a.explain()
     if mode == "no-sandbox":
@@ -517,7 +519,7 @@ def test_exercise_12s_drivers_are_the_graders(tmp_path, mode):
     stubs = (EXERCISES / "kv_cache.py").read_text()
     honest = tree(tmp_path, "honest", {"kv_cache": stubs}, base=solutions)
     hostile = tree(tmp_path, "hostile", {"kv_cache": stubs + FAKE_DRIVERS}, base=solutions)
-    files = tests_of("12")
+    files = graded_files("12")
     a = grade(hostile, tmp_path, files, mode=mode)
     b = grade(honest, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("12",))
@@ -530,7 +532,7 @@ def test_exercise_12s_drivers_are_the_graders(tmp_path, mode):
 def test_where_fork_is_not_used_each_exercise_gets_a_fresh_process(tmp_path):
     """macOS and Windows start one process per exercise (no fork, no sandbox): forced here."""
     exits = tree(tmp_path, "exits", {"layers": "import os\nos._exit(3)\n"}, base=ROOT / "solutions")
-    g = grade(exits, tmp_path, tests_of("01", "02"), mode="no-sandbox", env={"KATA_WORKER_START": "spawn"})
+    g = grade(exits, tmp_path, graded_files("01", "02"), mode="no-sandbox", env={"KATA_WORKER_START": "spawn"})
     assert g.status("01") == "passed", g.explain()
     assert g.status("02") == "error" and "exited with code 3" in g.exercise("02")["output"], g.explain()
 
@@ -543,6 +545,6 @@ def test_a_grade_leaves_nothing_behind(tmp_path):
                                                   "os.makedirs(os.path.expanduser('~/.cache/litter'), exist_ok=True)\n"
                                                   + (ROOT / "solutions" / "layers.py").read_text()}, base=ROOT / "solutions")
     for mode in ["no-sandbox"] + (["sandbox"] if BOX is not None else []):
-        g = grade(litter, tmp_path, tests_of("02"), mode=mode, env=env)
+        g = grade(litter, tmp_path, graded_files("02"), mode=mode, env=env)
         assert g.status("02") == "passed", g.explain()
         assert not list(scratch.iterdir()), f"{mode}: left {sorted(p.name for p in scratch.iterdir())}"

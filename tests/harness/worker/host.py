@@ -2,7 +2,7 @@
 
 Started by the grader (``runner.py``), inside the sandbox where there is one. Two modes:
 
-``host.py --tree DIR --scratch DIR --control FD`` (Linux). The host imports torch once, then
+``host.py --tree DIR --scratch DIR --control FD [--sandboxed]`` (Linux). The host imports torch once, then
 waits on the control socket (``AF_UNIX``, ``SOCK_SEQPACKET``). For each ``session`` request it
 receives two new sockets from the grader (the session's protocol and its output) and forks a
 child for that exercise. The child installs the exercise's refusals, then serves probes on its
@@ -206,7 +206,7 @@ def _wait(control: socket.socket, pid: int) -> int:
             return status
 
 
-def host(control_fd: int, tree: str, scratch: Path) -> None:
+def host(control_fd: int, tree: str, scratch: Path, sandboxed: bool) -> None:
     control = socket.socket(fileno=control_fd)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -240,6 +240,8 @@ def host(control_fd: int, tree: str, scratch: Path) -> None:
         status = _wait(control, pid)
         leftovers = kill_descendants()
         empty(scratch)
+        if sandboxed:
+            empty(Path("/dev/shm"))  # the sandbox's own, in memory: nothing passes to the next exercise
         code = os.waitstatus_to_exitcode(status)
         control.send(json.dumps({"op": "ended", "code": code, "leftovers": leftovers}).encode())
 
@@ -250,7 +252,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the directory that holds harness/
     os.environ["TMPDIR"] = value("--scratch")
     if "--control" in args:
-        host(int(value("--control")), value("--tree"), Path(value("--scratch")))
+        host(int(value("--control")), value("--tree"), Path(value("--scratch")), "--sandboxed" in args)
         return
     # spawn mode: one session on stdin/stdout
     proto_in = os.fdopen(os.dup(0), "rb")
