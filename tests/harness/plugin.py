@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from . import environment, integrity, manifest, reference
 from . import sandbox as sandboxing
 from .failures import GradingFailure
 from .impl import Impl, InProcessBackend, WorkerBackend
+from .worker import processes
 
 DEFAULT_GRADE_TIMEOUT = 1800.0
 
@@ -513,36 +513,5 @@ def _become_subreaper() -> None:
 
 def _kill_descendants(exclude: int | None = None) -> None:
     """Kill every process below this one but ``exclude`` (Linux: read from /proc)."""
-    if not sys.platform.startswith("linux"):
-        return
-    me = os.getpid()
-    for _ in range(100):
-        parents = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as f:
-                        fields = f.read().rsplit(b")", 1)[1].split()
-                    if fields[0] != b"Z":
-                        parents[int(entry)] = int(fields[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-        below, frontier = set(), {me}
-        while frontier:
-            frontier = {p for p, parent in parents.items() if parent in frontier and p not in below and p != exclude}
-            below |= frontier
-        if not below:
-            break
-        for pid in below:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.01)
+    if sys.platform.startswith("linux"):
+        processes.kill_below(os.getpid(), exclude=() if exclude is None else (exclude,), reap=True)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import sandbox as sandboxing
-from .worker import wire
+from .worker import processes, wire
 from .worker.host import END_OF_PROBE, empty
 
 HOST = Path(__file__).resolve().parent / "worker" / "host.py"
@@ -242,7 +242,7 @@ class _ForkHost:
                 data = self.control.recv(65536)
                 break
             except socket.timeout:
-                if time.monotonic() >= deadline or _stopped_below(self.proc.pid):
+                if time.monotonic() >= deadline or processes.stopped(self.proc.pid):
                     return None
             except OSError:
                 return None
@@ -321,17 +321,7 @@ class _ForkHost:
             self.control.close()
         except OSError:
             pass
-        if os.name == "posix":
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        _kill_group(self.proc)
         if self.scratch is not None:
             empty(self.scratch)
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -384,17 +374,7 @@ class _SpawnHost:
         return code
 
     def _kill(self) -> None:
-        if os.name == "posix":
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and anything it started
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        _kill_group(self.proc)
 
     def _clean(self) -> None:
         if self.scratch is not None:
@@ -425,31 +405,19 @@ class _SpawnHost:
         self.end()
 
 
-def _stopped_below(pid: int) -> bool:
-    """Whether ``pid`` or a process below it is stopped (Linux: read from /proc; elsewhere, never)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    parents, states = {}, {}
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return False
-    for entry in entries:
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill a process started in a group of its own, and everything in that group."""
+    if os.name == "posix":
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            parents[int(entry)], states[int(entry)] = int(fields[1]), fields[0]
-        except (OSError, IndexError, ValueError):
-            continue
-    if states.get(pid) in (b"T", b"t"):
-        return True
-    frontier, seen = {pid}, set()
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier and p not in seen}
-        if any(states[p] in (b"T", b"t") for p in frontier):
-            return True
-        seen |= frontier
-    return False
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _module_paths(names: tuple[str, ...]) -> list[Path]:

@@ -24,15 +24,13 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the directory that holds harness/
+from harness.worker import processes  # noqa: E402
+
 
 def _state(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) from /proc, or None where there is no /proc entry."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[1])
-    except (OSError, IndexError, ValueError):
-        return None
+    """(state letter, parent pid), or None where there is no /proc entry."""
+    return processes.table().get(pid)
 
 
 def _void(report: str | None, reason: str) -> None:
@@ -86,37 +84,11 @@ def watch(pid: int, deadline: float, report: str | None) -> None:
 
 def _kill(pid: int) -> None:
     """Kill the grader and, first, every process below it (where /proc tells them)."""
-    for _ in range(100):
-        below = _descendants(pid)
-        if not below:
-            break
-        for child in below:
-            try:
-                os.kill(child, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.02)
+    processes.kill_below(pid, exclude=(os.getpid(),))
     try:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return []
-    parents = {}
-    for e in entries:
-        state = _state(e)
-        if state is not None and state[0] != "Z":
-            parents[e] = state[1]
-    out, frontier, me = [], {pid}, os.getpid()
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier and p not in out and p != me}
-        out += sorted(frontier)
-    return out
 
 
 if __name__ == "__main__":

@@ -81,3 +81,21 @@ def grade_in(checkout: Path, tree: Path | str, tmp: Path, *args: str, timeout: f
     proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, timeout=timeout)
     data = json.loads(report.read_text()) if report.exists() else {}
     return Graded(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+# The grader, found the way a hostile tree would: the nearest process above that runs pytest.
+FIND_GRADER = """
+import os, pathlib
+def _grader():
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None
+        if "pytest" in args.split("\\0") and pid != os.getpid():
+            return pid
+        pid = parent
+    return None
+"""

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from helpers import checkout_copy, grade, grade_in, make_tree
+from helpers import FIND_GRADER, checkout_copy, grade, grade_in, make_tree
 
 FAST = ("--probe-timeout", "5")
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the grader's command line from /proc")
@@ -114,24 +114,6 @@ subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(4); open({_rep
     time.sleep(6)
     report = (tmp_path / "report.json").read_text()
     assert '"score": 20,' not in report and g.report["score"] < g.report["max_score"], report[:500]
-
-
-# The grader, found the way a hostile tree would: the nearest process above that runs pytest.
-FIND_GRADER = """
-import os, pathlib
-def _grader():
-    pid = os.getpid()
-    while pid > 1:
-        try:
-            args = open(f"/proc/{pid}/cmdline", "rb").read().decode()
-            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            return None
-        if "pytest" in args.split("\\0") and pid != os.getpid():
-            return pid
-        pid = parent
-    return None
-"""
 
 
 @LINUX

@@ -122,43 +122,11 @@ def _child(control: socket.socket, proto: int, output: int, request: dict) -> No
 # --------------------------------------------------------------------------- the host
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    return out
-
-
 def kill_descendants() -> int:
     """Kill every process below this one (orphans come back to a subreaper); returns how many."""
-    killed, me = 0, os.getpid()
-    for _ in range(1000):
-        kids = _children(me)
-        if not kids:
-            break
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.005)
-    return killed
+    from harness.worker import processes
+
+    return processes.kill_below(os.getpid(), reap=True)
 
 
 def empty(directory: Path) -> None:
