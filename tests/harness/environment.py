@@ -1,8 +1,9 @@
 """A record of the Python environment the grader runs in, to tell when code under test changed it.
 
 The record lists every file of the environment (``sys.prefix``: its interpreter link, its
-``site-packages`` with every ``.pth`` file and ``__pycache__``), of the import paths it adds from
-elsewhere, and of the interpreter's standard library (where ``site``, ``sitecustomize`` and the
+``site-packages`` with every ``.pth`` file and ``__pycache__``), of the package directories it adds
+from elsewhere (a ``.pth`` file naming another ``site-packages``), and of the interpreter's standard
+library (where ``site``, ``sitecustomize`` and the
 modules every grade imports live), each with a cheap signature: size, modification and change
 times, inode. A file rewritten in place changes its change time, which no user can set back.
 
@@ -32,7 +33,7 @@ def record_path(prefix: str | Path | None = None) -> Path:
     return Path(prefix or sys.prefix) / RECORD_NAME
 
 
-def _roots(checkout: Path | None) -> list[tuple[Path, set[str]]]:
+def _roots() -> list[tuple[Path, set[str]]]:
     """(directory, names to skip at its top) for each part of the environment."""
     prefix = Path(sys.prefix).resolve()
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
@@ -46,18 +47,18 @@ def _roots(checkout: Path | None) -> list[tuple[Path, set[str]]]:
                     return True
         return False
 
-    for entry in sys.path:
+    for entry in sys.path:  # packages added from elsewhere (a .pth file naming another site-packages)
         p = Path(entry).resolve() if entry else None
-        if p is None or not p.is_dir() or (checkout is not None and p.is_relative_to(checkout)) or covered(p):
+        if p is None or not p.is_dir() or covered(p) or not any(part in ("site-packages", "dist-packages") for part in p.parts):
             continue
         roots.append((p, set()))
     return roots
 
 
-def signature(checkout: Path | None = None) -> dict[str, list[int]]:
+def signature() -> dict[str, list[int]]:
     """``path -> [size, mtime_ns, ctime_ns, inode]`` for every file of the environment."""
     out: dict[str, list[int]] = {}
-    for root, skip in _roots(checkout):
+    for root, skip in _roots():
         for dirpath, dirnames, filenames in os.walk(root):
             if skip and Path(dirpath) == root:
                 dirnames[:] = [d for d in dirnames if d not in skip]
@@ -83,10 +84,10 @@ def changes(before: dict[str, list[int]], after: dict[str, list[int]], limit: in
     return out
 
 
-def write_record(checkout: Path | None = None) -> Path:
+def write_record() -> Path:
     path = record_path()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"python": sys.version, "files": signature(checkout)}), encoding="utf-8")
+    tmp.write_text(json.dumps({"python": sys.version, "files": signature()}), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -124,5 +125,4 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
         sys.exit("usage: python environment.py --record   (writes the record of this environment)")
     sys.dont_write_bytecode = True
-    checkout = Path(__file__).resolve().parents[2]
-    print(f"recorded {len(json.loads(write_record(checkout).read_text())['files']):,} files of {sys.prefix}")
+    print(f"recorded {len(json.loads(write_record().read_text())['files']):,} files of {sys.prefix}")

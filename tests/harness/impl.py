@@ -81,6 +81,10 @@ class WorkerBackend:
     def probe(self, exercise, rules, header, arrays, timeout):
         return self.runner.probe(exercise, rules, header, arrays, timeout)
 
+    def prepare(self, exercises: list[Exercise]) -> None:
+        """Start the worker hosts these exercises will need, side by side."""
+        self.runner.prepare([tuple(e.forbidden_modules) for e in exercises])
+
     def close(self) -> None:
         self.runner.close()
 

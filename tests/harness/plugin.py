@@ -132,7 +132,7 @@ class Kata:
         # guard's off switch.
         self.void: list[str] = []
         self.snapshot = integrity.snapshot()
-        self.environment = environment.signature(manifest.ROOT)
+        self.environment = environment.signature()
         recorded = environment.read_record()
         self.environment_status = "recorded" if recorded is not None else "no record (not made by nox)"
         earlier = environment.tainted()
@@ -180,6 +180,7 @@ class Kata:
                 echo = self.config.option.capture == "no"
                 self.start_watchdog()
                 self.backend = WorkerBackend(self.tree, echo=echo, sandbox=self.sandbox, require_sandbox=self.require_sandbox)
+                self.backend.prepare([o.exercise for o in self.outcomes.values()])
         return self.backend
 
     def start_watchdog(self) -> None:
@@ -420,7 +421,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         changed = integrity.changes(kata.snapshot, integrity.snapshot())
         if changed:
             kata.void.append(f"the grader's own files changed while it ran: {'; '.join(changed[:5])}")
-        changed = environment.changes(kata.environment, environment.signature(manifest.ROOT))
+        changed = environment.changes(kata.environment, environment.signature())
         if changed:
             kata.void.append(f"the environment {sys.prefix} changed while the grade ran ({'; '.join(changed)}): "
                              f"{environment.REBUILD}")

@@ -215,6 +215,12 @@ class _ForkHost:
         self.log = bytearray()
         threading.Thread(target=self._drain_log, daemon=True).start()
         self.session: Session | None = None
+        self.torch_version: str | None = None  # known once the host is ready (``wait_ready``)
+
+    def wait_ready(self) -> None:
+        """Wait for the host to have imported torch (it starts importing as soon as it is made)."""
+        if self.torch_version is not None:
+            return
         ready = self._control_message(STARTUP)
         if ready is None or ready.get("status") != "ready":
             self.kill()
@@ -255,6 +261,7 @@ class _ForkHost:
         return self.proc.poll() is None
 
     def start(self, exercise: str, rules: dict, echo: bool) -> Session:
+        self.wait_ready()
         ours, theirs = socket.socketpair()
         out_ours, out_theirs = socket.socketpair()
         request = {"op": "session", "exercise": exercise, "rules": rules}
@@ -347,6 +354,9 @@ class _SpawnHost:
 
     def alive(self) -> bool:
         return True
+
+    def wait_ready(self) -> None:
+        pass
 
     def start(self, exercise: str, rules: dict, echo: bool) -> Session:
         self.scratch = Path(tempfile.mkdtemp(prefix="kata-worker-"))
@@ -468,25 +478,37 @@ class Runner:
             base.pop(key, None)
         return base
 
+    def prepare(self, views: list[tuple[str, ...]]) -> None:
+        """Start the hosts these views of the sandbox need, side by side (each imports torch)."""
+        for hide in dict.fromkeys(tuple(sorted(v)) for v in views):
+            key = hide if self.sandbox is not None else ()
+            if key not in self.hosts:
+                try:
+                    self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key)
+                except (OSError, WorkerLost):
+                    pass  # the first probe that needs it tries again, and reports
+
     def _host(self, hide: tuple[str, ...]):
         key = hide if self.sandbox is not None else ()
         host = self.hosts.get(key)
-        if host is None or not host.alive():
-            if host is not None:
-                host.kill()
-            try:
-                host = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key)
-            except WorkerLost as e:
-                if self.sandbox is None or self.require_sandbox:
-                    raise
-                # The host imports torch and nothing of the tree: a failure here is the machine's
-                # (a Python installed where the sandbox does not look, say). Grade without it, and say so.
-                self.sandbox_failed = f"bubblewrap could not start the worker ({e.reason[:300]})"
-                self.sandbox, self.start = None, ("fork" if sys.platform.startswith("linux") else "spawn")
-                self.hosts.clear()
-                return self._host(hide)
-            self.hosts[key] = host
-            self.torch_version = host.torch_version or self.torch_version
+        if host is not None and not host.alive():
+            host.kill()
+            host = None
+        if host is None:
+            host = self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key)
+        try:
+            host.wait_ready()
+        except WorkerLost as e:
+            self.hosts.pop(key, None)
+            if self.sandbox is None or self.require_sandbox:
+                raise
+            # The host imports torch and nothing of the tree: a failure here is the machine's
+            # (a Python installed where the sandbox does not look, say). Grade without it, and say so.
+            self.sandbox_failed = f"bubblewrap could not start the worker ({e.reason[:300]})"
+            self.close()
+            self.sandbox, self.start = None, ("fork" if sys.platform.startswith("linux") else "spawn")
+            return self._host(hide)
+        self.torch_version = host.torch_version or self.torch_version
         return host
 
     def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]:

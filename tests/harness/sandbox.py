@@ -96,23 +96,21 @@ def _is_environment(p: Path) -> bool:
 
 
 def python_dirs() -> list[Path]:
-    """The directories this Python needs: its installation and every import path, minus the
-    checkout's own directories (an environment inside the checkout, such as ``.nox/kata``, is
-    kept: it holds packages, not the course)."""
+    """The directories this Python needs: its installation prefixes, and the import paths that
+    hold packages (``site-packages``, and whatever lies inside a prefix). Not a script's own
+    directory, the working directory or ``PYTHONPATH`` entries: those are anybody's files, the
+    checkout's included."""
     from .manifest import ROOT
 
-    found: list[Path] = []
-    for entry in [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *sys.path]:
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    found: list[Path] = [p for p in prefixes if p.is_dir() and p != Path("/")]
+    for entry in sys.path:
         if not entry:
             continue
         p = Path(entry).resolve()
-        if not p.is_dir():
-            continue
-        if p.is_relative_to(ROOT) and not _is_environment(p):
-            continue  # tests/, reference/, the trees: never bound whole
-        if ROOT.is_relative_to(p) and not _is_environment(p) and p != Path(sys.base_prefix).resolve():
-            continue  # a directory on sys.path that holds the checkout: too much
-        found.append(p)
+        if p.is_dir() and p != Path("/") and (_is_environment(p) or any(p.is_relative_to(q) for q in prefixes)):
+            found.append(p)
+    found = [p for p in found if not (ROOT.is_relative_to(p) and not _is_environment(p)) or p in prefixes]
     found.sort(key=lambda p: len(p.parts))
     out: list[Path] = []
     for p in found:

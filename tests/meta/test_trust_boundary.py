@@ -534,3 +534,27 @@ def test_a_grade_leaves_nothing_behind(tmp_path):
         g = grade(litter, tmp_path, graded_files("02"), mode=mode, env=env)
         assert g.status("02") == "passed", g.explain()
         assert not list(scratch.iterdir()), f"{mode}: left {sorted(p.name for p in scratch.iterdir())}"
+
+
+def test_only_package_directories_count_as_the_environment(tmp_path, monkeypatch):
+    """A script's own directory, the working directory or a PYTHONPATH entry on sys.path is
+    anybody's: the sandbox does not show it and the environment's record does not watch it."""
+    from harness import environment
+
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not any(p.is_relative_to(tmp_path) for p in sandbox.python_dirs())
+    assert not any(Path(p).is_relative_to(tmp_path) for p in environment.signature())
+    assert any("site-packages" in p for p in environment.signature())
+
+
+@BOTH
+def test_nothing_written_in_one_exercise_reaches_the_next(tmp_path, mode):
+    note = "import os, tempfile\nopen(os.path.join(tempfile.gettempdir(), 'kata-note'), 'w').write('from 01')\n"
+    check = ("import os, tempfile\nif os.path.exists(os.path.join(tempfile.gettempdir(), 'kata-note')):\n"
+             "    raise RuntimeError('a note from an earlier exercise')\n")
+    solutions = ROOT / "solutions"
+    notes = tree(tmp_path, "notes", {"attention": note + (solutions / "attention.py").read_text(),
+                                     "layers": check + (solutions / "layers.py").read_text()}, base=solutions)
+    g = grade(notes, tmp_path, graded_files("01", "02"), mode=mode)
+    assert g.status("01") == "passed" and g.status("02") == "passed", g.explain()

@@ -129,8 +129,18 @@ def kill_descendants() -> int:
     return processes.kill_below(os.getpid(), reap=True)
 
 
+def _mount_points() -> list[Path]:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            return [Path(line.split()[1].replace("\\040", " ")) for line in f if len(line.split()) > 1]
+    except OSError:
+        return []
+
+
 def empty(directory: Path) -> None:
-    """Remove everything in ``directory``, whatever modes the learner's code gave it."""
+    """Remove everything in ``directory``, whatever modes the learner's code gave it. In the
+    sandbox the environment may be bound below ``/tmp`` (a checkout under /tmp): mount points, and
+    the directories that lead to them, stay."""
     def retry(function, path, _exc):
         try:
             os.chmod(os.path.dirname(path), stat.S_IRWXU)
@@ -139,7 +149,16 @@ def empty(directory: Path) -> None:
         except OSError:
             pass
 
-    for entry in list(directory.iterdir()) if directory.is_dir() else []:
+    mounts = [m for m in _mount_points() if m != directory and m.is_relative_to(directory)]
+    try:
+        entries = list(directory.iterdir()) if directory.is_dir() else []
+    except OSError:
+        return
+    for entry in entries:
+        if any(m == entry or m.is_relative_to(entry) for m in mounts):
+            if not any(m == entry for m in mounts):
+                empty(entry)  # a directory on the way to a mount point: empty around it
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, onerror=retry)
         else:
