@@ -10,6 +10,7 @@ Targets (issue 11): the sandboxed suite at most 15% slower than the unsandboxed 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,10 @@ def suite(*extra: str) -> float:
 
 
 def probe_latency(backend, n: int = 200) -> float:
-    impl = Impl(backend, manifest.lookup("01"), {})
+    # Without 01's refusals: a worker installs them once per exercise, a debug run around each
+    # probe, and the point here is the round trip.
+    plain = dataclasses.replace(manifest.lookup("01"), forbidden=(), forbidden_kernels=())
+    impl = Impl(backend, plain, {})
     x = torch.randn(4, 16)
     impl.call("attention.softmax", x)  # warm: the worker starts, the module is imported
     start = time.perf_counter()
