@@ -58,19 +58,27 @@ def _roots() -> list[tuple[Path, set[str]]]:
 def signature() -> dict[str, list[int]]:
     """``path -> [size, mtime_ns, ctime_ns, inode]`` for every file of the environment."""
     out: dict[str, list[int]] = {}
+
+    def walk(directory: str, skip: set[str]) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in skip:
+                        walk(entry.path, set())
+                    continue
+                if entry.name in (RECORD_NAME, STAMP_NAME, TAINT_NAME):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            out[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
     for root, skip in _roots():
-        for dirpath, dirnames, filenames in os.walk(root):
-            if skip and Path(dirpath) == root:
-                dirnames[:] = [d for d in dirnames if d not in skip]
-            for name in filenames:
-                if name in (RECORD_NAME, STAMP_NAME, TAINT_NAME):
-                    continue
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                out[path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        walk(str(root), skip)
     return out
 
 

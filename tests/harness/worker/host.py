@@ -200,7 +200,7 @@ def host(control_fd: int, tree: str, scratch: Path, sandboxed: bool) -> None:
     import numpy  # noqa: F401  (once, before the first fork)
     import torch
 
-    from harness.worker import probes  # noqa: F401
+    from harness.worker import probes, processes  # noqa: F401  (all the host will run, before any exercise)
 
     control.send(json.dumps({"status": "ready", "torch": torch.__version__, "subreaper": subreaper}).encode())
     while True:
