@@ -26,6 +26,14 @@ def n(gen: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
+def seeded(seed: int, fn):
+    """``fn()`` after ``torch.manual_seed(seed)``, leaving torch's global generator as it was: the
+    oracle draws the dropout masks a module seeded alike draws."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return fn()
+
+
 def sub(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
@@ -63,6 +71,38 @@ def multihead(x, params, num_heads, variant="", dropout_weights=None):
     return linear(out, params, "out_proj")
 
 
+def multihead_train(x, params, num_heads, p, variant=""):
+    """``MultiHeadAttention`` in training mode, written out: dropout with rate ``p`` on the
+    attention weights (``F.dropout``, the draws ``nn.Dropout`` makes). Seed torch the same way
+    before both. ``variant``: ``dropout_on_scores`` (on the scaled scores, before the mask and the
+    softmax), ``dropout_on_output`` (on the module's output), ``no_dropout``."""
+    b, t, _ = x.shape
+    q, k, v = (linear(x, params, f"W_{name}") for name in ("query", "key", "value"))
+    d = q.size(-1)
+    hd = d // num_heads
+    q, k, v = (z.view(b, t, num_heads, hd).transpose(1, 2) for z in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hd)
+    if variant == "dropout_on_scores":
+        scores = F.dropout(scores, p, True)
+    weights = torch.softmax(scores.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")), dim=-1)
+    if variant not in ("dropout_on_scores", "dropout_on_output", "no_dropout"):
+        weights = F.dropout(weights, p, True)
+    out = linear((weights @ v).transpose(1, 2).reshape(b, t, d), params, "out_proj")
+    return F.dropout(out, p, True) if variant == "dropout_on_output" else out
+
+
+def attention_part_train(x, params, num_heads, p):
+    """The reference multi-head part (``harness/parts/multihead.py``) in training mode, written out
+    with the same calls, so that it draws the same dropout masks: F.scaled_dot_product_attention
+    with the causal mask as ``attn_mask`` and ``dropout_p=p``."""
+    b, t, _ = x.shape
+    q, k, v = (linear(x, params, f"W_{name}") for name in ("query", "key", "value"))
+    d = q.size(-1)
+    q, k, v = (z.view(b, t, num_heads, d // num_heads).transpose(1, 2) for z in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(t, t).tril().bool(), dropout_p=p)
+    return linear(out.transpose(1, 2).reshape(b, t, d), params, "out_proj")
+
+
 def multihead_params(gen, d_in, d_out, qkv_bias, std=0.4):
     p = {}
     for name in ("W_query", "W_key", "W_value"):
@@ -83,11 +123,29 @@ def feed_forward(x, params, variant=""):
     return linear(h, params, "layers.2")
 
 
-def block(x, params, num_heads, variant=""):
-    """A pre-LayerNorm transformer block with ``TransformerBlock``'s parameters."""
+def block(x, params, num_heads, variant="", p=0.0):
+    """A pre-LayerNorm transformer block with ``TransformerBlock``'s parameters. With ``p > 0`` it
+    is in training mode: the reference multi-head part's attention dropout, then ``F.dropout`` on
+    each branch's output before it is added (seed torch alike before both); ``variant``:
+    ``no_shortcut_dropout``, ``dropout_after_residual`` (on x + branch), ``dropout_on_branch_input``."""
 
     def att(z):
+        if p:
+            return attention_part_train(z, sub(params, "att."), num_heads, p)
         return multihead(z, sub(params, "att."), num_heads)
+
+    if p:
+        def drop(z):
+            return z if variant == "no_shortcut_dropout" else F.dropout(z, p, True)
+
+        for norm, branch in (("norm1", att), ("norm2", lambda z: feed_forward(z, sub(params, "ff.")))):
+            if variant == "dropout_after_residual":
+                x = F.dropout(x + branch(layer_norm(x, params, norm)), p, True)
+            elif variant == "dropout_on_branch_input":
+                x = x + branch(F.dropout(layer_norm(x, params, norm), p, True))
+            else:
+                x = x + drop(branch(layer_norm(x, params, norm)))
+        return x
 
     def ff(z):
         return feed_forward(z, sub(params, "ff."))
@@ -130,14 +188,21 @@ def block_params(gen, emb, qkv_bias, prefix=""):
 # ----------------------------------------------------------------------------------- 09
 
 
-def gpt(idx, params, cfg, variant=""):
-    """``GPTModel``'s logits for token ids ``idx`` (batch, num_tokens), from its named parameters."""
+def gpt(idx, params, cfg, variant="", p=0.0):
+    """``GPTModel``'s logits for token ids ``idx`` (batch, num_tokens), from its named parameters.
+    With ``p > 0``, in training mode: dropout on the embeddings, then the blocks in training mode
+    (seed torch alike before both); ``variant``: ``no_embedding_dropout``,
+    ``dropout_on_token_embeddings`` (before the positions are added)."""
     t = idx.size(1)
     x = F.embedding(idx, params["tok_emb.weight"])
+    if p and variant == "dropout_on_token_embeddings":
+        x = F.dropout(x, p, True)
     if variant != "no_positions":
         x = x + F.embedding(torch.arange(t), params["pos_emb.weight"])
+    if p and variant not in ("no_embedding_dropout", "dropout_on_token_embeddings"):
+        x = F.dropout(x, p, True)
     for i in range(cfg["n_layers"]):
-        x = block(x, sub(params, f"trf_blocks.{i}."), cfg["n_heads"])
+        x = block(x, sub(params, f"trf_blocks.{i}."), cfg["n_heads"], p=p)
     if variant != "no_final_norm":
         x = layer_norm(x, params, "final_norm")
     head = params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"]

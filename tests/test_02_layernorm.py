@@ -127,6 +127,28 @@ def test_layernorm_bfloat16(impl, gen):
                  atol=atol, rtol=1e-1, check_dtype=False)
 
 
+def test_layernorm_bfloat16_statistics_keep_a_large_mean(impl, gen):
+    """bf16 inputs far from zero (100 + N(0, 1)): in bf16 the mean is off by up to 0.25 and the
+    variance by more, so the statistics must be computed in float32."""
+    x, scale, shift = inputs(gen, torch.float32, min_dim=8)
+    x = (100 + (x - x.mean()) / x.std()).bfloat16()
+    d, eps = x.size(-1), 1e-5
+    res = impl.module("layers.LayerNorm", x, init_args=(d,), params={"scale": scale, "shift": shift}, dtype=torch.bfloat16)
+    scale16, shift16 = scale.bfloat16(), shift.bfloat16()
+
+    def in_bf16():
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + eps) * scale16 + shift16
+
+    assert_close(res.out, F.layer_norm(x, (d,), scale16, shift16, eps), f"the bf16 output for bf16 x of shape {tuple(x.shape)} "
+                 "with values near 100", oracle="F.layer_norm in bfloat16 (it computes the statistics in float32)", **BF16,
+                 mistakes=[Mistake("the mean and variance computed in bfloat16",
+                                   "Compute the statistics in float32: xf = x.float(), normalise xf, then cast the result back with "
+                                   ".to(x.dtype). bfloat16 keeps 8 bits of mantissa: near 100 its steps are 0.5 apart.", in_bf16)]
+                 + layernorm_mistakes(x.float(), scale, shift, eps))
+
+
 # ----------------------------------------------------------------------------------- GELU
 
 

@@ -7,7 +7,7 @@ learner's module is imported with the reference attention part in place of their
 """
 
 import torch
-from gpt_oracle import multihead, multihead_params, n
+from gpt_oracle import multihead, multihead_params, multihead_train, n, seeded
 from torch import nn
 
 from harness.compare import Mistake, assert_close, assert_true
@@ -107,7 +107,7 @@ def test_multihead_mask_is_a_causal_buffer(impl, gen):
     assert_true("mask" not in built.initial, "mask is a parameter (the optimiser would train it): use self.register_buffer(\"mask\", ...)")
 
 
-def test_multihead_dropout_only_in_training(impl, gen):
+def test_multihead_eval_mode_has_no_dropout(impl, gen):
     x, init, params = case(gen, dropout=0.5)
     x = torch.cat([x] * 4, dim=0)  # more rows, so that dropout shows
     expected = multihead(x, params, init["num_heads"])
@@ -118,15 +118,32 @@ def test_multihead_dropout_only_in_training(impl, gen):
                        "module (self.dropout), which model.eval() switches off, not F.dropout(..., training=True)")
     assert_close(first, expected, f"{describe(x, init)} with dropout=0.5, in eval mode (dropout off)", oracle=ORACLE,
                  mistakes=mistakes(x, params, init["num_heads"]))
-    train = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init, params=params, train=True, substitute=PARTS).out
-    assert_true(not torch.allclose(train, expected, atol=1e-5),
-                "with dropout=0.5 in training mode the output equals the eval-mode output: apply self.dropout to the attention weights")
-    zeros = float((train == 0).float().mean())
-    assert_true(zeros < 0.2, f"{100 * zeros:.0f}% of the training-mode output is exactly 0: dropout was applied to the output; "
-                             "apply it to the attention weights, before they weight the values")
-    init0 = dict(init, dropout=0.0)
-    plain = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init0, params=params, train=True, substitute=PARTS).out
-    assert_close(plain, expected, f"{describe(x, init0)} in training mode with dropout=0.0", oracle=ORACLE)
+
+
+def test_multihead_training_dropout_falls_on_the_attention_weights(impl, gen):
+    """Training mode, seeded: the oracle draws the same masks, in the same place, at the same rate."""
+    p = round(0.1 + 0.4 * float(torch.rand(1, generator=gen)), 3)
+    x, init, params = case(gen, dropout=p)
+    x = torch.cat([x] * 2, dim=0)
+    heads, seed = init["num_heads"], n(gen, 0, 2**31 - 1)
+    got = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init, params=params, train=True, seed=seed, substitute=PARTS).out
+
+    def wrong(variant):
+        return lambda: seeded(seed, lambda: multihead_train(x, params, heads, p, variant))
+
+    assert_close(got, seeded(seed, lambda: multihead_train(x, params, heads, p)),
+                 f"{describe(x, init)} with dropout={p:g} in training mode, after torch.manual_seed({seed})",
+                 oracle="the same heads with F.dropout on the attention weights, drawn from the same seed",
+                 mistakes=[
+                     Mistake("dropout is not applied in training mode", "Apply self.dropout (an nn.Dropout) to the attention weights, "
+                             "after the softmax: nn.Dropout is active in training mode and off in eval mode.", wrong("no_dropout")),
+                     Mistake("dropout on the scores before the softmax, not on the weights after it",
+                             "weights = self.dropout(torch.softmax(scores, dim=-1)): the softmax first, then dropout.",
+                             wrong("dropout_on_scores")),
+                     Mistake("dropout on the module's output instead of the attention weights",
+                             "Apply self.dropout to the attention weights (batch, heads, tokens, tokens), before they weight the values.",
+                             wrong("dropout_on_output")),
+                 ])
 
 
 def test_multihead_rejects_d_out_not_divisible_by_num_heads(impl, gen):

@@ -7,7 +7,7 @@ multi-head attention parts, so only the block's own wiring is graded.
 """
 
 import torch
-from gpt_oracle import block, block_params, feed_forward, n
+from gpt_oracle import block, block_params, feed_forward, n, seeded
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch
@@ -93,7 +93,7 @@ def test_block_backward_matches_autograd(impl, gen):
                      atol=1e-4, rtol=1e-3)
 
 
-def test_block_dropout_only_in_training(impl, gen):
+def test_block_eval_mode_has_no_dropout(impl, gen):
     cfg = config(gen, drop_rate=0.5)
     x = inputs(gen, cfg, rows=6)
     params = block_params(gen, cfg["emb_dim"], cfg["qkv_bias"])
@@ -105,13 +105,35 @@ def test_block_dropout_only_in_training(impl, gen):
                        "(self.drop_shortcut), which model.eval() switches off, not F.dropout(..., training=True)")
     assert_close(first, expected, f"{describe(cfg, x)}, in eval mode (dropout off)", oracle=ORACLE,
                  mistakes=block_mistakes(x, params, cfg["n_heads"]))
-    train = impl.module("block.TransformerBlock", x, init_args=(cfg,), params=params, train=True, substitute=PARTS).out
-    assert_true(not torch.allclose(train, expected, atol=1e-5),
-                "with drop_rate=0.5 in training mode the block's output equals its eval-mode output: apply self.drop_shortcut "
-                "to each branch's output before adding it to x")
-    cfg0 = dict(cfg, drop_rate=0.0)
-    plain = impl.module("block.TransformerBlock", x, init_args=(cfg0,), params=params, train=True, substitute=PARTS).out
-    assert_close(plain, expected, f"{describe(cfg0, x)} in training mode", oracle=ORACLE, mistakes=block_mistakes(x, params, cfg["n_heads"]))
+
+
+def test_block_training_dropout_on_each_branch_output(impl, gen):
+    """Training mode, seeded: the oracle draws the same masks (the attention's own, then the
+    shortcut dropout after attention and after the feed-forward), in that order."""
+    p = round(0.1 + 0.4 * float(torch.rand(1, generator=gen)), 3)
+    cfg = config(gen, drop_rate=p)
+    x = inputs(gen, cfg, rows=3)
+    params = block_params(gen, cfg["emb_dim"], cfg["qkv_bias"])
+    heads, seed = cfg["n_heads"], n(gen, 0, 2**31 - 1)
+    got = impl.module("block.TransformerBlock", x, init_args=(cfg,), params=params, train=True, seed=seed, substitute=PARTS).out
+
+    def wrong(variant):
+        return lambda: seeded(seed, lambda: block(x, params, heads, variant, p=p))
+
+    assert_close(got, seeded(seed, lambda: block(x, params, heads, p=p)),
+                 f"{describe(cfg, x)} in training mode, after torch.manual_seed({seed})",
+                 oracle="the pre-norm block with F.dropout on each branch's output, drawn from the same seed",
+                 mistakes=[
+                     Mistake("the shortcut dropout is never applied",
+                             "x = x + self.drop_shortcut(branch): drop_shortcut is an nn.Dropout(drop_rate), active in training mode.",
+                             wrong("no_shortcut_dropout")),
+                     Mistake("dropout on the sum x + branch instead of on the branch",
+                             "Drop only the branch's output, then add: x = x + self.drop_shortcut(self.att(self.norm1(x))).",
+                             wrong("dropout_after_residual")),
+                     Mistake("dropout on the branch's input instead of its output",
+                             "x = x + self.drop_shortcut(self.att(self.norm1(x))): dropout comes after the branch.",
+                             wrong("dropout_on_branch_input")),
+                 ])
 
 
 def test_block_keeps_shape_for_every_length(impl, gen):

@@ -8,7 +8,7 @@ reference attention, LayerNorm, multi-head attention and block parts.
 """
 
 import torch
-from gpt_oracle import gpt, gpt_params, gpt_shapes, n, random_config
+from gpt_oracle import gpt, gpt_params, gpt_shapes, n, random_config, seeded
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import LearnerError, Mismatch
@@ -54,6 +54,30 @@ def test_gpt_forward_matches_oracle(impl, gen):
                        "self.out_head.weight = self.tok_emb.weight")
     assert_close(res.out, gpt(idx, params, cfg), f"{describe(cfg, idx)}, in eval mode", oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg))
+
+
+def test_gpt_training_dropout_on_the_embeddings_and_in_the_blocks(impl, gen):
+    """Training mode, seeded: the oracle draws the same masks (the embeddings' dropout, then each
+    reference block's), in the same order."""
+    p = round(0.1 + 0.4 * float(torch.rand(1, generator=gen)), 3)
+    cfg, idx, params = case(gen, drop_rate=p)
+    seed = n(gen, 0, 2**31 - 1)
+    got = impl.module("model.GPTModel", idx, init_args=(cfg,), params=params, train=True, seed=seed, substitute=PARTS).out
+
+    def wrong(variant):
+        return lambda: seeded(seed, lambda: gpt(idx, params, cfg, variant, p=p))
+
+    assert_close(got, seeded(seed, lambda: gpt(idx, params, cfg, p=p)), f"{describe(cfg, idx)}, drop_rate={p:g}, in training mode "
+                 f"after torch.manual_seed({seed})", oracle="the model with F.dropout on the embeddings and the reference blocks, "
+                 "drawn from the same seed", atol=1e-4, rtol=1e-4,
+                 mistakes=[
+                     Mistake("the embedding dropout is missing",
+                             "x = self.drop_emb(tok_embeds + pos_embeds), before the blocks: drop_emb is an nn.Dropout(drop_rate).",
+                             wrong("no_embedding_dropout")),
+                     Mistake("dropout on the token embeddings before the positions are added",
+                             "Add the position embeddings first, then apply self.drop_emb to the sum.",
+                             wrong("dropout_on_token_embeddings")),
+                 ])
 
 
 def test_gpt_parameters_are_named_and_shaped(impl, gen):

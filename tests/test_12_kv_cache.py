@@ -133,21 +133,38 @@ def test_decode_feeds_one_token_per_step(impl, gen):
                        f"never fed). Feed only the newest token, model(next_token, cache=cache), not the whole sequence.")
 
 
+NOT_RESET = ("\nThis looks like: the cache is not reset: it still counts the other prompt's positions. Call cache.reset() "
+             "first, before the prefill, so that one cache can serve one prompt after another.")
+
+
 def test_greedy_cached_equals_uncached(impl, gen):
     cfg, idx, params, _ = case(gen)
     prompt, steps = n(gen, 1, 4), n(gen, 2, cfg["context_length"] - 4)
     want = idx[:, :prompt]
     for _ in range(steps):
         want = torch.cat([want, gpt(want, params, cfg)[:, -1].argmax(-1, keepdim=True)], 1)
-    res = impl.scenario("kv_decoding.traced_generate_cached", cfg, params, idx[:, :prompt], steps, substitute=PARTS)
-    got = res.out["tokens"]
+    # a fresh cache; then one cache that first served another prompt (prompt + 1 tokens, 2 new)
+    res = impl.scenario("kv_decoding.traced_generate_cached", cfg, params, idx[:, :prompt], steps, reuse=True, substitute=PARTS)
+    compare_tokens(res.out["tokens"], want, prompt, steps, "with a fresh cache")
+    what = f"generate_cached with a {prompt}-token prompt, max_new_tokens={steps} and a cache that had served another prompt"
+    if "reused_error" in res.out:
+        raise Mismatch(f"{what} raised {res.out['reused_error']}{NOT_RESET}")
+    length, fed = res.out["length_after"], prompt + steps - 1
+    if length != fed:
+        hint = NOT_RESET if length == fed + (prompt + 1) + 1 else ""
+        raise Mismatch(f"{what} left cache.length = {length}; expected {fed} (the prompt and every new token but the last, which "
+                       f"is never fed).{hint}")
+    compare_tokens(res.out["reused"], want, prompt, steps, "with a cache that had served another prompt", hint=NOT_RESET)
+
+
+def compare_tokens(got, want, prompt, steps, how, hint=""):
     assert_true(isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape),
-                f"generate_cached returned {getattr(got, 'shape', type(got).__name__)}; expected a tensor of shape {tuple(want.shape)}")
+                f"generate_cached {how} returned {getattr(got, 'shape', type(got).__name__)}; expected a tensor of shape {tuple(want.shape)}")
     if not torch.equal(got, want):
         r, c = (got != want).nonzero()[0].tolist()
-        raise Mismatch(f"greedy generate_cached differs from greedy uncached generation (argmax of the full forward pass) at row {r}, "
-                       f"position {c} (new token {c - prompt + 1} of {steps}): got {got[r, c].item()}, expected {want[r, c].item()}. "
-                       f"Row {r} was {want[r].tolist()}.")
+        raise Mismatch(f"greedy generate_cached {how} differs from greedy uncached generation (argmax of the full forward pass) at row "
+                       f"{r}, position {c} (new token {c - prompt + 1} of {steps}): got {got[r, c].item()}, expected {want[r, c].item()}. "
+                       f"Row {r} was {want[r].tolist()}.{hint}")
 
 
 def test_kvcache_buffers_length_and_reset(impl, gen):

@@ -248,15 +248,19 @@ class Impl:
         grad_output: torch.Tensor | None = None,
         grad_wrt=(),
         substitute=(),
+        seed: int | None = None,
     ) -> Result:
         """Build ``module.Class(*init_args, **init_kwargs)``, set ``params`` by attribute name,
         cast to ``dtype``, run ``forward(*inputs)`` and, with ``grad_output``, backward.
-        ``Result.initial`` holds the parameters as built, before ``params`` were set."""
+        ``Result.initial`` holds the parameters as built, before ``params`` were set. With
+        ``seed``, ``torch.manual_seed(seed)`` runs just before the forward pass, so that an oracle
+        seeded alike draws the same dropout masks."""
         module, name = _split(target)
         spec: dict[str, Any] = {
             "probe": "module", "module": module, "target": name,
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
             "train": train, "grad_wrt": [str(k) for k in grad_wrt], "substitute": sorted(substitute),
+            "seed": None if seed is None else int(seed),
         }
         values: dict[str, Any] = {"args": list(init_args), "kwargs": dict(init_kwargs or {}), "inputs": list(inputs),
                                   "params": dict(params or {})}

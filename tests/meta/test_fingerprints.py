@@ -37,6 +37,7 @@ CASES = [
     ("the mask is inverted", "attention.py", [(MASK_FN, MASK_FN.replace(".tril()", ".triu(1)"))], "test_01_attention", "test_causal_mask"),
     ("the diagonal is excluded", "attention.py", [(MASK_FN, MASK_FN.replace(".tril()", ".tril(-1)"))], "test_01_attention", "test_causal_mask"),
     ("unbiased variance", "layers.py", [("unbiased=False)", "unbiased=True)")], "test_02_layernorm", "test_layernorm_forward_matches_builtin"),
+    ("the mean and variance computed in bfloat16", "layers.py", [("        xf = x.float()", "        xf = x")], "test_02_layernorm", "test_layernorm_bfloat16_statistics_keep_a_large_mean"),
     ("eps outside the square root", "layers.py", [("torch.sqrt(var + self.eps)", "(torch.sqrt(var) + self.eps)")], "test_02_layernorm", "test_layernorm_eps_inside_the_root"),
     ("the standard deviation is missing its square root", "layers.py", [("torch.sqrt(var + self.eps)", "(var + self.eps)")], "test_02_layernorm", "test_layernorm_forward_matches_builtin"),
     ("scale and shift are not applied", "layers.py", [("return (y * self.scale.float() + self.shift.float()).to(x.dtype)", "return y.to(x.dtype)")], "test_02_layernorm", "test_layernorm_forward_matches_builtin"),
@@ -58,6 +59,7 @@ TOKEN_CASES = [
 # ------------------------------------------------------------------------- the KV cache (12)
 
 CACHE_CASES = [
+    ("the cache is not reset", "kv_cache.py", [("    cache.reset()\n    finished", "    finished")], "test_12_kv_cache", "test_greedy_cached_equals_uncached"),
     ("missing position offset", "model.py", [("positions = torch.arange(start, start + num_tokens, device=in_idx.device)", "positions = torch.arange(0, num_tokens, device=in_idx.device)")], "test_12_kv_cache", "test_chunk_after_prefill"),
     ("the causal mask is not aligned to absolute positions", "multihead.py", [("~self.mask[start:start + num_tokens, :start + num_tokens]", "~self.mask[:num_tokens, :start + num_tokens]")], "test_12_kv_cache", "test_chunk_after_prefill"),
 ]
@@ -72,6 +74,10 @@ MASKFILL = "scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float(\"-i
 WEIGHTS = "weights = self.dropout(softmax(scores, dim=-1))"
 ATT = "x = x + self.drop_shortcut(self.att(self.norm1(x)))"
 FF = "x = x + self.drop_shortcut(self.ff(self.norm2(x)))"
+EMB = "x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))"
+TRAIN_07 = "test_multihead_training_dropout_falls_on_the_attention_weights"
+TRAIN_08 = "test_block_training_dropout_on_each_branch_output"
+TRAIN_09 = "test_gpt_training_dropout_on_the_embeddings_and_in_the_blocks"
 MODEL_CASES = [
  ("heads split with a reshape but no transpose", "multihead.py", [(SPLIT, "return t.reshape(b, self.num_heads, num_tokens, self.head_dim)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
  ("heads merged with a reshape but no transpose", "multihead.py", [(MERGE, "context = (weights @ values).reshape(b, num_tokens, self.d_out)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
@@ -79,17 +85,24 @@ MODEL_CASES = [
  ("no 1/sqrt(head_dim) scaling", "multihead.py", [(SCORES, "scores = queries @ keys.transpose(2, 3)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
  ("scaled by 1/sqrt(d_out)", "multihead.py", [(SCORES, SCORES.replace("self.head_dim", "self.d_out"))], "test_07_multihead", "test_multihead_backward_matches_autograd"),
  ("out_proj is not applied", "multihead.py", [("return self.out_proj(context)", "return context")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
- ("dropout is active in eval", "multihead.py", [(WEIGHTS, "weights = torch.nn.functional.dropout(softmax(scores, dim=-1), self.dropout.p, training=True)")], "test_07_multihead", "test_multihead_dropout_only_in_training"),
- ("dropout was applied to the output", "multihead.py", [(WEIGHTS, "weights = softmax(scores, dim=-1)"), ("return self.out_proj(context)", "return self.dropout(self.out_proj(context))")], "test_07_multihead", "test_multihead_dropout_only_in_training"),
+ ("dropout is active in eval", "multihead.py", [(WEIGHTS, "weights = torch.nn.functional.dropout(softmax(scores, dim=-1), self.dropout.p, training=True)")], "test_07_multihead", "test_multihead_eval_mode_has_no_dropout"),
+ ("dropout on the module's output", "multihead.py", [(WEIGHTS, "weights = softmax(scores, dim=-1)"), ("return self.out_proj(context)", "return self.dropout(self.out_proj(context))")], "test_07_multihead", TRAIN_07),
+ ("dropout is not applied in training mode", "multihead.py", [(WEIGHTS, "weights = softmax(scores, dim=-1)")], "test_07_multihead", TRAIN_07),
+ ("dropout on the scores before the softmax", "multihead.py", [(SCORES, "scores = self.dropout(queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim))"), (WEIGHTS, "weights = softmax(scores, dim=-1)")], "test_07_multihead", TRAIN_07),
  ("the book's", "multihead.py", [('self.register_buffer("mask", causal_mask(context_length), persistent=False)', 'self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))'), ("~self.mask[:num_tokens, :num_tokens]", "self.mask.bool()[:num_tokens, :num_tokens]")], "test_07_multihead", "test_multihead_mask_is_a_causal_buffer"),
  ("expected a ValueError", "multihead.py", [("        if d_out % num_heads != 0:\n", "        if False:\n")], "test_07_multihead", "test_multihead_rejects_d_out_not_divisible_by_num_heads"),
  ("post-norm instead of pre-norm", "block.py", [(ATT, "x = self.norm1(x + self.drop_shortcut(self.att(x)))"), (FF, "x = self.norm2(x + self.drop_shortcut(self.ff(x)))")], "test_08_block", "test_block_matches_oracle"),
  ("missing residual connections", "block.py", [(ATT, "x = self.drop_shortcut(self.att(self.norm1(x)))"), (FF, "x = self.drop_shortcut(self.ff(self.norm2(x)))")], "test_08_block", "test_block_matches_oracle"),
  ("the attention branch has no residual", "block.py", [(ATT, "x = self.drop_shortcut(self.att(self.norm1(x)))")], "test_08_block", "test_block_backward_matches_autograd"),
  ("the shortcut carries norm(x)", "block.py", [(ATT, "x = self.norm1(x)\n        x = x + self.drop_shortcut(self.att(x))"), (FF, "x = self.norm2(x)\n        x = x + self.drop_shortcut(self.ff(x))")], "test_08_block", "test_block_matches_oracle"),
- ("dropout is active in eval", "block.py", [(ATT, "x = x + torch.nn.functional.dropout(self.att(self.norm1(x)), self.drop_shortcut.p, training=True)")], "test_08_block", "test_block_dropout_only_in_training"),
+ ("dropout is active in eval", "block.py", [(ATT, "x = x + torch.nn.functional.dropout(self.att(self.norm1(x)), self.drop_shortcut.p, training=True)")], "test_08_block", "test_block_eval_mode_has_no_dropout"),
+ ("the shortcut dropout is never applied", "block.py", [(ATT, "x = x + self.att(self.norm1(x))"), (FF, "x = x + self.ff(self.norm2(x))")], "test_08_block", TRAIN_08),
+ ("dropout on the sum x + branch", "block.py", [(ATT, "x = self.drop_shortcut(x + self.att(self.norm1(x)))"), (FF, "x = self.drop_shortcut(x + self.ff(self.norm2(x)))")], "test_08_block", TRAIN_08),
+ ("dropout on the branch's input", "block.py", [(ATT, "x = x + self.att(self.drop_shortcut(self.norm1(x)))"), (FF, "x = x + self.ff(self.drop_shortcut(self.norm2(x)))")], "test_08_block", TRAIN_08),
+ ("the embedding dropout is missing", "model.py", [(EMB, "x = self.tok_emb(in_idx) + self.pos_emb(positions)")], "test_09_gpt", TRAIN_09),
+ ("dropout on the token embeddings before the positions", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx)) + self.pos_emb(positions)")], "test_09_gpt", TRAIN_09),
  ("ReLU instead of GELU", "block.py", [("            GELU(),\n", "            nn.ReLU(),\n")], "test_08_block", "test_feedforward_matches_oracle"),
- ("the position embeddings are missing", "model.py", [("x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))", "x = self.drop_emb(self.tok_emb(in_idx))")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
+ ("the position embeddings are missing", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx))")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
  ("the final LayerNorm is missing", "model.py", [("return self.out_head(self.final_norm(x))", "return self.out_head(x)")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
  ("That is the untied count", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt2_small_parameter_counts"),
  ("raised IndexError", "model.py", [("        if num_tokens > self.cfg.context_length:\n", "        if False:\n")], "test_09_gpt", "test_gpt_rejects_input_longer_than_context"),

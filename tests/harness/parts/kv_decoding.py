@@ -37,12 +37,28 @@ def cached_logits(learner, cfg, state_dict, idx, chunk_sizes, max_len=None, rese
     return torch.cat(out, dim=1)
 
 
-def traced_generate_cached(learner, cfg, state_dict, idx, max_new_tokens, eos_id=None):
+def traced_generate_cached(learner, cfg, state_dict, idx, max_new_tokens, eos_id=None, reuse=False):
     """``generate_cached`` on the model, a forward hook on every block recording the number of
-    tokens each call was fed: ``{"tokens": (batch, n) tensor, "fed": [tokens per block call]}``."""
+    tokens each call was fed: ``{"tokens": (batch, n) tensor, "fed": [tokens per block call]}``.
+    With ``reuse``, one cache of the context's length first serves another prompt (one token
+    longer, two new tokens), then ``idx``: ``"reused"`` holds what ``idx`` got from it, and
+    ``"length_after"`` the cache's length then."""
     model = _model(learner, cfg, state_dict)
+    generate_cached = learner("kv_cache.generate_cached")
     fed = []
-    for block in model.trf_blocks:
-        block.register_forward_hook(lambda module, args, output: fed.append(int(args[0].size(1))))
-    tokens = learner("kv_cache.generate_cached")(model, idx, max_new_tokens, eos_id=eos_id)
-    return {"tokens": tokens, "fed": fed}
+    hooks = [block.register_forward_hook(lambda module, args, output: fed.append(int(args[0].size(1))))
+             for block in model.trf_blocks]
+    tokens = generate_cached(model, idx, max_new_tokens, eos_id=eos_id)
+    out = {"tokens": tokens, "fed": list(fed)}
+    if reuse:
+        for hook in hooks:
+            hook.remove()
+        cache = learner("kv_cache.KVCache").for_model(model, idx.size(0))
+        other = torch.cat([idx.flip(1), idx[:, :1]], dim=1)
+        generate_cached(model, other, 2, cache=cache, eos_id=eos_id)
+        try:
+            out["reused"] = generate_cached(model, idx, max_new_tokens, cache=cache, eos_id=eos_id)
+        except Exception as e:  # a cache that was not reset may overflow: the check names it
+            out["reused_error"] = f"{type(e).__name__}: {e}"[:500]
+        out["length_after"] = cache.length if type(cache.length) is int else repr(cache.length)[:100]
+    return out
