@@ -36,7 +36,9 @@ def train(
     pretokenize: bool = True,
     max_merges: int | None = None,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    """Train byte-level BPE the slow way. ``tie="least"`` breaks ties the wrong way round;
+    """Train byte-level BPE the slow way. ``tie="least"`` breaks ties the wrong way round,
+    ``tie="ids"`` by the pairs' token ids instead of their bytes, ``tie="first"`` by the order they
+    first appear in;
     ``split_special=False`` and ``pretokenize=False`` leave out those steps; ``max_merges`` stops early."""
     vocab = {i: bytes([i]) for i in range(256)}
     for token in special_tokens:
@@ -56,7 +58,13 @@ def train(
             break
         top = max(counts.values())
         tied = [pair for pair, n in counts.items() if n == top]
-        best = max(tied) if tie == "greatest" else min(tied)
+        if tie == "ids":  # the known mistake: pairs compared by their ids, not their bytes
+            ids = {b: i for i, b in vocab.items()}
+            best = max(tied, key=lambda pair: (ids[pair[0]], ids[pair[1]]))
+        elif tie == "first":  # the known mistake: the first tied pair met, in the order of the text
+            best = tied[0]
+        else:
+            best = max(tied) if tie == "greatest" else min(tied)
         merges.append(best)
         vocab[len(vocab)] = best[0] + best[1]
         merged_words: dict[tuple[bytes, ...], int] = {}

@@ -101,6 +101,10 @@ def compare_with_naive(got, text: str, vocab_size: int, specials: list[str], cal
         variants = [
             ("ties broken by the least pair", "Among pairs with the same count, take the lexicographically GREATEST (vocab[a], vocab[b]).",
              dict(tie="least")),
+            ("ties broken by the token ids, not by the pair's bytes", "Compare the tied pairs by their bytes, (vocab[a], vocab[b]): "
+             "a merged token's id says when it was made, not how its bytes sort.", dict(tie="ids")),
+            ("ties broken by the first pair met", "max(counts, key=counts.get) keeps the first of the tied pairs; among pairs with "
+             "the same count take the lexicographically greatest (vocab[a], vocab[b]).", dict(tie="first")),
             ("special tokens not split off", "Split the text on the special tokens before pre-tokenizing: nothing merges across or inside them.",
              dict(split_special=False)),
             ("no pre-tokenization", "Cut each part of the text with GPT-2's pattern (regex.findall(GPT2_PATTERN, part)); merges never cross two chunks.",

@@ -114,6 +114,9 @@ def variant_encodings():
          make("whole", r"[\s\S]+")),
         ("whitespace runs not split before a word", "Use GPT-2's pattern as given: \\s+(?!\\S) leaves a run's last space to the word after it.",
          make("ws", r50k_pat_str.replace(r"\s++$|\s+(?!\S)|\s", r"\s+"))),
+        ("a pre-tokenizer pattern without the contractions", "GPT-2's pattern starts with 's|'t|'re|'ve|'m|'ll|'d: \"don't\" is "
+         "cut into \"don\" and \"'t\". Use GPT2_PATTERN from pretokenize.py as it is.",
+         make("no_contractions", r50k_pat_str.replace("'(?:[sdmt]|ll|ve|re)|", ""))),
     ]
 
 

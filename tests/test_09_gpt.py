@@ -50,8 +50,8 @@ def test_gpt_forward_matches_oracle(impl, gen):
     cfg, idx, params = case(gen, drop_rate=float(torch.rand(1, generator=gen)) * 0.5)
     res = impl.module("model.GPTModel", idx, init_args=(cfg,), params=params, substitute=PARTS)
     if cfg["tie_weights"] and "out_head.weight" in res.initial:
-        raise Mismatch("with tie_weights=True, out_head.weight is a parameter of its own: share the embedding's, "
-                       "self.out_head.weight = self.tok_emb.weight")
+        raise Mismatch("with tie_weights=True, out_head.weight is a parameter of its own.\nThis looks like: the output head is not "
+                       "tied to the token embedding. Share the parameter: self.out_head.weight = self.tok_emb.weight")
     assert_close(res.out, gpt(idx, params, cfg), f"{describe(cfg, idx)}, in eval mode", oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg))
 
@@ -88,9 +88,16 @@ def test_gpt_parameters_are_named_and_shaped(impl, gen):
         want = gpt_shapes(cfg)
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         if missing or extra:
+            named = ""
+            if tie and extra == ["out_head.weight"] and not missing:
+                named = ("\nThis looks like: the output head is not tied to the token embedding. With tie_weights, share the "
+                         "parameter: self.out_head.weight = self.tok_emb.weight (named_parameters() then lists it once).")
+            elif not tie and missing == ["out_head.weight"] and not extra:
+                named = ("\nThis looks like: the output head is tied although tie_weights is False. Tie it only when "
+                         "cfg.tie_weights is set.")
             raise Mismatch(f"GPTModel(tie_weights={tie})'s parameters differ from the docstring's: "
                            + (f"missing {', '.join(missing[:6])}" if missing else "")
-                           + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else ""))
+                           + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else "") + named)
         wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
         assert_true(not wrong, f"GPTModel(vocab_size={cfg['vocab_size']}, context_length={cfg['context_length']}, emb_dim={cfg['emb_dim']}): "
                                + "; ".join(wrong[:4]))

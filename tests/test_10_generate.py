@@ -153,9 +153,16 @@ def test_top_k_never_leaves_the_top_k(impl, gen):
     outside = [int(t) for t in order[k:] if freq[t] > 0]
     if outside:
         rank = int((order == outside[0]).nonzero()) + 1
+        if outside == [int(order[k])]:
+            named = ("\nThis looks like: top-k keeps k + 1 tokens. The threshold is the k-th largest logit, "
+                     "torch.topk(logits, top_k).values[:, -1:]; keep the logits >= it and set the ones below it to -inf.")
+        elif len(outside) == len(order) - k:
+            named = "\nThis looks like: top_k is not applied. With top_k, set every logit below the k-th largest to -inf first."
+        else:
+            named = ""
         raise Mismatch(f"generate(..., top_k={k}) drew token {outside[0]}, the {rank}th most likely, "
                        f"{int(round(float(freq[outside[0]]) * DRAWS))} times: only the {k} most likely tokens may be drawn "
-                       "(set the other logits to -inf before the softmax)")
+                       f"(set the other logits to -inf before the softmax){named}")
     kept = torch.full_like(logits, float("-inf"))
     kept[order[:k]] = logits[order[:k]]
     check_frequencies(freq, torch.softmax(kept, -1), f"generate(..., temperature={temperature:.3f}, top_k={k})")

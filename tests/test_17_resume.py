@@ -149,6 +149,7 @@ def test_resume_is_bit_for_bit(impl, gen):
     body = f"\nIt does not: {diverged}." if diverged else "\nThe runs end alike, but not everything was brought back."
     if problems:
         body += "\nWhat load_checkpoint did not bring back:\n" + "\n".join(f"  - {p}." for p in problems)
+        body += "\nThis looks like: " + "; ".join(p.split(":")[0] for p in problems) + "."
     else:
         body += ("\nEvery state checked (model, optimizer, scaler, step, data_state, torch/Python/numpy random states) "
                  "came back as saved; look for something else your load_checkpoint changes.")

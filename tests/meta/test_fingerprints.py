@@ -50,8 +50,10 @@ CASES = [
 # ------------------------------------------------------------------------- tokenization and data
 
 TOKEN_CASES = [
+    ("a pre-tokenizer pattern without the contractions", "pretokenize.py", [("'s|'t|'re|'ve|'m|'ll|'d| ?", " ?")], "test_05_tokenizer", "test_encode_stress_corpus_like_tiktoken"),
     ("overlapping pairs merged", "bpe.py", [("            i += 2\n", "            i += 1\n")], "test_03_bpe_merge", "test_merge_overlapping_runs_left_to_right"),
     ("ties broken by the least pair", "bpe.py", [("            return self.key > other.key", "            return self.key < other.key")], "test_04_bpe_train", "test_ties_go_to_the_greatest_pair"),
+    ("ties broken by the token ids", "bpe.py", [("Greatest((vocab[a], vocab[b]))", "Greatest((a, b))"), ("Greatest((vocab[p[0]], vocab[p[1]]))", "Greatest(p)")], "test_04_bpe_train", "test_ties_go_to_the_greatest_pair"),
     ("targets not shifted by one", "data.py", [("self.target_ids.append(ids[i + 1 : i + max_length + 1])", "self.target_ids.append(ids[i : i + max_length])")], "test_06_dataloader", "test_dataset_windows_overlapping"),
 ]
 
@@ -105,13 +107,16 @@ MODEL_CASES = [
  ("the position embeddings are missing", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx))")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
  ("the final LayerNorm is missing", "model.py", [("return self.out_head(self.final_norm(x))", "return self.out_head(x)")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
  ("That is the untied count", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt2_small_parameter_counts"),
+ ("the output head is not tied to the token embedding", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt_parameters_are_named_and_shaped"),
+ ("the output head is tied although tie_weights is False", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "        self.out_head.weight = self.tok_emb.weight\n")], "test_09_gpt", "test_gpt_parameters_are_named_and_shaped"),
  ("raised IndexError", "model.py", [("        if num_tokens > self.cfg.context_length:\n", "        if False:\n")], "test_09_gpt", "test_gpt_rejects_input_longer_than_context"),
  ("the window keeps the FIRST", "generate.py", [("model(idx[:, -context_size:])", "model(idx[:, :context_size])")], "test_10_generate", "test_greedy_is_argmax_and_crops_to_the_context"),
  ("multiplied by the temperature", "generate.py", [("logits = logits / temperature", "logits = logits * temperature")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
  ("the temperature is ignored", "generate.py", [("logits = logits / temperature", "logits = logits")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
  ("greedy decoding although temperature > 0", "generate.py", [("if temperature == 0:", "if True:")], "test_10_generate", "test_temperature_sampling_matches_softmax"),
  ("the token that crosses top_p is dropped", "generate.py", [("masked_fill(before >= top_p,", "masked_fill(probs.cumsum(dim=-1) > top_p,")], "test_10_generate", "test_top_p_keeps_the_nucleus"),
- ("most likely tokens may be drawn", "generate.py", [("logits = logits.masked_fill(logits < kth, float(\"-inf\"))", "logits = logits")], "test_10_generate", "test_top_k_never_leaves_the_top_k"),
+ ("top_k is not applied", "generate.py", [("logits = logits.masked_fill(logits < kth, float(\"-inf\"))", "logits = logits")], "test_10_generate", "test_top_k_never_leaves_the_top_k"),
+ ("top-k keeps k + 1 tokens", "generate.py", [("torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]", "torch.topk(logits, min(top_k + 1, logits.size(-1)), dim=-1).values[:, -1:]")], "test_10_generate", "test_top_k_never_leaves_the_top_k"),
  ("eos_id is ignored", "generate.py", [("        if eos_id is not None:\n            idx_next", "        if False:\n            idx_next"), ("if eos_id is not None and bool(finished.all()):", "if False:")], "test_10_generate", "test_eos_stops_generation"),
  ("pass generator=generator", "generate.py", [("idx_next = torch.multinomial(probs, 1, generator=generator)", "idx_next = torch.multinomial(probs, 1)")], "test_10_generate", "test_sampling_is_reproducible_with_a_generator"),
  ("(c_attn and attn.c_proj) were not transposed", "weights.py", [("copy(linear.weight, w.T)", "copy(linear.weight, w)"), ("conv1d(att.out_proj, h + \"attn.c_proj\")", "copy(att.out_proj.weight, take(h + 'attn.c_proj.weight', att.out_proj.weight.shape)); copy(att.out_proj.bias, take(h + 'attn.c_proj.bias', att.out_proj.bias.shape))")], "test_11_gpt2_weights", "test_logits_match_transformers"),
@@ -160,3 +165,24 @@ def test_the_correct_solution_names_no_mistake(tmp_path):
         impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
         for seed in SEEDS:
             _run(getattr(tests, check), impl, seed)
+
+
+def test_ties_broken_by_the_first_pair_met_are_named(tmp_path):
+    """The naive trainer's own "first pair met" variant, as a learner's train_bpe: named."""
+    from harness.manifest import ROOT
+
+    naive = (ROOT / "reference" / "naive_bpe.py").read_text().replace("from __future__ import annotations\n", "")
+    tree = make_tree(tmp_path)
+    bpe = tree / "bpe.py"
+    bpe.write_text(bpe.read_text() + "\n" + naive + "\n\ndef train_bpe(text, vocab_size, special_tokens):\n"
+                   "    return train(text, vocab_size, special_tokens, tie='first')\n")
+    tests = importlib.import_module("test_04_bpe_train")
+    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+    named = 0
+    for seed in SEEDS:
+        try:
+            _run(tests.test_ties_go_to_the_greatest_pair, impl, seed)
+        except Mismatch as failure:
+            assert "This looks like: ties broken by the first pair met" in str(failure), f"seed {seed}: {failure}"
+            named += 1
+    assert named, "the mistake went unseen for every seed"

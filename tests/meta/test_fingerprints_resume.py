@@ -21,6 +21,7 @@ RESUME_CASES = [
     ("Python's random state was not restored", "resume.py", [('random.setstate((version, tuple(internal), gauss))', "pass")], "test_17_resume", "test_resume_is_bit_for_bit"),
     ("numpy's random state was not restored", "resume.py", [(NUMPY_SET, "((")], "test_17_resume", "test_resume_is_bit_for_bit"),
     ("the optimizer state was not restored", "resume.py", [('optimizer.load_state_dict(state["optimizer"])', "pass")], "test_17_resume", "test_resume_is_bit_for_bit"),
+    ("the optimizer state was not restored", "resume.py", [('"optimizer": optimizer.state_dict(),', '"optimizer": None,'), ('optimizer.load_state_dict(state["optimizer"])', "pass")], "test_17_resume", "test_resume_is_bit_for_bit"),
     ("the step was not restored", "resume.py", [('return {"step": state["step"],', 'return {"step": 0,')], "test_17_resume", "test_resume_is_bit_for_bit"),
     ("the data position was not restored", "resume.py", [('"data_state": state["data_state"]', '"data_state": None')], "test_17_resume", "test_resume_is_bit_for_bit"),
     ("the GradScaler state was not restored", "resume.py", [('scaler.load_state_dict(state["scaler"])', "pass")], "test_17_resume", "test_resume_is_bit_for_bit"),
@@ -37,6 +38,9 @@ RESUME_CASES = [
 def test_resume_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
     for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
         assert mistake in failure.explain(), f"seed {seed}: {failure.explain()[:3000]}"
+        if check == "test_resume_is_bit_for_bit":  # the state that was not brought back is the named mistake
+            named = failure.explain().split("This looks like: ", 1)[-1]
+            assert "This looks like: " in failure.explain() and mistake in named, f"seed {seed}: {failure.explain()[:3000]}"
 
 
 def test_resume_checks_pass_on_the_solution(tmp_path):
