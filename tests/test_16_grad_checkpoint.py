@@ -105,7 +105,8 @@ def test_checkpointing_saves_activation_memory(impl, gen):
     """The activations saved for backward during the forward pass (bytes of non-parameter tensors
     packed by autograd, counted with ``torch.autograd.graph.saved_tensors_hooks``) are at most a
     quarter of those of blocks(x): a checkpointed block keeps only its input (measured: about 4%).
-    Every block runs twice, once in the forward pass and once recomputed in backward."""
+    During backward one recomputed block at a time holds its activations (what bounds the peak
+    memory of backward), and every block runs twice: once in the forward pass, once recomputed."""
     cfg, state, x, grad_output, seed = setup(gen, n_layers=n(gen, 2, 4))
     what = describe(cfg, x)
     res = impl.scenario("steps.run_blocks", cfg, state, x, grad_output, seed, True).out
@@ -125,6 +126,12 @@ def test_checkpointing_saves_activation_memory(impl, gen):
             hint = "Checkpoint each block: for block in blocks: x = checkpoint(block, x, use_reentrant=False)"
         raise Mismatch(f"{what}: the forward pass saved {got:,} bytes of activations for backward, {100 * got / full:.0f}% of the "
                        f"{full:,} that blocks(x) saves; checkpointing keeps only each block's input (at most 25% here). {hint}")
+    peak = res["peak_recomputed"]
+    if peak > 1:
+        raise Mismatch(f"{what}: during backward {peak} blocks were recomputed before the first of them had its own backward, "
+                       f"so their activations were all held at once: the peak memory of backward is that of no checkpointing.\n"
+                       "This looks like: one checkpoint around several blocks (checkpoint(blocks, x)). It saves memory in the forward "
+                       "pass only. Give each block its own: for block in blocks: x = checkpoint(block, x, use_reentrant=False)")
     not_recomputed = [i for i, r in enumerate(recomputed) if r != 1]
     assert_true(not not_recomputed, f"{what}: block {not_recomputed[0] if not_recomputed else ''} ran {first} times in the forward "
                                     f"pass and {recomputed} times more in backward (per block); with checkpointing each block runs once "

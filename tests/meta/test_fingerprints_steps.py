@@ -50,6 +50,8 @@ CASES = [
     ("preserve_rng_state=False", F, [(CKPT, "x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=False)")], T16,
      "test_checkpointed_blocks_match_the_plain_run"),
     ("the blocks are not checkpointed at all", F, [(CKPT, "x = block(x)")], T16, "test_checkpointing_saves_activation_memory"),
+    ("one checkpoint around several blocks", F, [("    for block in blocks:\n        " + CKPT + "\n", "    x = checkpoint(blocks, x, use_reentrant=False)\n")],
+     T16, "test_checkpointing_saves_activation_memory"),
     ("only the first block is checkpointed", F, [("    for block in blocks:\n        " + CKPT,
                                                   "    for i, block in enumerate(blocks):\n        x = checkpoint(block, x, use_reentrant=False) if i == 0 else block(x)")],
      T16, "test_checkpointing_saves_activation_memory"),

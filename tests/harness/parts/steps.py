@@ -143,12 +143,26 @@ def empty_micro_batches(learner, cfg, state):
 
 def run_blocks(learner, cfg, state, x, grad_output, seed, checkpointing=True):
     """The learner's ``run_blocks(blocks, x, checkpointing)`` on reference blocks in training mode
-    (dropout on) after ``torch.manual_seed(seed)``, then backward with ``grad_output``."""
+    (dropout on) after ``torch.manual_seed(seed)``, then backward with ``grad_output``.
+    ``peak_recomputed`` is the most blocks whose activations backward held at once: each block
+    recomputed and not yet through its own backward (1 when each block has its own checkpoint)."""
     fn = learner("training.run_blocks")
     blocks = build_blocks(cfg, state)
     calls = [0] * len(blocks)
+    # During backward: which blocks were recomputed and still wait for their own backward. A block
+    # whose forward ran again holds its activations until the gradients of its parameters are made.
+    backward, held, peak = [False], set(), [0]
+
+    def ran(i):
+        calls[i] += 1
+        if backward[0]:
+            held.add(i)
+            peak[0] = max(peak[0], len(held))
+
     for i, block in enumerate(blocks):
-        block.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
+        block.register_forward_pre_hook(lambda m, a, i=i: ran(i))
+        for p in block.parameters():
+            p.register_hook(lambda g, i=i: held.discard(i))
     x = x.clone().requires_grad_(True)
     saved = SavedBytes(blocks)
     with torch.random.fork_rng(devices=[]):
@@ -156,6 +170,7 @@ def run_blocks(learner, cfg, state, x, grad_output, seed, checkpointing=True):
         with saved.hooks():
             out = fn(blocks, x, checkpointing)
         forward_calls = list(calls)
+        backward[0] = True
         out.backward(grad_output)
     return {
         "out": out.detach(),
@@ -164,6 +179,7 @@ def run_blocks(learner, cfg, state, x, grad_output, seed, checkpointing=True):
         "saved_bytes": saved.total,
         "forward_calls": forward_calls,
         "calls": calls,
+        "peak_recomputed": peak[0],
     }
 
 
