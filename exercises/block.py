@@ -60,13 +60,5 @@ class TransformerBlock(nn.Module):
         cfg = as_config(cfg)
         raise NotImplementedError("exercise 08 (block), TransformerBlock.__init__: the attention, the feed-forward, two LayerNorms and the shortcut dropout")
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(x, cache, layer)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("exercise 08 (block), TransformerBlock.forward: pre-norm attention and feed-forward branches, each added back to x")
-
-    def forward_cached(self, x: torch.Tensor, cache, layer: int) -> torch.Tensor:
-        """Exercise 12: ``forward`` with the attention reading and extending ``cache`` (a
-        ``KVCache``; this is block ``layer``): the same two branches, with
-        ``self.att(..., cache, layer)`` in place of ``self.att(...)``."""
-        raise NotImplementedError("exercise 12 (kv_cache), TransformerBlock.forward_cached: the same two branches, the attention called with the cache and the layer")

@@ -62,9 +62,7 @@ class GPTModel(nn.Module):
         """The number of trainable numbers, a tied weight counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, in_idx: torch.Tensor, cache=None) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(in_idx, cache)
+    def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: refuse inputs longer than the context, embed tokens and positions (with dropout)")
         if self.gradient_checkpointing and self.training:  # exercise 16 (training.py)
             from .training import run_blocks
@@ -73,22 +71,6 @@ class GPTModel(nn.Module):
         else:
             x = self.trf_blocks(x)
         raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: the final norm, then the output head")
-
-    def forward_cached(self, in_idx: torch.Tensor, cache) -> torch.Tensor:
-        """Exercise 12: the logits of the next ``num_tokens`` tokens of sequences whose earlier
-        ``start = cache.length`` tokens are in ``cache`` (a ``KVCache``, see ``kv_cache.py``).
-
-        ``in_idx`` is ``(batch, num_tokens)`` int64, the tokens at absolute positions ``start ..
-        start + num_tokens - 1``, so their position embeddings are ``pos_emb(start ..
-        start + num_tokens - 1)``; block ``i`` runs as ``block(x, cache, i)``; then
-        ``cache.advance(num_tokens)``. Returns ``(batch, num_tokens, vocab_size)``: the last
-        ``num_tokens`` rows of ``forward`` on the whole sequence.
-
-        Raises:
-            ValueError: when ``start + num_tokens > context_length`` (nothing is changed then);
-                ``cache.update`` raises its own ValueError past the cache's ``max_len``.
-        """
-        raise NotImplementedError("exercise 12 (kv_cache), GPTModel.forward_cached: positions offset by the cached length, the blocks with the cache, then advance it")
 
 
 def _init_weights(module: nn.Module) -> None:

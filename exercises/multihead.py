@@ -43,21 +43,5 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         raise NotImplementedError("exercise 07 (multihead), MultiHeadAttention.__init__: check the sizes, make the projections, the dropout and the mask buffer")
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(x, cache, layer)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("exercise 07 (multihead), MultiHeadAttention.forward: project, split into heads, masked softmax, dropout, merge the heads, project out")
-
-    def forward_cached(self, x: torch.Tensor, cache, layer: int) -> torch.Tensor:
-        """Exercise 12: ``forward`` for the next ``num_tokens`` positions of sequences whose earlier
-        positions are in ``cache`` (a ``KVCache``; this module is block ``layer``).
-
-        ``x`` is ``(batch, num_tokens, d_in)``, the tokens at absolute positions ``start ..
-        start + num_tokens - 1`` where ``start = cache.length``. Their keys and values are appended
-        to the cache with ``cache.update(layer, keys, values)``, which returns the keys and values
-        of all ``start + num_tokens`` positions ``(batch, num_heads, start + num_tokens, head_dim)``.
-        Query ``i`` (absolute position ``start + i``) attends to keys ``j <= start + i``: the rows
-        ``start .. start + num_tokens - 1`` of ``mask``. The output equals the rows of a full
-        ``forward`` over all ``start + num_tokens`` tokens; ``cache.length`` is not changed here.
-        """
-        raise NotImplementedError("exercise 12 (kv_cache), MultiHeadAttention.forward_cached: project, append keys and values to the cache, attend over the cached prefix with the mask rows of the absolute positions")

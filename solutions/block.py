@@ -81,21 +81,9 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
         # END SOLUTION
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(x, cache, layer)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 08: pre-norm attention and feed-forward branches, each added back to x
         x = x + self.drop_shortcut(self.att(self.norm1(x)))
-        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
-        return x
-        # END SOLUTION
-
-    def forward_cached(self, x: torch.Tensor, cache, layer: int) -> torch.Tensor:
-        """Exercise 12: ``forward`` with the attention reading and extending ``cache`` (a
-        ``KVCache``; this is block ``layer``): the same two branches, with
-        ``self.att(..., cache, layer)`` in place of ``self.att(...)``."""
-        # BEGIN SOLUTION 12: the same two branches, the attention called with the cache and the layer
-        x = x + self.drop_shortcut(self.att(self.norm1(x), cache, layer))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
         return x
         # END SOLUTION

@@ -71,9 +71,7 @@ class GPTModel(nn.Module):
         """The number of trainable numbers, a tied weight counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, in_idx: torch.Tensor, cache=None) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(in_idx, cache)
+    def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 09: refuse inputs longer than the context, embed tokens and positions (with dropout)
         batch, num_tokens = in_idx.shape
         if num_tokens > self.cfg.context_length:
@@ -91,35 +89,6 @@ class GPTModel(nn.Module):
         else:
             x = self.trf_blocks(x)
         # BEGIN SOLUTION 09: the final norm, then the output head
-        return self.out_head(self.final_norm(x))
-        # END SOLUTION
-
-    def forward_cached(self, in_idx: torch.Tensor, cache) -> torch.Tensor:
-        """Exercise 12: the logits of the next ``num_tokens`` tokens of sequences whose earlier
-        ``start = cache.length`` tokens are in ``cache`` (a ``KVCache``, see ``kv_cache.py``).
-
-        ``in_idx`` is ``(batch, num_tokens)`` int64, the tokens at absolute positions ``start ..
-        start + num_tokens - 1``, so their position embeddings are ``pos_emb(start ..
-        start + num_tokens - 1)``; block ``i`` runs as ``block(x, cache, i)``; then
-        ``cache.advance(num_tokens)``. Returns ``(batch, num_tokens, vocab_size)``: the last
-        ``num_tokens`` rows of ``forward`` on the whole sequence.
-
-        Raises:
-            ValueError: when ``start + num_tokens > context_length`` (nothing is changed then);
-                ``cache.update`` raises its own ValueError past the cache's ``max_len``.
-        """
-        # BEGIN SOLUTION 12: positions offset by the cached length, the blocks with the cache, then advance it
-        batch, num_tokens = in_idx.shape
-        start = cache.length
-        if start + num_tokens > self.cfg.context_length:
-            raise ValueError(
-                f"{start} cached + {num_tokens} new tokens exceed the model's context_length {self.cfg.context_length}"
-            )
-        positions = torch.arange(start, start + num_tokens, device=in_idx.device)
-        x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))
-        for layer, block in enumerate(self.trf_blocks):
-            x = block(x, cache, layer)
-        cache.advance(num_tokens)
         return self.out_head(self.final_norm(x))
         # END SOLUTION
 

@@ -53,9 +53,7 @@ class MultiHeadAttention(nn.Module):
         self.register_buffer("mask", causal_mask(context_length), persistent=False)
         # END SOLUTION
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        if cache is not None:  # exercise 12: decoding with a KV cache
-            return self.forward_cached(x, cache, layer)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 07: project, split into heads, masked softmax, dropout, merge the heads, project out
         b, num_tokens, _ = x.shape
 
@@ -65,34 +63,6 @@ class MultiHeadAttention(nn.Module):
         queries, keys, values = split(self.W_query(x)), split(self.W_key(x)), split(self.W_value(x))
         scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
         scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float("-inf"))  # in place: a copy less
-        weights = self.dropout(softmax(scores, dim=-1))
-        context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-        return self.out_proj(context)
-        # END SOLUTION
-
-    def forward_cached(self, x: torch.Tensor, cache, layer: int) -> torch.Tensor:
-        """Exercise 12: ``forward`` for the next ``num_tokens`` positions of sequences whose earlier
-        positions are in ``cache`` (a ``KVCache``; this module is block ``layer``).
-
-        ``x`` is ``(batch, num_tokens, d_in)``, the tokens at absolute positions ``start ..
-        start + num_tokens - 1`` where ``start = cache.length``. Their keys and values are appended
-        to the cache with ``cache.update(layer, keys, values)``, which returns the keys and values
-        of all ``start + num_tokens`` positions ``(batch, num_heads, start + num_tokens, head_dim)``.
-        Query ``i`` (absolute position ``start + i``) attends to keys ``j <= start + i``: the rows
-        ``start .. start + num_tokens - 1`` of ``mask``. The output equals the rows of a full
-        ``forward`` over all ``start + num_tokens`` tokens; ``cache.length`` is not changed here.
-        """
-        # BEGIN SOLUTION 12: project, append keys and values to the cache, attend over the cached prefix with the mask rows of the absolute positions
-        b, num_tokens, _ = x.shape
-        start = cache.length
-
-        def split(t):
-            return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-
-        queries = split(self.W_query(x))
-        keys, values = cache.update(layer, split(self.W_key(x)), split(self.W_value(x)))
-        scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
-        scores.masked_fill_(~self.mask[start:start + num_tokens, :start + num_tokens], float("-inf"))
         weights = self.dropout(softmax(scores, dim=-1))
         context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
         return self.out_proj(context)

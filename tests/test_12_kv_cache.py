@@ -4,10 +4,11 @@ Oracles: the full forward pass of ``gpt_oracle.gpt`` (``F.embedding``, the funct
 ``F.scaled_dot_product_attention``, ``F.layer_norm``, ``F.linear``) over the whole sequence, and
 greedy ``argmax`` chains of it; ``cached`` below, a functional cached forward on
 ``F.scaled_dot_product_attention`` with an explicit mask, gives the outputs of known mistakes
-(no position offset, mask rows not offset). The learner's model.py, block.py and multihead.py run
-(their ``forward_cached`` methods are this exercise), with the reference attention and LayerNorm
-parts; the trusted scenarios of ``harness/parts/kv_decoding.py`` build the model in the worker and
-feed it chunk by chunk, or record what each block is fed.
+(no position offset, mask rows not offset). The learner's ``gpt_cached``, ``block_cached`` and
+``attention_cached`` run on the reference GPTModel (parts/model.py, with the reference attention
+part in place of the learner's attention.py), so a mistake in 07-09 costs nothing here; the
+trusted scenarios of ``harness/parts/kv_decoding.py`` build the model in the worker and feed it
+chunk by chunk, or record what each block is fed.
 """
 
 import torch
@@ -18,7 +19,7 @@ from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import LearnerError, Mismatch
 
 EXERCISE = "12"
-PARTS = ("attention", "layers")
+PARTS = ("attention",)
 ORACLE = "the full forward pass (F.embedding, blocks on F.scaled_dot_product_attention, F.layer_norm, F.linear)"
 
 
@@ -54,11 +55,11 @@ def cached(idx, params, cfg, chunks, variant=""):
 def mistakes(idx, params, cfg, chunks):
     return [
         Mistake("missing position offset: the new tokens got positions 0, 1, ... instead of cache.length, cache.length + 1, ...",
-                "In GPTModel.forward_cached, positions = torch.arange(start, start + num_tokens) with start = cache.length "
+                "In gpt_cached, positions = torch.arange(start, start + num_tokens) with start = cache.length "
                 "(read it before the blocks; advance the cache after them).",
                 lambda: cached(idx, params, cfg, chunks, "no_offset")),
         Mistake("the causal mask is not aligned to absolute positions: the rows 0 .. num_tokens - 1 were used",
-                "In MultiHeadAttention.forward_cached, use self.mask[start:start + num_tokens, :start + num_tokens].",
+                "In attention_cached, use att.mask[start:start + num_tokens, :start + num_tokens].",
                 lambda: cached(idx, params, cfg, chunks, "mask_from_zero")),
     ]
 
@@ -128,9 +129,9 @@ def test_decode_feeds_one_token_per_step(impl, gen):
     if fed != want:
         calls = [fed[i:i + layers] for i in range(0, len(fed), layers)]
         raise Mismatch(f"generate_cached with a {prompt}-token prompt and max_new_tokens={steps}: the {layers} block(s) were fed "
-                       f"{calls[:8]}{' ...' if len(calls) > 8 else ''} tokens per model call (a forward hook counted them); expected "
+                       f"{calls[:8]}{' ...' if len(calls) > 8 else ''} tokens per model call (a hook on each block's norm1 counted them); expected "
                        f"the prompt once ({prompt} tokens), then 1 token per step for {steps - 1} steps (the last token chosen is "
-                       f"never fed). Feed only the newest token, model(next_token, cache=cache), not the whole sequence.")
+                       f"never fed). Feed only the newest token, gpt_cached(model, next_token, cache), not the whole sequence.")
 
 
 NOT_RESET = ("\nThis looks like: the cache is not reset: it still counts the other prompt's positions. Call cache.reset() "

@@ -62,8 +62,8 @@ TOKEN_CASES = [
 
 CACHE_CASES = [
     ("the cache is not reset", "kv_cache.py", [("    cache.reset()\n    finished", "    finished")], "test_12_kv_cache", "test_greedy_cached_equals_uncached"),
-    ("missing position offset", "model.py", [("positions = torch.arange(start, start + num_tokens, device=in_idx.device)", "positions = torch.arange(0, num_tokens, device=in_idx.device)")], "test_12_kv_cache", "test_chunk_after_prefill"),
-    ("the causal mask is not aligned to absolute positions", "multihead.py", [("~self.mask[start:start + num_tokens, :start + num_tokens]", "~self.mask[:num_tokens, :start + num_tokens]")], "test_12_kv_cache", "test_chunk_after_prefill"),
+    ("missing position offset", "kv_cache.py", [("positions = torch.arange(start, start + num_tokens, device=in_idx.device)", "positions = torch.arange(0, num_tokens, device=in_idx.device)")], "test_12_kv_cache", "test_chunk_after_prefill"),
+    ("the causal mask is not aligned to absolute positions", "kv_cache.py", [("~att.mask[start:start + num_tokens, :start + num_tokens]", "~att.mask[:num_tokens, :start + num_tokens]")], "test_12_kv_cache", "test_chunk_after_prefill"),
 ]
 
 

@@ -184,3 +184,20 @@ def test_a_broken_attention_costs_attention_but_not_the_exercises_built_on_it(tm
 
 def score_of(g, eid):
     return g.exercise(eid)["score"]
+
+
+def test_mistakes_in_07_to_09_cost_the_kv_cache_nothing(tmp_path):
+    """Exercise 12 runs its cached forward pass on the reference GPTModel: a feed-forward of 2x
+    instead of 4x (08), an untied head (09) and no causal mask (07) cost their own exercises only;
+    12's line says it is blocked by them."""
+    tree = make_tree(tmp_path, {
+        "block.py": [("nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)", "nn.Linear(cfg.emb_dim, 2 * cfg.emb_dim)"),
+                     ("nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)", "nn.Linear(2 * cfg.emb_dim, cfg.emb_dim)")],
+        "model.py": [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")],
+        "multihead.py": [('scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float("-inf"))', "pass")],
+    })
+    g = grade(tree, tmp_path, "--exercise", "07", "--exercise", "08", "--exercise", "09", "--exercise", "12", everything=True)
+    for eid in ("07", "08", "09"):
+        assert score_of(g, eid) < 10, g.explain()
+    assert g.status("12") == "passed" and score_of(g, "12") == 10, g.explain()
+    assert sorted(g.exercise("12")["extra_data"]["blocked_by"]) == ["07", "08", "09"], g.exercise("12")

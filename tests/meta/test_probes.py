@@ -246,3 +246,80 @@ def test_a_learner_exception_inside_a_scenario_is_the_learners(tmp_path):
     with pytest.raises(LearnerError, match="AttributeError") as info:
         make_impl(root2).scenario("selftest.twice", torch.ones(2))
     assert "data.py" in str(info.value) + getattr(info.value, "details", "")
+
+
+def _forbidden_calls():
+    """One call of each API a manifest may forbid: a forbidden name without a call here fails the
+    test below, so every refusal is tried (a builtin, say, that no kernel pattern covers)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    x, q = torch.randn(2, 3, 4), torch.randn(1, 2, 3, 4)
+    logits, t = torch.randn(5, 7), torch.randint(0, 7, (5,))
+    p = nn.Parameter(torch.randn(3))
+    p.grad = torch.randn(3)
+    return {
+        "torch.softmax": lambda: torch.softmax(x, -1),
+        "torch.nn.functional.softmax": lambda: F.softmax(x, -1),
+        "torch.Tensor.softmax": lambda: x.softmax(-1),
+        "torch.special.softmax": lambda: torch.special.softmax(x, -1),
+        "torch.log_softmax": lambda: torch.log_softmax(x, -1),
+        "torch.nn.functional.log_softmax": lambda: F.log_softmax(x, -1),
+        "torch.Tensor.log_softmax": lambda: x.log_softmax(-1),
+        "torch.special.log_softmax": lambda: torch.special.log_softmax(x, -1),
+        "torch.nn.functional.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(q, q, q),
+        "torch.nn.functional.multi_head_attention_forward": lambda: nn.MultiheadAttention(4, 1, batch_first=True).train()(x, x, x),
+        "torch.layer_norm": lambda: torch.layer_norm(x, (4,)),
+        "torch.nn.functional.layer_norm": lambda: F.layer_norm(x, (4,)),
+        "torch.native_layer_norm": lambda: torch.native_layer_norm(x, (4,), None, None, 1e-5),
+        "torch.nn.functional.gelu": lambda: F.gelu(x),
+        "torch._C._nn.gelu": lambda: torch._C._nn.gelu(x),
+        "torch.nn.functional.group_norm": lambda: F.group_norm(x, 1),
+        "torch.group_norm": lambda: torch.group_norm(x, 1),
+        "torch.nn.functional.rms_norm": lambda: F.rms_norm(x, (4,)),
+        "torch.rms_norm": lambda: torch.rms_norm(x, (4,)),
+        "torch.nn.functional.cross_entropy": lambda: F.cross_entropy(logits, t),
+        "torch.nn.functional.nll_loss": lambda: F.nll_loss(F.log_softmax(logits, -1), t),
+        "torch.nn.utils.clip_grad_norm_": lambda: torch.nn.utils.clip_grad_norm_([p], 1.0),
+        "torch.nn.utils.clip_grad_norm": lambda: torch.nn.utils.clip_grad_norm([p], 1.0),
+        "torch.nn.utils.clip_grads_with_norm_": lambda: torch.nn.utils.clip_grads_with_norm_([p], 1.0, torch.tensor(2.0)),
+        "torch.nn.utils.get_total_norm": lambda: torch.nn.utils.get_total_norm([p.grad]),
+    }
+
+
+def test_every_forbidden_api_is_refused_on_any_thread_and_only_while_refused():
+    import threading
+    import warnings
+
+    from harness import manifest
+    from harness.worker.guard import Guard
+
+    calls = _forbidden_calls()
+    for ex in manifest.load():
+        for name in ex.forbidden:
+            assert name in calls, f"exercise {ex.id} forbids {name}: add a call of it to _forbidden_calls"
+        if not ex.forbidden:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            guard = Guard(ex.id, ex.forbidden, ex.forbidden_kernels, ex.forbidden_modules).install()
+            try:
+                for name in ex.forbidden:
+                    with pytest.raises(RuntimeError, match="asks you to write this yourself"):
+                        calls[name]()
+                    caught = []
+
+                    def on_a_thread():
+                        try:
+                            calls[name]()
+                        except RuntimeError as e:
+                            caught.append(str(e))
+
+                    thread = threading.Thread(target=on_a_thread)
+                    thread.start()
+                    thread.join()
+                    assert caught and "asks you to write this yourself" in caught[0], f"{ex.id}: {name} on a thread"
+            finally:
+                guard.uninstall()
+            for name in ex.forbidden:
+                calls[name]()  # the grader's own torch works again
