@@ -15,6 +15,9 @@ import regex
 from .pretokenize import ENDOFTEXT, GPT2_PATTERN
 
 
+NOT_A_TOKEN = 1 << 62  # a rank larger than any token's: "this pair is not in the vocabulary"
+
+
 class Tokenizer:
     """Byte-level BPE with GPT-2's pre-tokenization and tiktoken's merge rule.
 

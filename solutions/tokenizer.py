@@ -15,6 +15,9 @@ import regex
 from .pretokenize import ENDOFTEXT, GPT2_PATTERN
 
 
+NOT_A_TOKEN = 1 << 62  # a rank larger than any token's: "this pair is not in the vocabulary"
+
+
 class Tokenizer:
     """Byte-level BPE with GPT-2's pre-tokenization and tiktoken's merge rule.
 
@@ -91,17 +94,23 @@ class Tokenizer:
         ids = self.cache.get(chunk)
         if ids is not None:
             return ids
+        ranks = self.ranks
         parts = [chunk[i : i + 1] for i in range(len(chunk))]
-        while len(parts) > 1:
-            best, best_rank = -1, None
-            for i in range(len(parts) - 1):
-                rank = self.ranks.get(parts[i] + parts[i + 1])
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best, best_rank = i, rank
-            if best_rank is None:
+        # pair_ranks[i] is the rank of parts[i] + parts[i + 1] (NOT_A_TOKEN when it is none): a merge
+        # changes only its two neighbours, so a long chunk costs one min() per merge, not a rescan
+        pair_ranks = [ranks.get(chunk[i : i + 2], NOT_A_TOKEN) for i in range(len(chunk) - 1)]
+        while pair_ranks:
+            best_rank = min(pair_ranks)
+            if best_rank == NOT_A_TOKEN:
                 break
-            parts[best : best + 2] = [parts[best] + parts[best + 1]]
-        ids = [self.ranks[p] for p in parts]
+            i = pair_ranks.index(best_rank)  # the leftmost of the lowest rank, as tiktoken merges
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            del pair_ranks[i]
+            if i > 0:
+                pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], NOT_A_TOKEN)
+            if i < len(pair_ranks):
+                pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], NOT_A_TOKEN)
+        ids = [ranks[p] for p in parts]
         self.cache[chunk] = ids
         return ids
         # END SOLUTION
