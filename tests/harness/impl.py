@@ -83,7 +83,7 @@ class WorkerBackend:
 
     def prepare(self, exercises: list[Exercise]) -> None:
         """Start the worker hosts these exercises will need, side by side."""
-        self.runner.prepare([tuple(e.forbidden_modules) for e in exercises])
+        self.runner.prepare([(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
 
     def close(self) -> None:
         self.runner.close()
@@ -199,6 +199,7 @@ class Impl:
         returns: str = "tensor",
         then: list[tuple] | None = None,
         substitute=(),
+        device: str | None = None,
         **kwargs: Any,
     ) -> Result:
         """Call ``module.function(*args, **kwargs)`` in the tree under test.
@@ -213,10 +214,12 @@ class Impl:
         order, and returns their plain results in ``Result.then``; ``$len``, ``$list`` (args:
         (limit,)), ``$getitem`` and ``$attr`` are pseudo-methods. ``substitute=("layers",)``
         imports the target with those modules replaced by the harness's reference parts.
+        ``device="meta"`` makes the call under ``torch.device("meta")``: a module built there
+        allocates no memory (what it returns cannot be sent back; its methods' results can).
         """
         module, name = _split(target)
         spec: dict[str, Any] = {"probe": "call", "module": module, "target": name, "grad_wrt": [str(k) for k in grad_wrt],
-                                "substitute": sorted(substitute)}
+                                "substitute": sorted(substitute), "device": device}
         if returns == "data":
             spec["returns"] = "data"
         values: dict[str, Any] = {"args": list(args), "kwargs": kwargs}

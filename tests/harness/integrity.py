@@ -127,13 +127,24 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return out
 
 
-def _code_tokens(tree: Path):
+_TOKENS: dict[tuple, list] = {}
+
+
+def _code_tokens(tree: Path) -> list:
     """``(where, token, bare)`` for each NAME and STRING token of the tree's .py files, where is
     ``file:line`` and ``bare`` marks a string standing alone as a statement (a docstring).
-    Comments are not tokens of these kinds; files that do not tokenize are skipped."""
-    for path in sorted(tree.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
+    Comments are not tokens of these kinds; files that do not tokenize are skipped. Read once per
+    state of the files (the checks of a grade ask for them many times)."""
+    paths = sorted(p for p in tree.rglob("*.py") if "__pycache__" not in p.parts)
+    key = (str(tree), tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    if key not in _TOKENS:
+        _TOKENS.clear()
+        _TOKENS[key] = list(_read_tokens(tree, paths))
+    return _TOKENS[key]
+
+
+def _read_tokens(tree: Path, paths: list[Path]):
+    for path in paths:
         try:
             tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
         except (tokenize.TokenError, SyntaxError, OSError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +27,7 @@ class Exercise:
     forbidden_modules: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    worker_imports: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -60,7 +60,12 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
             if dep not in seen:
                 raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
         seen |= {raw["id"], raw["slug"]}
-        known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout"}
+        known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout",
+                                 "worker_imports"}
+        unknown = sorted(set(raw) - known)
+        if unknown:  # a misspelt key would otherwise switch its setting off without a word
+            raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']} has the unknown key(s) {', '.join(unknown)}; "
+                                f"the keys are: {', '.join(sorted(known))}")
         exercises.append(
             Exercise(
                 id=raw["id"],
@@ -75,7 +80,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 forbidden_modules=tuple(raw.get("forbidden_modules", [])),
                 hints=tuple(raw.get("hints", [])),
                 timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
-                extra={k: v for k, v in raw.items() if k not in known},
+                worker_imports=tuple(raw.get("worker_imports", [])),
             )
         )
     ids = [e.id for e in exercises]

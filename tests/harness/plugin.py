@@ -13,10 +13,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -127,11 +129,26 @@ class Kata:
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
         self.sandbox, self.sandbox_reason = self._choose_sandbox()
+        if config.option.grade and not self.in_process:
+            # the worker hosts import torch while this process takes its snapshots and collects the
+            # checks (no code of the tree runs before the first check)
+            self.get_backend([e for e in manifest.load() if not self.selected or e.id in self.selected])
         # Before any of the tree's code runs: what the grader's files and its environment look
         # like, the expected outputs in memory, and whether the tree's source reaches for the
         # guard's off switch.
         self.void: list[str] = []
         self.snapshot = integrity.snapshot()
+        # The environment is read on a thread (stat calls leave the interpreter free) while this
+        # one collects the checks; ``environment_checked`` waits for it before any code of the tree runs.
+        self.environment: dict = {}
+        self.environment_status = "not read"
+        self._environment_thread = threading.Thread(target=self._check_environment, daemon=True)
+        self._environment_thread.start()
+        reference.preload()
+        self.hatches = integrity.escape_hatches(self.tree)
+        self.loader_hatches = integrity.loader_hatches(self.tree)
+
+    def _check_environment(self) -> None:
         self.environment = environment.signature()
         recorded = environment.read_record()
         self.environment_status = "recorded" if recorded is not None else "no record (not made by nox)"
@@ -142,9 +159,10 @@ class Kata:
             why = f"an earlier grade saw it change ({earlier})" if earlier else f"{'; '.join(changed)}"
             self.void.append(f"the environment {sys.prefix} changed since it was built: {why}; {environment.REBUILD}")
             environment.taint(why)
-        reference.preload()
-        self.hatches = integrity.escape_hatches(self.tree)
-        self.loader_hatches = integrity.loader_hatches(self.tree)
+
+    def environment_checked(self) -> None:
+        """The environment as it was before any code of the tree ran (see ``_check_environment``)."""
+        self._environment_thread.join()
 
     def _choose_sandbox(self):
         opt = self.config.option
@@ -172,7 +190,9 @@ class Kata:
         self._sandbox_fell_through()
         return self.sandbox.describe() if self.sandbox is not None else f"none ({self.sandbox_reason})"
 
-    def get_backend(self):
+    def get_backend(self, exercises: list[manifest.Exercise] | None = None):
+        """The backend of this run, made on first use; ``exercises`` (by default those collected)
+        tell the worker backend which hosts to start at once."""
         if self.backend is None:
             if self.in_process:
                 self.backend = InProcessBackend(self.tree)
@@ -180,7 +200,7 @@ class Kata:
                 echo = self.config.option.capture == "no"
                 self.start_watchdog()
                 self.backend = WorkerBackend(self.tree, echo=echo, sandbox=self.sandbox, require_sandbox=self.require_sandbox)
-                self.backend.prepare([o.exercise for o in self.outcomes.values()])
+                self.backend.prepare(exercises if exercises is not None else [o.exercise for o in self.outcomes.values()])
         return self.backend
 
     def start_watchdog(self) -> None:
@@ -242,6 +262,21 @@ def pytest_configure(config: pytest.Config) -> None:
         write_report(kata, Path(config.option.report), unfinished=True)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A grade reads only the graded test files of the exercises it grades (collecting the rest,
+    the harness's own tests included, would cost a second for nothing)."""
+    if not config.option.grade:
+        return None
+    path = Path(collection_path)
+    if path.is_dir():
+        return True if path.name in ("meta", "integration", "bench", "harness") else None
+    match = re.fullmatch(r"test_(\d\d)_\w+\.py", path.name)
+    if path.suffix == ".py" and not match:
+        return True
+    selected = _kata(config).selected
+    return True if match and selected and match.group(1) not in selected else None
+
+
 def _exercise_of(item: pytest.Item) -> manifest.Exercise | None:
     module = getattr(item, "module", None)
     eid = getattr(module, "EXERCISE", None)
@@ -301,6 +336,7 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
     elif kata.loader_hatches and (ex.forbidden or ex.forbidden_kernels or ex.forbidden_modules):
         refused = (f"exercise {ex.id} forbids built-ins or packages, and the grader checks that while your code runs; your code "
                    f"loads code in a way that would go around that check: {kata.loader_hatches[0]}")
+    kata.environment_checked()
     return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
 
 
@@ -416,12 +452,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Nothing the grade started may outlive it: a process the tree left, even in a session of its
     # own, has come back to this process (a child subreaper) and is killed here.
     _kill_descendants(exclude=kata.watchdog.pid if kata.watchdog is not None else None)
+    kata.environment_checked()
+    kata._sandbox_fell_through()
     outcomes = kata.graded()
     if outcomes:
         changed = integrity.changes(kata.snapshot, integrity.snapshot())
         if changed:
             kata.void.append(f"the grader's own files changed while it ran: {'; '.join(changed[:5])}")
-        changed = environment.changes(kata.environment, environment.signature())
+        # in the sandbox the worker saw the environment read-only: only without one can it have changed
+        changed = environment.changes(kata.environment, environment.signature()) if kata.sandbox is None else []
         if changed:
             kata.void.append(f"the environment {sys.prefix} changed while the grade ran ({'; '.join(changed)}): "
                              f"{environment.REBUILD}")

@@ -192,7 +192,7 @@ class Session:
 class _ForkHost:
     """A host process (in the sandbox, where there is one) that forks one child per exercise."""
 
-    def __init__(self, runner: "Runner", hide: tuple[str, ...]):
+    def __init__(self, runner: "Runner", hide: tuple[str, ...], imports: tuple[str, ...] = ()):
         self.runner = runner
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         box = runner.sandbox
@@ -205,6 +205,8 @@ class _ForkHost:
             tree, scratch = sandboxing.TREES / runner.tree.name, sandboxing.SCRATCH
         argv = [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
                 "--scratch", str(scratch), "--control", str(theirs.fileno())] + (["--sandboxed"] if box is not None else [])
+        for module in imports:
+            argv += ["--import", module]
         env = runner.environment(scratch)
         if box is not None:
             argv = box.command(argv, runner.tree, hide=_module_paths(hide), env=env)
@@ -348,7 +350,7 @@ class _ForkHost:
 class _SpawnHost:
     """One fresh process per exercise (where fork is not safe or not there)."""
 
-    def __init__(self, runner: "Runner", hide: tuple[str, ...]):
+    def __init__(self, runner: "Runner", hide: tuple[str, ...], imports: tuple[str, ...] = ()):
         self.runner, self.proc, self.session, self.scratch = runner, None, None, None
         self.torch_version = None
 
@@ -478,13 +480,16 @@ class Runner:
             base.pop(key, None)
         return base
 
-    def prepare(self, views: list[tuple[str, ...]]) -> None:
-        """Start the hosts these views of the sandbox need, side by side (each imports torch)."""
-        for hide in dict.fromkeys(tuple(sorted(v)) for v in views):
-            key = hide if self.sandbox is not None else ()
+    def prepare(self, needs: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> None:
+        """Start the hosts that these ``(packages left out, modules to import)`` pairs, one per
+        exercise, call for, side by side: each imports torch, and the modules its exercises need."""
+        hosts: dict[tuple[str, ...], set[str]] = {}
+        for hide, imports in needs:
+            hosts.setdefault(tuple(sorted(hide)) if self.sandbox is not None else (), set()).update(imports)
+        for key, imports in hosts.items():
             if key not in self.hosts:
                 try:
-                    self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key)
+                    self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key, tuple(sorted(imports)))
                 except (OSError, WorkerLost):
                     pass  # the first probe that needs it tries again, and reports
 
@@ -535,7 +540,9 @@ class Runner:
             self.current = None
 
     def close(self) -> None:
-        self.end_session()
+        """End every process of the grade at once: a host dies with everything below it (in the
+        sandbox its PID namespace goes; without it, every child has the host as death signal)."""
+        self.current = None
         for host in self.hosts.values():
-            host.close()
+            host.kill()
         self.hosts.clear()

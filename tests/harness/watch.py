@@ -33,7 +33,7 @@ def grade(tree: str, exercises: list[manifest.Exercise], extra: list[str]) -> li
         report = Path(tmp) / "report.json"
         selection = [arg for e in exercises for arg in ("--exercise", e.id)]
         cmd = [sys.executable, "-m", "pytest", "-c", str(manifest.ROOT / "pyproject.toml"), "--rootdir", str(manifest.ROOT),
-               str(manifest.ROOT / "tests"), "--grade", "-q", "--impl", tree, "--report", str(report), *selection, *extra]
+               str(manifest.ROOT / "tests"), "--grade", "-q", "--assert=plain", "--impl", tree, "--report", str(report), *selection, *extra]
         subprocess.run(cmd, cwd=manifest.ROOT, capture_output=True, text=True)
         try:
             data = json.loads(report.read_text(encoding="utf-8"))

@@ -2,7 +2,7 @@
 
 Started by the grader (``runner.py``), inside the sandbox where there is one. Two modes:
 
-``host.py --tree DIR --scratch DIR --control FD [--sandboxed]`` (Linux). The host imports torch once, then
+``host.py --tree DIR --scratch DIR --control FD [--sandboxed] [--import MODULE ...]`` (Linux). The host imports torch once, then
 waits on the control socket (``AF_UNIX``, ``SOCK_SEQPACKET``). For each ``session`` request it
 receives two new sockets from the grader (the session's protocol and its output) and forks a
 child for that exercise. The child installs the exercise's refusals, then serves probes on its
@@ -193,14 +193,22 @@ def _wait(control: socket.socket, pid: int) -> int:
             return status
 
 
-def host(control_fd: int, tree: str, scratch: Path, sandboxed: bool) -> None:
+def host(control_fd: int, tree: str, scratch: Path, sandboxed: bool, imports: list[str] = ()) -> None:
     control = socket.socket(fileno=control_fd)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    import importlib
+
     import numpy  # noqa: F401  (once, before the first fork)
     import torch
 
     from harness.worker import probes, processes  # noqa: F401  (all the host will run, before any exercise)
+
+    for module in imports:  # what the exercises' checks would otherwise import in every child
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
     control.send(json.dumps({"status": "ready", "torch": torch.__version__, "subreaper": subreaper}).encode())
     while True:
@@ -239,7 +247,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the directory that holds harness/
     os.environ["TMPDIR"] = value("--scratch")
     if "--control" in args:
-        host(int(value("--control")), value("--tree"), Path(value("--scratch")), "--sandboxed" in args)
+        imports = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--import"]
+        host(int(value("--control")), value("--tree"), Path(value("--scratch")), "--sandboxed" in args, imports)
         return
     # spawn mode: one session on stdin/stdout
     proto_in = os.fdopen(os.dup(0), "rb")

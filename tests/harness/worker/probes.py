@@ -14,6 +14,7 @@ anything: the grader does that, in a process the tree never ran in. Three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from pathlib import Path
@@ -115,7 +116,9 @@ def probe_call(tree: Tree, spec: dict, args: list, kwargs: dict, extra: dict) ->
     wrt = [args[int(k)] if k.isdigit() else kwargs[k] for k in spec.get("grad_wrt", [])]
     for t in wrt:
         t.requires_grad_(True)
-    out = _learner_call(tree, fn, args, kwargs)
+    device = torch.device(spec["device"]) if spec.get("device") else contextlib.nullcontext()
+    with device:  # "meta": modules built without memory (a parameter count of GPT-2 small, say)
+        out = _learner_call(tree, fn, args, kwargs)
     what = f"{spec['target']}(...)"
     if "then" in extra:
         results = []
