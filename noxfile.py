@@ -151,7 +151,7 @@ def reference(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory targets, measured (never asserted in the tests): tests/bench/bench_*.py."""
-    py = kata_env(session, extras=("reference", "train"))
+    py = kata_env(session, extras=("reference", "train", "watch"))
     scripts = sorted((ROOT / "tests" / "bench").glob("bench_*.py"))
     if session.posargs:
         scripts = [s for s in scripts if any(arg in s.stem for arg in session.posargs)]

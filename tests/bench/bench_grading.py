@@ -1,20 +1,26 @@
-"""What the worker boundary and the sandbox cost.
+"""What the worker boundary and the sandbox cost, and how fast a learner hears back.
 
 - one small probe's round trip, through a worker process (sandboxed where bubblewrap runs) and
   in-process;
 - the full graded suite on solutions/, whole pytest runs: sandboxed, unsandboxed
-  (``--no-sandbox``) and in-process, alternating, median of three each, in one run.
+  (``--no-sandbox``) and in-process, alternating, median of three each, in one run;
+- one exercise graded (``--exercise 01``, as ``nox -s grade -- 01``), median of five;
+- watch mode: from saving a file of the tree to its exercise's line on the screen, median of five.
 
-Targets (issue 11): the sandboxed suite at most 15% slower than the unsandboxed one.
+Targets: the sandboxed suite at most 15% slower than the unsandboxed one (issue 11); the full grade
+within 20 s, one exercise within 3 s, watch within 2 s (issue 12). nox adds about 0.2 s to a grade.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,6 +39,49 @@ def suite(*extra: str) -> float:
     if proc.returncode != 0:
         sys.exit(f"the graded suite failed on solutions/ ({' '.join(extra)}):\n{proc.stdout[-2000:]}")
     return seconds
+
+
+def one_exercise(runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
+                        str(ROOT / "tests"), "--grade", "-q", "--assert=plain", "--exercise", "01", "--impl", "solutions"],
+                       cwd=ROOT, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def watch_latency(runs: int = 5) -> float | None:
+    """Seconds from a saved change of layers.py to exercise 02's line, with watch running."""
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(ROOT / "solutions", tree, ignore=shutil.ignore_patterns("__pycache__"))
+        out = Path(tmp) / "watch.log"
+        with open(out, "w") as log:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "harness" / "watch.py"), "--impl", str(tree)],
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            while "watching" not in out.read_text():
+                time.sleep(0.1)
+            time.sleep(5)  # the hosts for the first save
+            times = []
+            for k in range(runs):
+                seen = len(out.read_text())
+                layers = tree / "layers.py"
+                start = time.perf_counter()
+                layers.write_text(layers.read_text() + f"\n# saved {k}\n")
+                while "02  LayerNorm" not in out.read_text()[seen:]:
+                    time.sleep(0.01)
+                times.append(time.perf_counter() - start)
+                time.sleep(5)  # the hosts for the next save
+            return statistics.median(times)
+        finally:
+            proc.kill()
 
 
 def probe_latency(backend, n: int = 200) -> float:
@@ -73,6 +122,16 @@ def main() -> None:
     if "sandboxed" in medians:
         ratio = medians["sandboxed"] / medians["unsandboxed"]
         print(f"the sandbox costs {100 * (ratio - 1):+.1f}% (target: at most +15%) -> {'met' if ratio <= 1.15 else 'NOT met'}")
+    full = medians.get("sandboxed", medians["unsandboxed"])
+    print(f"full grade of the solutions: {full:.1f} s (target: within 20 s) -> {'met' if full <= 20 else 'NOT met'}")
+    one = one_exercise()
+    print(f"one exercise (--exercise 01), median of 5: {one:.2f} s (target: within 3 s) -> {'met' if one <= 3 else 'NOT met'}")
+    watched = watch_latency()
+    if watched is None:
+        print("watch: not measured (watchfiles is not installed: nox -s watch installs it)")
+    else:
+        print(f"watch, from saving layers.py to 02's line, median of 5: {watched:.2f} s (target: within 2 s) -> "
+              f"{'met' if watched <= 2 else 'NOT met'}")
 
 
 if __name__ == "__main__":

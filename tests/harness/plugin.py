@@ -25,17 +25,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import torch
 
-from . import environment, integrity, manifest, reference
+from . import manifest, runner
 from . import sandbox as sandboxing
-from .failures import GradingFailure
-from .impl import Impl, InProcessBackend, WorkerBackend
-from .worker import processes
-
-DEFAULT_GRADE_TIMEOUT = 1800.0
 
 NAMED_TREES = ("exercises", "solutions")
+
+
+def _early_start(argv: list[str]) -> None:
+    """A grade's worker hosts, started from the command line before this process imports torch
+    (each host imports it too, side by side); the Runner adopts them. Anything unusual on the
+    command line leaves them to the Runner, which then starts its own."""
+    def values(name: str) -> list[str]:
+        out = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
+        return out + [a.split("=", 1)[1] for a in argv if a.startswith(name + "=")]
+
+    if "--grade" not in argv or "--in-process" in argv:
+        return
+    impl = (values("--impl") or ["exercises"])[-1]
+    tree = (manifest.ROOT / impl if impl in NAMED_TREES else Path(impl).expanduser()).resolve()
+    if not tree.is_dir():
+        return
+    selected = {manifest.lookup(x).id for arg in values("--exercise") for x in arg.split(",") if x}
+    memory = values("--worker-memory")
+    if memory:
+        os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
+    box = None if "--no-sandbox" in argv else sandboxing.find()[0]
+    exercises = [e for e in manifest.load() if not selected or e.id in selected]
+    runner.prestart(tree, box, [(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
+
+
+try:
+    _early_start(sys.argv[1:])
+except Exception:  # an argument the plugin will refuse with a proper message later
+    pass
+
+import torch  # noqa: E402  (after the hosts have started)
+
+from . import environment, integrity, reference  # noqa: E402
+from .failures import GradingFailure  # noqa: E402
+from .impl import Impl, InProcessBackend, WorkerBackend  # noqa: E402
+from .worker import processes  # noqa: E402
+
+DEFAULT_GRADE_TIMEOUT = 1800.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -150,10 +182,13 @@ class Kata:
 
     def _check_environment(self) -> None:
         self.environment = environment.signature()
-        recorded = environment.read_record()
-        self.environment_status = "recorded" if recorded is not None else "no record (not made by nox)"
+        expected = environment.recorded_digest()
+        recorded = None if expected == environment.digest(self.environment) else environment.read_record()
+        self.environment_status = "recorded" if expected is not None or recorded is not None else "no record (not made by nox)"
         earlier = environment.tainted()
         changed = environment.changes(recorded, self.environment) if recorded is not None else []
+        if recorded is not None and expected is not None and not changed:
+            changed = ["the record's digest does not match its files: the record itself was changed"]
         if earlier or changed:
             self.environment_status = "changed since it was built"
             why = f"an earlier grade saw it change ({earlier})" if earlier else f"{'; '.join(changed)}"

@@ -15,6 +15,7 @@ Elsewhere (macOS, Windows, ``KATA_WORKER_START=spawn``) each exercise gets a fre
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -451,6 +452,52 @@ def _module_paths(names: tuple[str, ...]) -> list[Path]:
     return out
 
 
+# Hosts started before the Runner that will adopt them: by the plugin before the grader imports
+# torch, or by watch's warm process before each grade. Keyed by what makes two hosts alike.
+_PRESTARTED: dict[tuple, "_ForkHost"] = {}
+
+
+def _host_key(tree: Path, box, memory: str, hide: tuple[str, ...], imports: tuple[str, ...]) -> tuple:
+    return (str(tree), box.describe() if box is not None else None, memory, hide, imports)
+
+
+def _group(needs, sandboxed: bool) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """``(packages left out, modules to import)`` per exercise -> the hosts they call for."""
+    hosts: dict[tuple[str, ...], set[str]] = {}
+    for hide, imports in needs:
+        hosts.setdefault(tuple(sorted(hide)) if sandboxed else (), set()).update(imports)
+    return {hide: tuple(sorted(imports)) for hide, imports in hosts.items()}
+
+
+def prestart(tree: Path, box, needs) -> None:
+    """Start, ahead of the grade, the Linux hosts a Runner for ``tree`` and ``box`` will adopt."""
+    if not sys.platform.startswith("linux") or os.environ.get("KATA_WORKER_START", "fork") != "fork":
+        return
+    runner = Runner(tree, sandbox=box)
+    memory = os.environ.get("KATA_WORKER_MEMORY_GB", "16")
+    for hide, imports in _group(needs, box is not None).items():
+        key = _host_key(tree, box, memory, hide, imports)
+        host = _PRESTARTED.get(key)
+        if host is None or not host.alive():
+            _PRESTARTED[key] = _ForkHost(runner, hide, imports)
+
+
+def _adopt(key: tuple):
+    """A prestarted host like ``key``'s that has imported at least ``key``'s modules, or None."""
+    *alike, imports = key
+    for other in list(_PRESTARTED):
+        if list(other[:-1]) == alike and set(imports) <= set(other[-1]):
+            return _PRESTARTED.pop(other)
+    return None
+
+
+@atexit.register
+def _kill_prestarted() -> None:
+    for host in _PRESTARTED.values():
+        host.kill()
+    _PRESTARTED.clear()
+
+
 class Runner:
     """The worker processes of one grade, one exercise at a time."""
 
@@ -483,15 +530,18 @@ class Runner:
     def prepare(self, needs: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> None:
         """Start the hosts that these ``(packages left out, modules to import)`` pairs, one per
         exercise, call for, side by side: each imports torch, and the modules its exercises need."""
-        hosts: dict[tuple[str, ...], set[str]] = {}
-        for hide, imports in needs:
-            hosts.setdefault(tuple(sorted(hide)) if self.sandbox is not None else (), set()).update(imports)
-        for key, imports in hosts.items():
-            if key not in self.hosts:
-                try:
-                    self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key, tuple(sorted(imports)))
-                except (OSError, WorkerLost):
-                    pass  # the first probe that needs it tries again, and reports
+        memory = os.environ.get("KATA_WORKER_MEMORY_GB", "16")
+        for key, imports in _group(needs, self.sandbox is not None).items():
+            if key in self.hosts:
+                continue
+            adopted = _adopt(_host_key(self.tree, self.sandbox, memory, key, imports))
+            if adopted is not None and adopted.alive() and self.start == "fork":
+                adopted.runner, self.hosts[key] = self, adopted
+                continue
+            try:
+                self.hosts[key] = (_ForkHost if self.start == "fork" else _SpawnHost)(self, key, imports)
+            except (OSError, WorkerLost):
+                pass  # the first probe that needs it tries again, and reports
 
     def _host(self, hide: tuple[str, ...]):
         key = hide if self.sandbox is not None else ()
