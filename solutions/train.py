@@ -1,10 +1,14 @@
 """Train a small GPT from scratch, end to end (glue, not an exercise).
 
-    python -m solutions.train                          # or: nox -s train
-    python -m solutions.train --data my.txt --steps 2000 --emb-dim 256 --n-layers 6
-    python -m solutions.train --resume out/train/ckpt.pt --steps 1500     # go on, to step 1500
-    python -m torch.distributed.run --standalone --nproc_per_node 2 -m solutions.train   # nox -s train -- --nproc 2
-    python -m solutions.sample out/train/ckpt.pt "The "                    # or: nox -s generate -- "The "
+    python -m <tree>.train                          # or: nox -s train
+    python -m <tree>.train --data my.txt --steps 2000 --emb-dim 256 --n-layers 6
+    python -m <tree>.train --resume out/train/ckpt.pt --steps 1500     # go on, to step 1500
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m <tree>.train   # nox -s train -- --nproc 2
+    python -m <tree>.sample out/train/ckpt.pt "The "                    # or: nox -s generate -- "The "
+
+``<tree>`` is ``exercises`` (yours, once its exercises are done) or ``solutions`` (the reference,
+where it is present); ``nox -s train`` and ``nox -s generate`` take it as ``-- --impl <tree>``
+(default: solutions).
 
 Everything the course built meets here: the text is tokenized with a byte-level BPE that
 ``bpe.train_bpe`` (04) learns on the training text itself, wrapped by ``tokenizer.Tokenizer``
