@@ -20,6 +20,12 @@ accumulation, mixed precision, clipping), with ``--grad-checkpointing`` through
 with ``generate.generate`` (10), and the run is saved and resumed with ``resume`` (17). Under
 ``torchrun`` it trains data-parallel with ``distributed`` (18).
 
+``run`` is the program as a sequence of named steps, in the order nanoGPT's ``train.py`` reads: the
+data (tokenizer, ids, train/validation split), the model, the optimizer, the run's state (new, or
+from ``--resume``), then ``train``, the loop, which calls ``evaluate`` and ``checkpoint`` (the
+checkpoint and the plot). What the steps share is passed to them: ``Setup``, the parts made before
+the loop, and ``RunState``, what the loop changes and the checkpoint keeps.
+
 The default corpus is offline and ships with Python: the text of CPython's ``pydoc_data.topics``
 (the help pages of the language reference, about 465 KB), the topics joined in sorted order. The
 first 90% of its tokens are for training, the last 10% for validation.
@@ -265,7 +271,192 @@ def read_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     return text[: args.max_chars] if args.max_chars else text
 
 
-# --- the run ----------------------------------------------------------------------------------
+# --- the program ------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    wall_start = time.perf_counter()
+    args, parser, extra = parse_args(argv)
+    text = read_text(parser, args)
+
+    # Where to run: under torchrun (WORLD_SIZE set) through distributed.py, else on --device.
+    if "WORLD_SIZE" in os.environ:
+        if args.device == "mps":
+            parser.error("--device mps: data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl)")
+        if args.batch_size % int(os.environ["WORLD_SIZE"]):
+            parser.error(f"--batch-size {args.batch_size} must be a multiple of the {os.environ['WORLD_SIZE']} processes")
+        info = setup_distributed(args.device)
+    else:
+        try:
+            info = DistInfo(0, 0, 1, pick_device(args.device))
+        except ValueError as e:
+            parser.error(str(e))
+    try:
+        run(args, parser, extra, text, info, wall_start)
+    except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
+        raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
+                         "(`nox -s grade` shows what is left; `--impl solutions` trains with the reference)") from None
+    finally:
+        cleanup()
+
+
+def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
+    """The training program, step by step; the steps are defined below, grouped in the order they come."""
+    torch.manual_seed(args.seed)  # the initial weights (and, on one process, the dropout masks)
+
+    data = prepare_data(args, parser, extra, text)
+    raw_model = build_model(args, extra, data.tok, info.device)
+    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, info.device)
+    # fp16's small gradients underflow to zero unless the loss is scaled up first
+    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and info.device.type == "cuda" else None
+    data_gen = torch.Generator().manual_seed(args.seed)  # the data stream: its state is the position in it
+    state = RunState()
+    if args.resume:
+        state = resume_from_checkpoint(args.resume, extra, raw_model, optimizer, scaler, data_gen, info.device)
+    if info.world_size > 1:  # each process its own dropout masks (the weights come from rank 0)
+        torch.manual_seed(args.seed + 1_000_003 * state.step + info.rank)
+    model = wrap_model(torch.compile(raw_model) if args.compile else raw_model, info)
+    val_batches, train_eval_batches = estimate_batches(args, data, raw_model.cfg.context_length)
+    setup = Setup(args, info, data, raw_model, model, optimizer, scaler, data_gen, val_batches, train_eval_batches)
+
+    log_start(setup, state, len(text))
+    if state.step >= args.steps:
+        log(info, f"nothing to do: the run is at step {state.step} and --steps is {args.steps} (give a larger --steps to go on)")
+        return
+    train(setup, state)
+    finish(setup, state, wall_start)
+
+
+# --- what the steps share ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Data:
+    """The text as token ids, split 90/10, and the tokenizer that made them (``tok_state`` rebuilds it)."""
+    tok: Tokenizer
+    tok_state: dict
+    ids: np.ndarray
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    seconds: float  # making the tokenizer and encoding the text
+
+
+@dataclasses.dataclass
+class RunState:
+    """What changes as the run goes on. The checkpoint holds all but the ``start_`` fields;
+    ``--resume`` takes back the first four (the latest estimates are each session's own)."""
+    step: int = 0
+    history: dict = dataclasses.field(default_factory=lambda: {"step": [], "loss": [], "lr": []})  # every step's
+    evals: list = dataclasses.field(default_factory=list)  # every loss estimate's: step, tokens, train_loss, val_loss
+    train_seconds: float = 0.0  # in optimizer steps only, over every session of the run
+    train_loss: float | None = None  # the latest estimates (None until this session makes one)
+    val_loss: float | None = None
+    start_step: int = 0  # where this session's training began: tokens/s counts from there
+    start_seconds: float = 0.0
+
+    def tokens_per_second(self, tokens_per_step: int) -> float:
+        return (self.step - self.start_step) * tokens_per_step / max(self.train_seconds - self.start_seconds, 1e-9)
+
+
+@dataclasses.dataclass
+class Setup:
+    """The run's parts, made before the loop; the loop's steps take them as their first argument.
+    The parts stay, their contents move on (the weights, the optimizer's state, the data stream)."""
+    args: argparse.Namespace
+    info: DistInfo
+    data: Data
+    raw_model: GPTModel  # the module itself: what is saved, evaluated and sampled
+    model: torch.nn.Module  # what trains: raw_model, compiled (--compile), wrapped for data parallelism (torchrun)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    data_gen: torch.Generator
+    val_batches: list
+    train_eval_batches: list
+
+    @property
+    def cfg(self) -> GPTConfig:
+        return self.raw_model.cfg
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.args.batch_size * self.args.grad_accum * self.cfg.context_length
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.args.amp]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+
+def log(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(message)
+
+
+# --- the data ---------------------------------------------------------------------------------
+
+def prepare_data(args, parser: argparse.ArgumentParser, extra: dict | None, text: str) -> Data:
+    """The tokenizer, the text's token ids, and their split: the first 90% to train on, the rest to validate."""
+    start = time.perf_counter()
+    tok, tok_state = make_tokenizer(args, parser, extra, text)
+    ids = np.array(tok.encode(text, allowed_special="all"), dtype=np.int64)
+    seconds = time.perf_counter() - start
+
+    # Split by tokens; each part must hold at least one window and its target.
+    n_train = int(0.9 * len(ids))
+    train_ids, val_ids = ids[:n_train], ids[n_train:]
+    need = args.context_length + 1
+    if len(val_ids) < need:
+        parser.error(f"the text is too short: {len(ids)} tokens, so {len(val_ids)} for validation (the last 10%), "
+                     f"but --context-length {args.context_length} needs {need} in each part; give a longer text "
+                     f"(at least {math.ceil(need / 0.1)} tokens) or a shorter --context-length")
+    return Data(tok, tok_state, ids, train_ids, val_ids, seconds)
+
+
+def make_tokenizer(args, parser: argparse.ArgumentParser, extra: dict | None, text: str) -> tuple[Tokenizer, dict]:
+    """The tokenizer and its state: from the checkpoint when resuming, else trained (BPE) or read (GPT-2)."""
+    if extra is not None:
+        tok_state = extra["tokenizer"]
+        try:
+            tok = tokenizer_from_state(tok_state, args.ranks)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--resume {args.resume}: {e}")
+    elif args.tokenizer == "gpt2":
+        tok_state = tokenizer_state(ranks=str(Path(args.ranks).resolve()))
+        tok = tokenizer_from_state(tok_state)
+    else:
+        # Trained on the training part of the text only (its first 90%), so that the validation
+        # text is new to the tokenizer too.
+        vocab, merges = train_bpe(text[: int(0.9 * len(text))], args.vocab_size)
+        tok_state = tokenizer_state(vocab, merges)
+        tok = tokenizer_from_state(tok_state)
+    return tok, tok_state
+
+
+def estimate_batches(args, data: Data, context_length: int) -> tuple[list, list]:
+    """The fixed batches of the loss estimates, validation and train, drawn once from generators of
+    their own: successive estimates are comparable, and the data stream is left alone."""
+    def draw(ids: np.ndarray, seed: int) -> list:
+        return [get_batch(ids, args.batch_size, context_length, torch.Generator().manual_seed(seed + i))
+                for i in range(args.eval_batches)]
+
+    return draw(data.val_ids, args.seed + 1), draw(data.train_ids, args.seed + 10_001)
+
+
+# --- the model and the optimizer --------------------------------------------------------------
+
+def build_model(args, extra: dict | None, tok: Tokenizer, device: torch.device) -> GPTModel:
+    """A new GPTModel of the options' shape (the checkpoint's, when resuming: its weights are loaded later)."""
+    cfg = GPTConfig(vocab_size=vocab_size_of(tok), context_length=args.context_length, emb_dim=args.emb_dim,
+                    n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False, tie_weights=True)
+    if extra is not None:
+        cfg = GPTConfig(**extra["config"])
+    model = GPTModel(cfg).to(device)
+    model.gradient_checkpointing = args.grad_checkpointing
+    return model
+
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on the 2-D weights (matrices, embeddings) only; biases and the
@@ -276,6 +467,104 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devic
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda" or None)
+
+
+def resume_from_checkpoint(path: str, extra: dict, raw_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler | None, data_gen: torch.Generator, device: torch.device) -> RunState:
+    """Loads the weights, the optimizer's (and the scaler's) state, the random states and the data
+    stream's position from the checkpoint at ``path``; returns the run's state as it was saved."""
+    got = load_checkpoint(path, model=raw_model, optimizer=optimizer, map_location=device,
+                          scaler=scaler if extra.get("scaler") else None)
+    data_gen.set_state(got["data_state"]["generator"])
+    state = RunState(step=got["step"], evals=list(extra.get("evals", [])), train_seconds=float(extra.get("train_seconds", 0.0)))
+    if "history" in extra:
+        state.history = {k: list(v) for k, v in extra["history"].items()}
+    return state
+
+
+def log_start(setup: Setup, state: RunState, n_chars: int) -> None:
+    """The run's first lines: the data, the model, where it runs, where it resumed."""
+    data, cfg, info = setup.data, setup.cfg, setup.info
+    log(info, f"data: {n_chars:,} characters -> {len(data.ids):,} tokens "
+              f"({len(data.train_ids):,} train, {len(data.val_ids):,} validation), "
+              f"{data.tok_state['kind']} tokenizer of {cfg.vocab_size:,} tokens ({data.seconds:.1f} s)")
+    log(info, f"model: {setup.raw_model.num_parameters():,} parameters "
+              f"({cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} features, "
+              f"context {cfg.context_length}, dropout {cfg.drop_rate}); {info.world_size} process(es) on {info.device}, "
+              f"{torch.get_num_threads()} thread(s) each; {setup.tokens_per_step:,} tokens per step; amp {setup.args.amp}")
+    if state.step:
+        log(info, f"resumed from {setup.args.resume} at step {state.step}")
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def train(setup: Setup, state: RunState) -> None:
+    """Optimizer steps up to ``--steps``: a loss estimate every ``--eval-every`` steps (and before
+    the first, and after the last), a checkpoint every ``--save-every`` steps and at the end."""
+    from tqdm import tqdm
+
+    args = setup.args
+    bar = tqdm(total=args.steps, initial=state.step, disable=not setup.info.is_main, desc="train", unit="step",
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+    state.start_step, state.start_seconds = state.step, state.train_seconds
+    setup.raw_model.train()
+    if state.step == 0:
+        evaluate(setup, state)  # the loss before training: about ln(vocab_size)
+    while state.step < args.steps:
+        loss, lr = train_one_step(setup, state)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+        if not math.isfinite(loss) and setup.scaler is None:  # fp16's GradScaler skips such steps itself
+            bar.close()
+            raise SystemExit(f"the loss is {loss} at step {state.step}: lower --lr (now {args.lr}) or check --amp")
+        if state.step % args.eval_every == 0 or state.step == args.steps:
+            evaluate(setup, state)
+        if args.save_every and state.step % args.save_every == 0 and state.step != args.steps:
+            checkpoint(setup, state)
+    bar.close()
+    checkpoint(setup, state)
+
+
+def train_one_step(setup: Setup, state: RunState) -> tuple[float, float]:
+    """One optimizer step on ``--grad-accum`` micro-batches from the data stream, at the schedule's
+    learning rate; it is counted in ``state``. Returns the loss (the mean over the processes) and the learning rate."""
+    args, info = setup.args, setup.info
+    lr = learning_rate(state.step, max_lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, total_steps=args.steps)
+    for group in setup.optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    micro_batches = []
+    for _ in range(args.grad_accum):
+        # the global batch: every process draws it, and keeps its rows
+        x, y = get_batch(setup.data.train_ids, args.batch_size, setup.cfg.context_length, setup.data_gen)
+        micro_batches.append((shard(x, info).to(info.device), shard(y, info).to(info.device)))
+    loss, _grad_norm = train_step(setup.model, setup.optimizer, micro_batches, scaler=setup.scaler, amp_dtype=setup.amp_dtype,
+                                  max_norm=args.grad_clip or None)
+    if info.device.type == "cuda":
+        torch.cuda.synchronize()  # CUDA runs asynchronously: wait, so that the time is the step's
+    state.train_seconds += time.perf_counter() - t0
+    loss = mean_over_processes(loss, info)
+    state.step += 1
+    state.history["step"].append(state.step)
+    state.history["loss"].append(loss)
+    state.history["lr"].append(lr)
+    return loss, lr
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def evaluate(setup: Setup, state: RunState) -> None:
+    """Estimates the train and validation losses (kept in ``state``), logs them and, on rank 0, a sample."""
+    info, args, step = setup.info, setup.args, state.step
+    state.train_loss = estimate_loss(setup.raw_model, setup.train_eval_batches, info, setup.amp_dtype)
+    state.val_loss = estimate_loss(setup.raw_model, setup.val_batches, info, setup.amp_dtype)
+    state.evals.append({"step": step, "tokens": step * setup.tokens_per_step, "train_loss": state.train_loss, "val_loss": state.val_loss})
+    rate = state.tokens_per_second(setup.tokens_per_step)
+    log(info, f"step {step:>5} | tokens {step * setup.tokens_per_step / 1e6:6.2f}M | train {state.train_loss:.3f} | "
+              f"val {state.val_loss:.3f} (perplexity {perplexity(state.val_loss):.1f})" + (f" | {rate:,.0f} tokens/s" if rate else ""))
+    if info.is_main and args.sample_tokens > 0:
+        sample = draw_sample(setup.raw_model, setup.data.tok, args.prompt, args.sample_tokens, info.device, args.seed)
+        log(info, textwrap.indent(sample, "    | ", lambda line: True))
 
 
 def estimate_loss(model: torch.nn.Module, batches: list, info: DistInfo, amp_dtype: torch.dtype | None) -> float:
@@ -298,6 +587,24 @@ def draw_sample(model: torch.nn.Module, tok: Tokenizer, prompt: str, n_tokens: i
     out = generate(model, idx, n_tokens, model.cfg.context_length, temperature=0.8, top_k=40, generator=generator)
     model.train()
     return tok.decode(out[0].tolist())
+
+
+# --- the checkpoint and the plot --------------------------------------------------------------
+
+def checkpoint(setup: Setup, state: RunState) -> None:
+    """Rank 0 writes ``ckpt.pt`` (all that ``--resume`` and ``sample.py`` need) and ``loss.png`` under ``--out``."""
+    if not setup.info.is_main:
+        return
+    cfg, tokens_seen = setup.cfg, state.step * setup.tokens_per_step
+    save_checkpoint(setup.out / CHECKPOINT, model=setup.raw_model, optimizer=setup.optimizer, step=state.step, scaler=setup.scaler,
+                    data_state={"generator": setup.data_gen.get_state(), "tokens_seen": tokens_seen},
+                    extra={"config": dataclasses.asdict(cfg), "tokenizer": setup.data.tok_state, "args": vars(setup.args),
+                           "val_loss": state.val_loss, "train_loss": state.train_loss, "tokens_seen": tokens_seen,
+                           "train_seconds": state.train_seconds, "history": state.history, "evals": state.evals,
+                           "scaler": setup.scaler is not None})
+    plot_losses(setup.out / PLOT, state.history, state.evals, setup.tokens_per_step,
+                f"{setup.raw_model.num_parameters():,} parameters, {cfg.n_layers}x{cfg.emb_dim}, context {cfg.context_length}, "
+                f"{setup.tokens_per_step:,} tokens/step")
 
 
 def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: int, title: str) -> None:
@@ -328,191 +635,20 @@ def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: i
     plt.close(fig)
 
 
-def log(info: DistInfo, message: str) -> None:
-    if info.is_main:
-        from tqdm import tqdm
+# --- the end ----------------------------------------------------------------------------------
 
-        tqdm.write(message)
-
-
-def main(argv: list[str] | None = None) -> None:
-    wall_start = time.perf_counter()
-    args, parser, extra = parse_args(argv)
-    text = read_text(parser, args)
-
-    # Where to run: under torchrun (WORLD_SIZE set) through distributed.py, else on --device.
-    if "WORLD_SIZE" in os.environ:
-        if args.device == "mps":
-            parser.error("--device mps: data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl)")
-        if args.batch_size % int(os.environ["WORLD_SIZE"]):
-            parser.error(f"--batch-size {args.batch_size} must be a multiple of the {os.environ['WORLD_SIZE']} processes")
-        info = setup_distributed(args.device)
-    else:
-        try:
-            info = DistInfo(0, 0, 1, pick_device(args.device))
-        except ValueError as e:
-            parser.error(str(e))
-    try:
-        run(args, parser, extra, text, info, wall_start)
-    except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
-        raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
-                         "(`nox -s grade` shows what is left; `--impl solutions` trains with the reference)") from None
-    finally:
-        cleanup()
-
-
-def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
-    device = info.device
-    torch.manual_seed(args.seed)
-
-    # The tokenizer: from the checkpoint when resuming, else trained (BPE) or read (GPT-2).
-    start = time.perf_counter()
-    if extra is not None:
-        tok_state = extra["tokenizer"]
-        try:
-            tok = tokenizer_from_state(tok_state, args.ranks)
-        except (FileNotFoundError, ValueError) as e:
-            parser.error(f"--resume {args.resume}: {e}")
-    elif args.tokenizer == "gpt2":
-        tok_state = tokenizer_state(ranks=str(Path(args.ranks).resolve()))
-        tok = tokenizer_from_state(tok_state)
-    else:
-        # Trained on the training part of the text only (its first 90%), so that the validation
-        # text is new to the tokenizer too.
-        vocab, merges = train_bpe(text[: int(0.9 * len(text))], args.vocab_size)
-        tok_state = tokenizer_state(vocab, merges)
-        tok = tokenizer_from_state(tok_state)
-    ids = np.array(tok.encode(text, allowed_special="all"), dtype=np.int64)
-    tok_seconds = time.perf_counter() - start
-
-    # 90/10 split by tokens; each part must hold at least one window and its target.
-    n_train = int(0.9 * len(ids))
-    train_ids, val_ids = ids[:n_train], ids[n_train:]
-    need = args.context_length + 1
-    if len(val_ids) < need:
-        parser.error(f"the text is too short: {len(ids)} tokens, so {len(val_ids)} for validation (the last 10%), "
-                     f"but --context-length {args.context_length} needs {need} in each part; give a longer text "
-                     f"(at least {math.ceil(need / 0.1)} tokens) or a shorter --context-length")
-
-    cfg = GPTConfig(vocab_size=vocab_size_of(tok), context_length=args.context_length, emb_dim=args.emb_dim,
-                    n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False, tie_weights=True)
-    if extra is not None:
-        cfg = GPTConfig(**extra["config"])
-    raw_model = GPTModel(cfg).to(device)
-    raw_model.gradient_checkpointing = args.grad_checkpointing
-    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, device)
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
-
-    # The data stream: one generator; its state is the position in the stream.
-    data_gen = torch.Generator().manual_seed(args.seed)
-    step, history, evals = 0, {"step": [], "loss": [], "lr": []}, []
-    train_seconds = 0.0
-    if args.resume:
-        got = load_checkpoint(args.resume, model=raw_model, optimizer=optimizer, map_location=device,
-                              scaler=scaler if extra.get("scaler") else None)
-        step = got["step"]
-        data_gen.set_state(got["data_state"]["generator"])
-        history = {k: list(v) for k, v in extra.get("history", history).items()}
-        evals = list(extra.get("evals", []))
-        train_seconds = float(extra.get("train_seconds", 0.0))
-    if info.world_size > 1:  # each process its own dropout masks (the weights come from rank 0)
-        torch.manual_seed(args.seed + 1_000_003 * step + info.rank)
-
-    model = torch.compile(raw_model) if args.compile else raw_model
-    model = wrap_model(model, info)
-
-    # Fixed batches for the loss estimates, from generators of their own.
-    val_batches = [get_batch(val_ids, args.batch_size, cfg.context_length, torch.Generator().manual_seed(args.seed + 1 + i))
-                   for i in range(args.eval_batches)]
-    train_eval_batches = [get_batch(train_ids, args.batch_size, cfg.context_length, torch.Generator().manual_seed(args.seed + 10_001 + i))
-                          for i in range(args.eval_batches)]
-
-    tokens_per_step = args.batch_size * args.grad_accum * cfg.context_length
-    out = Path(args.out)
-    log(info, f"data: {len(text):,} characters -> {len(ids):,} tokens ({len(train_ids):,} train, {len(val_ids):,} validation), "
-              f"{tok_state['kind']} tokenizer of {cfg.vocab_size:,} tokens ({tok_seconds:.1f} s)")
-    log(info, f"model: {raw_model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} features, "
-              f"context {cfg.context_length}, dropout {cfg.drop_rate}); {info.world_size} process(es) on {device}, "
-              f"{torch.get_num_threads()} thread(s) each; {tokens_per_step:,} tokens per step; amp {args.amp}")
-    if step:
-        log(info, f"resumed from {args.resume} at step {step}")
-    if step >= args.steps:
-        log(info, f"nothing to do: the run is at step {step} and --steps is {args.steps} (give a larger --steps to go on)")
-        return
-
-    def checkpoint(val_loss: float | None, train_loss: float | None) -> None:
-        if not info.is_main:
-            return
-        save_checkpoint(out / CHECKPOINT, model=raw_model, optimizer=optimizer, step=step, scaler=scaler,
-                        data_state={"generator": data_gen.get_state(), "tokens_seen": step * tokens_per_step},
-                        extra={"config": dataclasses.asdict(cfg), "tokenizer": tok_state, "args": vars(args),
-                               "val_loss": val_loss, "train_loss": train_loss, "tokens_seen": step * tokens_per_step,
-                               "train_seconds": train_seconds, "history": history, "evals": evals,
-                               "scaler": scaler is not None})
-        plot_losses(out / PLOT, history, evals, tokens_per_step,
-                    f"{raw_model.num_parameters():,} parameters, {cfg.n_layers}x{cfg.emb_dim}, context {cfg.context_length}, "
-                    f"{tokens_per_step:,} tokens/step")
-
-    def evaluate() -> tuple[float, float]:
-        train_loss = estimate_loss(raw_model, train_eval_batches, info, amp_dtype)
-        val_loss = estimate_loss(raw_model, val_batches, info, amp_dtype)
-        evals.append({"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss})
-        rate = (step - first_step) * tokens_per_step / max(train_seconds - first_seconds, 1e-9)
-        log(info, f"step {step:>5} | tokens {step * tokens_per_step / 1e6:6.2f}M | train {train_loss:.3f} | "
-                  f"val {val_loss:.3f} (perplexity {perplexity(val_loss):.1f})" + (f" | {rate:,.0f} tokens/s" if rate else ""))
-        if info.is_main and args.sample_tokens > 0:
-            sample = draw_sample(raw_model, tok, args.prompt, args.sample_tokens, device, args.seed)
-            log(info, textwrap.indent(sample, "    | ", lambda line: True))
-        return train_loss, val_loss
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.steps, initial=step, disable=not info.is_main, desc="train", unit="step",
-               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-    first_step, first_seconds = step, train_seconds
-    train_loss = val_loss = None
-    raw_model.train()
-    if step == 0:
-        train_loss, val_loss = evaluate()  # the loss before training: about ln(vocab_size)
-    while step < args.steps:
-        lr = learning_rate(step, max_lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, total_steps=args.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        micro_batches = []
-        for _ in range(args.grad_accum):
-            x, y = get_batch(train_ids, args.batch_size, cfg.context_length, data_gen)  # the global batch: every process draws it
-            micro_batches.append((shard(x, info).to(device), shard(y, info).to(device)))
-        loss, grad_norm = train_step(model, optimizer, micro_batches, scaler=scaler, amp_dtype=amp_dtype,
-                                     max_norm=args.grad_clip or None)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - t0
-        loss = mean_over_processes(loss, info)
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(loss)
-        history["lr"].append(lr)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
-        bar.update(1)
-        if not math.isfinite(loss) and scaler is None:
-            bar.close()
-            raise SystemExit(f"the loss is {loss} at step {step}: lower --lr (now {args.lr}) or check --amp")
-        if step % args.eval_every == 0 or step == args.steps:
-            train_loss, val_loss = evaluate()
-        if args.save_every and step % args.save_every == 0 and step != args.steps:
-            checkpoint(val_loss, train_loss)
-    bar.close()
-    checkpoint(val_loss, train_loss)
-    rate = (step - first_step) * tokens_per_step / max(train_seconds - first_seconds, 1e-9)
-    log(info, f"done: {step} steps, {step * tokens_per_step:,} tokens; {rate:,.0f} tokens/s while training; "
-              f"val loss {val_loss:.3f} (perplexity {perplexity(val_loss):.1f}); {time.perf_counter() - wall_start:.0f} s in all")
+def finish(setup: Setup, state: RunState, wall_start: float) -> None:
+    """The run's summary and, once every process is done, where its files are."""
+    info, out = setup.info, setup.out
+    rate = state.tokens_per_second(setup.tokens_per_step)
+    log(info, f"done: {state.step} steps, {state.step * setup.tokens_per_step:,} tokens; {rate:,.0f} tokens/s while training; "
+              f"val loss {state.val_loss:.3f} (perplexity {perplexity(state.val_loss):.1f}); "
+              f"{time.perf_counter() - wall_start:.0f} s in all")
     if info.world_size > 1:  # the others wait for rank 0's checkpoint: leaving the group one by one can abort gloo
         torch.distributed.barrier()
     if info.is_main:
         log(info, f"wrote {out / CHECKPOINT} and {out / PLOT}; sample it with "
-                  f"`python -m {__package__}.sample {shlex.quote(str(out / CHECKPOINT))} {shlex.quote(args.prompt)}`")
+                  f"`python -m {__package__}.sample {shlex.quote(str(out / CHECKPOINT))} {shlex.quote(setup.args.prompt)}`")
 
 
 if __name__ == "__main__":
