@@ -74,11 +74,11 @@ from .distributed import DistInfo, cleanup, mean_over_processes, setup_distribut
 from .generate import generate
 from .loss import calc_loss_loader, perplexity
 from .model import GPTModel
-from .pretrained import pick_device
+from .device import pick_device
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import learning_rate
 from .tokenizer import Tokenizer
-from .training import train_step
+from .training import train_step, use_gradient_checkpointing
 
 DEFAULT_OUT = Path("out") / "train"
 CHECKPOINT = "ckpt.pt"
@@ -395,7 +395,8 @@ def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
     if extra is not None:
         cfg = GPTConfig(**extra["config"])
     raw_model = GPTModel(cfg).to(device)
-    raw_model.gradient_checkpointing = args.grad_checkpointing
+    if args.grad_checkpointing:
+        use_gradient_checkpointing(raw_model)
     optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, device)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
