@@ -6,11 +6,12 @@
     nox -s grade -- --report r.json   also write Gradescope's results.json
     nox -s tests                      the project's own test suite (what CI runs)
     nox -s stubs                      rewrite exercises/ from the markers in solutions/
+    nox -s new -- 19 slug module "title"   scaffold a new exercise (README: "Adding an exercise")
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
     nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by solutions/
-    nox -s train                      train a small GPT from scratch (about 10 minutes on 2 CPU cores): out/train/
-    nox -s generate -- "prompt"       complete a prompt with the model `nox -s train` saved
+    nox -s train                      train a small GPT from scratch (about 8 minutes on 2 CPU cores): out/train/
+    nox -s sample -- "prompt"         complete a prompt with the model `nox -s train` saved
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
     nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
@@ -135,17 +136,27 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def stubs(session: nox.Session) -> None:
-    """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError)."""
+    """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError) and the
+    README's exercise table from the manifest."""
     needs_solutions(session)
     py = kata_env(session)
     session.run(py, str(ROOT / "tests" / "harness" / "stubs.py"), *session.posargs, external=True)
 
 
 @nox.session
+def new(session: nox.Session) -> None:
+    """Scaffold a new exercise: `nox -s new -- 19 slug module "One-line title" [--function NAME]
+    [--points N] [--depends-on ID ...]`; then follow the README's "Adding an exercise"."""
+    needs_solutions(session)
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "scaffold.py"), *session.posargs, external=True)
+
+
+@nox.session
 def reference(session: nox.Session) -> None:
     """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers)."""
     py = kata_env(session, extras=("reference",))
-    session.run(py, str(ROOT / "reference" / "generate.py"), *session.posargs, external=True)
+    session.run(py, str(ROOT / "reference" / "make_outputs.py"), *session.posargs, external=True)
 
 
 @nox.session
@@ -213,7 +224,7 @@ def _gpt2_ranks(session: nox.Session, py: str) -> str:
 
 @nox.session
 def train(session: nox.Session) -> None:
-    """Train a small GPT from scratch: `nox -s train` (about 10 minutes on a 2-core CPU).
+    """Train a small GPT from scratch: `nox -s train` (about 8 minutes on a 2-core CPU).
 
     Options after -- go to `python -m <tree>.train` (`-- --help` lists them: --data FILE,
     --steps N, --emb-dim D, --amp bf16, --resume PATH, ...), plus --impl solutions|exercises (the
@@ -238,8 +249,8 @@ def train(session: nox.Session) -> None:
 
 
 @nox.session
-def generate(session: nox.Session) -> None:
-    """Complete a prompt with a model trained by `nox -s train`: `nox -s generate -- "The "`.
+def sample(session: nox.Session) -> None:
+    """Complete a prompt with a model trained by `nox -s train`: `nox -s sample -- "The "`.
 
     Reads out/train/ckpt.pt (or --checkpoint PATH). Options after --: --max-new-tokens N,
     --temperature T (0: greedy), --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps,

@@ -40,13 +40,7 @@ class GPTModel(nn.Module):
     The weights start as in GPT-2 (given below the exercise): normal with standard deviation
     0.02, biases zero, and the projections that end a residual branch scaled by
     ``1 / sqrt(2 * n_layers)``.
-
-    Setting ``model.gradient_checkpointing = True`` (given, not part of exercise 09) makes a
-    training model run its blocks through ``training.run_blocks`` with checkpointing (exercise 16):
-    less memory, one more forward pass per step, the same loss and gradients.
     """
-
-    gradient_checkpointing: bool = False
 
     def __init__(self, cfg):
         super().__init__()
@@ -63,14 +57,7 @@ class GPTModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: refuse inputs longer than the context, embed tokens and positions (with dropout)")
-        if self.gradient_checkpointing and self.training:  # exercise 16 (training.py)
-            from .training import run_blocks
-
-            x = run_blocks(self.trf_blocks, x, checkpointing=True)
-        else:
-            x = self.trf_blocks(x)
-        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: the final norm, then the output head")
+        raise NotImplementedError("exercise 09 (gpt), GPTModel.forward: refuse inputs longer than the context, embed tokens and positions (with dropout), the blocks, the final norm, the head")
 
 
 def _init_weights(module: nn.Module) -> None:

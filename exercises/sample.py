@@ -1,7 +1,10 @@
 """Complete a prompt with a model that ``train.py`` trained (glue, not an exercise).
 
-    python -m solutions.sample out/train/ckpt.pt 'The "if" statement'      # or: nox -s generate -- "..."
-    python -m solutions.sample out/train/ckpt.pt "x = " --temperature 0 --max-new-tokens 30
+    nox -s sample -- 'The "if" statement'
+    nox -s sample -- "x = " --temperature 0 --max-new-tokens 30 --checkpoint out/train/ckpt.pt
+
+(in the kata's environment, ``python -m exercises.sample CHECKPOINT PROMPT`` runs it directly, or
+``solutions.sample`` for the instructors' tree).
 
 The checkpoint holds everything: its ``extra`` gives the model's configuration and the tokenizer
 (read with ``torch.load(..., weights_only=True)``), and ``resume.load_checkpoint`` loads the
@@ -19,10 +22,10 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
+from .device import pick_device
 from .generate import generate
 from .model import GPTModel
 from .resume import load_checkpoint
-from .pretrained import pick_device
 from .train import OneLineErrors, read_extra, tokenizer_from_state
 
 

@@ -54,9 +54,30 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor, checkpointing: bool = Fal
     there, which trades one more forward per block for memory that no longer grows with the
     number of blocks. The random state is preserved across the recomputation (the default
     ``preserve_rng_state=True``), so with dropout the loss and the gradients are the same as
-    without checkpointing. ``GPTModel`` calls this when its ``gradient_checkpointing`` is True and it
-    is training.
+    without checkpointing. ``use_gradient_checkpointing`` (below) makes a ``GPTModel`` call this
+    from its forward pass while it trains.
     """
     if not checkpointing:
         return blocks(x)
     raise NotImplementedError("exercise 16 (grad_checkpoint), run_blocks: each block through torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)")
+
+
+class CheckpointedBlocks(nn.Sequential):
+    """A ``GPTModel``'s blocks that run through ``run_blocks`` with checkpointing while training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        # a plain Sequential of the same blocks: run_blocks may call blocks(x) without recursing here
+        return run_blocks(nn.Sequential(*self), x, checkpointing=True)
+
+
+def use_gradient_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch gradient checkpointing on (or off) in a ``GPTModel``'s forward pass, in place.
+
+    Its ``trf_blocks`` become ``CheckpointedBlocks`` holding the same blocks: the same parameters
+    (an optimizer made before still holds them) and the same ``state_dict`` keys. ``GPTModel``
+    itself (exercise 09) knows nothing of checkpointing. Returns ``model``.
+    """
+    model.trf_blocks = (CheckpointedBlocks if enabled else nn.Sequential)(*model.trf_blocks)
+    return model

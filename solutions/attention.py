@@ -26,11 +26,12 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         entries are all ``-inf`` (nothing to attend to) gives all zeros, not NaN.
     """
     # BEGIN SOLUTION 01: subtract each slice's maximum, exponentiate, divide by the sum
-    m = x.amax(dim=dim, keepdim=True)
+    # softmax(x) = softmax(x - c) for any c: subtracting the maximum keeps exp() from overflowing
+    m = x.amax(dim=dim, keepdim=True)  # x's shape with size 1 along dim
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # an all -inf slice: keep exp at 0
-    e = torch.exp(x - m)
+    e = torch.exp(x - m)  # x's shape, every entry in [0, 1]
     total = e.sum(dim=dim, keepdim=True)
-    return e / torch.where(total == 0, torch.ones_like(total), total)
+    return e / torch.where(total == 0, torch.ones_like(total), total)  # 0 / 1 = 0 where nothing was allowed
     # END SOLUTION
 
 
@@ -70,7 +71,8 @@ def scaled_dot_product_attention(
         ``(..., L, d_v)``, the dtype of ``q``. A query row with no allowed key returns zeros.
     """
     # BEGIN SOLUTION 01: scale the scores, mask them, softmax over the keys, weight the values
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    # dividing by sqrt(d_k) keeps the scores' variance near 1, so the softmax does not saturate
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., L, S)
     if is_causal:
         allowed = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -79,5 +81,5 @@ def scaled_dot_product_attention(
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         else:
             scores = scores + attn_mask
-    return softmax(scores, dim=-1) @ v
+    return softmax(scores, dim=-1) @ v  # weights (..., L, S) @ (..., S, d_v) -> (..., L, d_v)
     # END SOLUTION

@@ -35,7 +35,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 08: run the layers
-        return self.layers(x)
+        return self.layers(x)  # (..., emb_dim) -> (..., 4 * emb_dim) -> (..., emb_dim)
         # END SOLUTION
 
 
@@ -83,7 +83,9 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 08: pre-norm attention and feed-forward branches, each added back to x
-        x = x + self.drop_shortcut(self.att(self.norm1(x)))
-        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        # Shortcut connection around the attention: the branch adds to x, x itself passes untouched
+        x = x + self.drop_shortcut(self.att(self.norm1(x)))  # (batch, num_tokens, emb_dim)
+        # Shortcut connection around the feed-forward
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))  # (batch, num_tokens, emb_dim)
         return x
         # END SOLUTION

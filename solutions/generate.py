@@ -50,29 +50,32 @@ def generate(
         ``(batch, num_tokens + n_new)`` int64: ``idx`` followed by the new tokens.
     """
     # BEGIN SOLUTION 10: crop to the context, pick each next token (greedy or sampled), append, stop at eos
-    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (batch,)
     for _ in range(max_new_tokens):
         with torch.no_grad():
-            logits = model(idx[:, -context_size:])[:, -1, :]
+            # The model reads at most context_size tokens: crop to the last ones
+            logits = model(idx[:, -context_size:])  # (batch, num_tokens, vocab_size)
+        logits = logits[:, -1, :]  # (batch, vocab_size): only the last position predicts the next token
         if temperature == 0:
-            idx_next = logits.argmax(dim=-1, keepdim=True)
+            idx_next = logits.argmax(dim=-1, keepdim=True)  # (batch, 1)
         else:
-            logits = logits / temperature
+            logits = logits / temperature  # below 1 sharpens the distribution, above 1 flattens it
             if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+                kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (batch, 1): the k-th largest
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             if top_p is not None:
-                sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+                sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (batch, vocab_size) each
                 probs = torch.softmax(sorted_logits, dim=-1)
                 before = probs.cumsum(dim=-1) - probs  # the mass of the more probable tokens
                 sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
                 logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-            probs = torch.softmax(logits, dim=-1)
-            idx_next = torch.multinomial(probs, 1, generator=generator)
+            probs = torch.softmax(logits, dim=-1)  # (batch, vocab_size); -inf logits get probability 0
+            idx_next = torch.multinomial(probs, 1, generator=generator)  # (batch, 1)
+        # A finished row keeps emitting eos, so all rows stay the same length
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished[:, None], eos_id)
             finished |= idx_next[:, 0] == eos_id
-        idx = torch.cat([idx, idx_next], dim=1)
+        idx = torch.cat([idx, idx_next], dim=1)  # (batch, num_tokens + 1)
         if eos_id is not None and bool(finished.all()):
             break
     return idx

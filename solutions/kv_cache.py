@@ -43,7 +43,7 @@ class KVCache:
     def __init__(self, n_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device=None):
         # BEGIN SOLUTION 12: one zero key buffer and one value buffer per block, length 0
-        shape = (batch_size, num_heads, max_len, head_dim)
+        shape = (batch_size, num_heads, max_len, head_dim)  # allocated once, filled as tokens come
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.max_len = max_len
@@ -63,9 +63,10 @@ class KVCache:
         end = self.length + keys.size(2)
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions: {self.length} cached + {keys.size(2)} new do not fit")
+        # keys, values: (batch, num_heads, new, head_dim), written in place: no copy of the old ones
         self.keys[layer][:, :, self.length:end] = keys
         self.values[layer][:, :, self.length:end] = values
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # (batch, num_heads, end, head_dim), views
         # END SOLUTION
 
     def advance(self, num_tokens: int) -> None:
@@ -100,15 +101,16 @@ def attention_cached(att, x: torch.Tensor, cache: KVCache, layer: int) -> torch.
     def split(t):  # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
         return t.view(b, num_tokens, att.num_heads, att.head_dim).transpose(1, 2)
 
-    queries = split(att.W_query(x))
+    queries = split(att.W_query(x))  # (b, num_heads, num_tokens, head_dim): only the new tokens ask
     # the cache returns every position so far: (b, num_heads, start + num_tokens, head_dim)
     keys, values = cache.update(layer, split(att.W_key(x)), split(att.W_value(x)))
     scores = queries @ keys.transpose(2, 3) / math.sqrt(att.head_dim)  # (b, num_heads, num_tokens, start + num_tokens)
     # the new tokens sit at absolute positions start .. start + num_tokens - 1: those rows of the mask
     scores = scores.masked_fill(~att.mask[start:start + num_tokens, :start + num_tokens], float("-inf"))
     weights = att.dropout(softmax(scores, dim=-1))
-    context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, att.d_out)
-    return att.out_proj(context)
+    context = weights @ values  # (b, num_heads, num_tokens, head_dim)
+    context = context.transpose(1, 2).contiguous().view(b, num_tokens, att.d_out)  # heads concatenated again
+    return att.out_proj(context)  # (b, num_tokens, d_out)
     # END SOLUTION
 
 
@@ -117,8 +119,8 @@ def block_cached(block, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Te
     reading and extending ``cache``: the same two pre-norm branches, with
     ``attention_cached(block.att, ..., cache, layer)`` in place of ``block.att(...)``."""
     # BEGIN SOLUTION 12: the same two branches, the attention through the cache
-    x = x + block.drop_shortcut(attention_cached(block.att, block.norm1(x), cache, layer))
-    x = x + block.drop_shortcut(block.ff(block.norm2(x)))
+    x = x + block.drop_shortcut(attention_cached(block.att, block.norm1(x), cache, layer))  # (batch, num_tokens, emb_dim)
+    x = x + block.drop_shortcut(block.ff(block.norm2(x)))  # the feed-forward sees one token at a time: no cache
     return x
     # END SOLUTION
 

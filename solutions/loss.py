@@ -26,18 +26,19 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
         raise ValueError(f"logits of shape {tuple(logits.shape)} need targets of shape {tuple(logits.shape[:-1])}, "
                          f"got {tuple(targets.shape)}")
     vocab = logits.size(-1)
-    logits = logits.reshape(-1, vocab)
-    targets = targets.reshape(-1)
-    keep = targets != ignore_index
+    logits = logits.reshape(-1, vocab)  # (n, vocab_size): one row per predicted token
+    targets = targets.reshape(-1)  # (n,)
+    keep = targets != ignore_index  # (n,) bool
     bad = keep & ((targets < 0) | (targets >= vocab))
     if bool(bad.any()):
         raise ValueError(f"target {int(targets[bad][0])} is not a token id of a vocabulary of {vocab} "
                          f"(nor ignore_index={ignore_index})")
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
-    safe = torch.where(keep, targets, torch.zeros_like(targets))
-    per_token = torch.logsumexp(logits, dim=-1) - logits.gather(-1, safe[:, None]).squeeze(-1)
-    return (per_token * keep).sum() / keep.sum()
+    safe = torch.where(keep, targets, torch.zeros_like(targets))  # any valid index where ignored
+    # -log softmax(logits)[target] = logsumexp(logits) - logits[target], without forming the softmax
+    per_token = torch.logsumexp(logits, dim=-1) - logits.gather(-1, safe[:, None]).squeeze(-1)  # (n,)
+    return (per_token * keep).sum() / keep.sum()  # the mean over the targets that count
     # END SOLUTION
 
 

@@ -40,13 +40,7 @@ class GPTModel(nn.Module):
     The weights start as in GPT-2 (given below the exercise): normal with standard deviation
     0.02, biases zero, and the projections that end a residual branch scaled by
     ``1 / sqrt(2 * n_layers)``.
-
-    Setting ``model.gradient_checkpointing = True`` (given, not part of exercise 09) makes a
-    training model run its blocks through ``training.run_blocks`` with checkpointing (exercise 16):
-    less memory, one more forward pass per step, the same loss and gradients.
     """
-
-    gradient_checkpointing: bool = False
 
     def __init__(self, cfg):
         super().__init__()
@@ -59,6 +53,7 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        # GPT-2 reads tokens in and writes them out with one matrix: the head's weight *is* the embedding's
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
         # END SOLUTION
@@ -72,24 +67,20 @@ class GPTModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
-        # BEGIN SOLUTION 09: refuse inputs longer than the context, embed tokens and positions (with dropout)
+        # BEGIN SOLUTION 09: refuse inputs longer than the context, embed tokens and positions (with dropout), the blocks, the final norm, the head
         batch, num_tokens = in_idx.shape
         if num_tokens > self.cfg.context_length:
             raise ValueError(
                 f"the input has {num_tokens} tokens but the model's context_length is {self.cfg.context_length}: "
                 f"crop it to its last {self.cfg.context_length} tokens"
             )
-        positions = torch.arange(num_tokens, device=in_idx.device)
-        x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))
-        # END SOLUTION
-        if self.gradient_checkpointing and self.training:  # exercise 16 (training.py)
-            from .training import run_blocks
-
-            x = run_blocks(self.trf_blocks, x, checkpointing=True)
-        else:
-            x = self.trf_blocks(x)
-        # BEGIN SOLUTION 09: the final norm, then the output head
-        return self.out_head(self.final_norm(x))
+        positions = torch.arange(num_tokens, device=in_idx.device)  # (num_tokens,): 0 .. num_tokens - 1
+        # What each token is plus where it is; the position embeddings broadcast over the batch
+        x = self.tok_emb(in_idx) + self.pos_emb(positions)  # (batch, num_tokens, emb_dim)
+        x = self.drop_emb(x)
+        x = self.trf_blocks(x)  # (batch, num_tokens, emb_dim)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (batch, num_tokens, vocab_size): one score per token of the vocabulary
         # END SOLUTION
 
 

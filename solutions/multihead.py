@@ -55,15 +55,19 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 07: project, split into heads, masked softmax, dropout, merge the heads, project out
-        b, num_tokens, _ = x.shape
+        b, num_tokens, _ = x.shape  # (b, num_tokens, d_in)
 
-        def split(t):  # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
+        # Each head gets its own slice of the projected features: head h holds h * head_dim ..
+        def split(t):  # (b, num_tokens, d_out) -> (b, num_tokens, num_heads, head_dim) -> (b, num_heads, num_tokens, head_dim)
             return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
         queries, keys, values = split(self.W_query(x)), split(self.W_key(x)), split(self.W_value(x))
-        scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
+        scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)  # (b, num_heads, num_tokens, num_tokens)
+        # Causal: query i sees keys j <= i only; -inf becomes a weight of exactly 0 after the softmax
         scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float("-inf"))  # in place: a copy less
-        weights = self.dropout(softmax(scores, dim=-1))
-        context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-        return self.out_proj(context)
+        weights = self.dropout(softmax(scores, dim=-1))  # each row sums to 1 (before dropout)
+        context = weights @ values  # (b, num_heads, num_tokens, head_dim)
+        # Concatenate the heads again, in head order: (b, num_tokens, num_heads, head_dim) -> (b, num_tokens, d_out)
+        context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context)  # (b, num_tokens, d_out)
         # END SOLUTION

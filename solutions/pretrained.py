@@ -14,11 +14,11 @@ import re
 import socket
 import sys
 import urllib.parse
-from pathlib import Path
 
 import torch
 
 from .config import PRESETS, GPTConfig
+from .device import pick_device
 from .generate import generate
 from .model import GPTModel
 from .tokenizer import Tokenizer
@@ -100,27 +100,6 @@ def read_safetensors(path: str) -> dict[str, torch.Tensor]:
     except ImportError:
         raise SystemExit("reading the weights needs safetensors: `pip install safetensors` (nox -s gpt2 installs it)") from None
     return load_file(path)
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA if there is a GPU, else Apple's MPS if there is one, else the CPU.
-
-    Raises:
-        ValueError: for ``cuda`` or ``mps`` where that device is not available.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if _mps_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but CUDA is not available here")
-    if name == "mps" and not _mps_available():
-        raise ValueError("--device mps, but MPS is not available here")
-    return torch.device(name)
 
 
 def main(argv: list[str] | None = None) -> None:

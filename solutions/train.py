@@ -4,10 +4,10 @@
     python -m <tree>.train --data my.txt --steps 2000 --emb-dim 256 --n-layers 6
     python -m <tree>.train --resume out/train/ckpt.pt --steps 1500     # go on, to step 1500
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m <tree>.train   # nox -s train -- --nproc 2
-    python -m <tree>.sample out/train/ckpt.pt "The "                    # or: nox -s generate -- "The "
+    python -m <tree>.sample out/train/ckpt.pt "The "                    # or: nox -s sample -- "The "
 
 ``<tree>`` is ``exercises`` (yours, once its exercises are done) or ``solutions`` (the reference,
-where it is present); ``nox -s train`` and ``nox -s generate`` take it as ``-- --impl <tree>``
+where it is present); ``nox -s train`` and ``nox -s sample`` take it as ``-- --impl <tree>``
 (default: solutions).
 
 Everything the course built meets here: the text is tokenized with a byte-level BPE that
@@ -80,15 +80,15 @@ import torch.distributed
 from .bpe import train_bpe
 from .config import GPTConfig
 from .data import get_batch
+from .device import pick_device
 from .distributed import DistInfo, cleanup, mean_over_processes, setup_distributed, shard, wrap_model
 from .generate import generate
 from .loss import calc_loss_loader, perplexity
 from .model import GPTModel
-from .pretrained import pick_device
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import learning_rate
 from .tokenizer import Tokenizer
-from .training import train_step
+from .training import train_step, use_gradient_checkpointing
 
 DEFAULT_OUT = Path("out") / "train"
 CHECKPOINT = "ckpt.pt"
@@ -454,7 +454,8 @@ def build_model(args, extra: dict | None, tok: Tokenizer, device: torch.device) 
     if extra is not None:
         cfg = GPTConfig(**extra["config"])
     model = GPTModel(cfg).to(device)
-    model.gradient_checkpointing = args.grad_checkpointing
+    if args.grad_checkpointing:
+        use_gradient_checkpointing(model)
     return model
 
 

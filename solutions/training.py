@@ -48,12 +48,15 @@ def train_step(
         raise ValueError("train_step needs at least one (inputs, targets) micro-batch")
     accumulate = len(micro_batches)
     total = 0.0
-    for inputs, targets in micro_batches:
+    for inputs, targets in micro_batches:  # inputs, targets: (b, num_tokens)
+        # autocast runs the matmuls in half precision; the parameters stay float32
         with torch.autocast(device_type=inputs.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = model(inputs)
+            logits = model(inputs)  # (b, num_tokens, vocab_size)
+        # Divided by G: the gradients add up over the micro-batches to those of the mean loss
         loss = F.cross_entropy(logits.float().flatten(0, -2), targets.flatten()) / accumulate
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()  # backward adds to .grad
         total += float(loss.detach())
+    # Unscale before clipping: the norm must be that of the true gradients
     if scaler is not None:
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -76,13 +79,35 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor, checkpointing: bool = Fal
     there, which trades one more forward per block for memory that no longer grows with the
     number of blocks. The random state is preserved across the recomputation (the default
     ``preserve_rng_state=True``), so with dropout the loss and the gradients are the same as
-    without checkpointing. ``GPTModel`` calls this when its ``gradient_checkpointing`` is True and it
-    is training.
+    without checkpointing. ``use_gradient_checkpointing`` (below) makes a ``GPTModel`` call this
+    from its forward pass while it trains.
     """
     if not checkpointing:
         return blocks(x)
     # BEGIN SOLUTION 16: each block through torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+    # One checkpoint per block: the backward then holds one block's activations at a time
     for block in blocks:
         x = checkpoint(block, x, use_reentrant=False)
     return x
     # END SOLUTION
+
+
+class CheckpointedBlocks(nn.Sequential):
+    """A ``GPTModel``'s blocks that run through ``run_blocks`` with checkpointing while training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        # a plain Sequential of the same blocks: run_blocks may call blocks(x) without recursing here
+        return run_blocks(nn.Sequential(*self), x, checkpointing=True)
+
+
+def use_gradient_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch gradient checkpointing on (or off) in a ``GPTModel``'s forward pass, in place.
+
+    Its ``trf_blocks`` become ``CheckpointedBlocks`` holding the same blocks: the same parameters
+    (an optimizer made before still holds them) and the same ``state_dict`` keys. ``GPTModel``
+    itself (exercise 09) knows nothing of checkpointing. Returns ``model``.
+    """
+    model.trf_blocks = (CheckpointedBlocks if enabled else nn.Sequential)(*model.trf_blocks)
+    return model

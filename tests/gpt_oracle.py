@@ -18,12 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.draw import n
+
 EPS = 1e-5  # LayerNorm's eps, GPT-2's and the exercises'
-
-
-def n(gen: torch.Generator, low: int, high: int) -> int:
-    """A random int in [low, high]."""
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def seeded(seed: int, fn):

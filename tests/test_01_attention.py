@@ -7,28 +7,24 @@ pins the contract for fully masked rows.
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.compare import Mistake, assert_close, assert_true
+from harness.draw import n
 from harness.reference import load_reference
 
 EXERCISE = "01"
 
 
-def shape(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
-
-
 def qkv(gen, four_d=True, L=None, S=None, scale=1.0):
-    B, H, d = shape(gen, 1, 3), shape(gen, 1, 4), shape(gen, 2, 16)
-    L = L or shape(gen, 2, 9)
+    B, H, d = n(gen, 1, 3), n(gen, 1, 4), n(gen, 2, 16)
+    L = L or n(gen, 2, 9)
     S = S or L
     lead = (B, H) if four_d else (B,)
     q = torch.randn(*lead, L, d, generator=gen) * scale
     k = torch.randn(*lead, S, d, generator=gen) * scale
-    v = torch.randn(*lead, S, shape(gen, 2, 16) if not four_d else d, generator=gen)
+    v = torch.randn(*lead, S, n(gen, 2, 16) if not four_d else d, generator=gen)
     return q, k, v
 
 
@@ -83,9 +79,9 @@ SDPA = "F.scaled_dot_product_attention"
 
 
 def test_softmax_matches_torch(impl, gen):
-    ndim = shape(gen, 1, 4)
-    x = torch.randn(*[shape(gen, 1, 7) for _ in range(ndim)], generator=gen) * 3
-    dim = shape(gen, -ndim, ndim - 1)
+    ndim = n(gen, 1, 4)
+    x = torch.randn(*[n(gen, 1, 7) for _ in range(ndim)], generator=gen) * 3
+    dim = n(gen, -ndim, ndim - 1)
     got = impl.call("attention.softmax", x, dim=dim).out
     wrong_dim = (dim + 1) % ndim
     assert_close(got, torch.softmax(x, dim=dim), f"softmax(x, dim={dim}) for x of shape {tuple(x.shape)}",
@@ -97,7 +93,7 @@ def test_softmax_matches_torch(impl, gen):
 
 
 def test_softmax_stable_for_large_logits(impl, gen):
-    x = torch.randn(shape(gen, 2, 5), shape(gen, 3, 9), generator=gen) * 1e4
+    x = torch.randn(n(gen, 2, 5), n(gen, 3, 9), generator=gen) * 1e4
     got = impl.call("attention.softmax", x).out
     assert_close(got, torch.softmax(x, dim=-1), "softmax(x) for logits of magnitude 1e4", oracle="torch.softmax",
                  mistakes=[Mistake("exp overflowed: the row maximum was not subtracted",
@@ -106,8 +102,8 @@ def test_softmax_stable_for_large_logits(impl, gen):
 
 
 def test_softmax_all_masked_row_gives_zeros(impl, gen):
-    x = torch.randn(shape(gen, 3, 6), shape(gen, 2, 8), generator=gen)
-    row = shape(gen, 0, x.size(0) - 1)
+    x = torch.randn(n(gen, 3, 6), n(gen, 2, 8), generator=gen)
+    row = n(gen, 0, x.size(0) - 1)
     x[row] = float("-inf")
     x[(row + 1) % x.size(0), 0] = float("-inf")  # a partly masked row must still work
     got = impl.call("attention.softmax", x).out
@@ -122,27 +118,27 @@ def test_softmax_all_masked_row_gives_zeros(impl, gen):
 
 
 def test_causal_mask(impl, gen):
-    n = shape(gen, 2, 12)
-    got = impl.call("attention.causal_mask", n).out
-    expected = torch.ones(n, n).tril().bool()
-    assert_true(got.dtype == torch.bool, f"causal_mask({n}) has dtype {got.dtype}, expected torch.bool (True where attention is allowed)")
-    assert_close(got, expected, f"causal_mask({n})", oracle="the lower triangle with its diagonal",
+    size = n(gen, 2, 12)
+    got = impl.call("attention.causal_mask", size).out
+    expected = torch.ones(size, size).tril().bool()
+    assert_true(got.dtype == torch.bool, f"causal_mask({size}) has dtype {got.dtype}, expected torch.bool (True where attention is allowed)")
+    assert_close(got, expected, f"causal_mask({size})", oracle="the lower triangle with its diagonal",
                  mistakes=[Mistake("the mask is inverted", "True marks allowed positions: j <= i, the lower triangle.", lambda: ~expected),
-                           Mistake("the diagonal is excluded", "Position i may attend to itself: use diagonal=0.", lambda: torch.ones(n, n).tril(-1).bool())])
+                           Mistake("the diagonal is excluded", "Position i may attend to itself: use diagonal=0.", lambda: torch.ones(size, size).tril(-1).bool())])
 
 
 # ----------------------------------------------------------------------------------- attention
 
 
 def test_attention_3d_matches_builtin(impl, gen):
-    q, k, v = qkv(gen, four_d=False, S=shape(gen, 2, 9))
+    q, k, v = qkv(gen, four_d=False, S=n(gen, 2, 9))
     got = impl.call("attention.scaled_dot_product_attention", q, k, v).out
     assert_close(got, F.scaled_dot_product_attention(q, k, v), f"attention for 3-D q {tuple(q.shape)}, k {tuple(k.shape)}",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v))
 
 
 def test_attention_4d_causal_matches_builtin(impl, gen):
-    q, k, v = qkv(gen, L=shape(gen, 3, 9))  # three positions at least tell the mask's mistakes apart
+    q, k, v = qkv(gen, L=n(gen, 3, 9))  # three positions at least tell the mask's mistakes apart
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
     assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), f"causal attention for 4-D q {tuple(q.shape)}",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
@@ -155,7 +151,7 @@ def random_bool_mask(gen, L, S):
 
 
 def test_attention_bool_mask(impl, gen):
-    q, k, v = qkv(gen, S=shape(gen, 2, 9))
+    q, k, v = qkv(gen, S=n(gen, 2, 9))
     mask = random_bool_mask(gen, q.size(-2), k.size(-2))
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
     assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with a boolean attn_mask",
@@ -163,7 +159,7 @@ def test_attention_bool_mask(impl, gen):
 
 
 def test_attention_additive_float_mask(impl, gen):
-    q, k, v = qkv(gen, four_d=bool(shape(gen, 0, 1)))
+    q, k, v = qkv(gen, four_d=bool(n(gen, 0, 1)))
     mask = torch.randn(q.size(-2), k.size(-2), generator=gen)
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
     assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with an additive float attn_mask",
@@ -209,7 +205,7 @@ def test_attention_fully_masked_row_returns_zeros(impl, gen):
     q, k, v = qkv(gen)
     L = q.size(-2)
     mask = random_bool_mask(gen, L, L)
-    row = shape(gen, 0, L - 1)
+    row = n(gen, 0, L - 1)
     mask[row] = False
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

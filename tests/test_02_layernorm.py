@@ -11,15 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from harness.compare import Mistake, assert_close, assert_true
+from harness.draw import n
 from harness.reference import load_reference
 
 EXERCISE = "02"
 
 BF16 = {"atol": 5e-2, "rtol": 5e-2}
-
-
-def n(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def inputs(gen, dtype=torch.float32, min_dim=2):

@@ -8,13 +8,10 @@ from collections import Counter
 
 import torch
 
+from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 
 EXERCISE = "03"
-
-
-def n(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def random_ids(gen, length, alphabet):

@@ -20,6 +20,7 @@ from harness.manifest import ROOT
 if str(ROOT / "reference") not in sys.path:
     sys.path.append(str(ROOT / "reference"))
 import naive_bpe  # noqa: E402  (reference/naive_bpe.py, the oracle)
+from harness.draw import n
 
 EXERCISE = "04"
 
@@ -35,10 +36,6 @@ SPEED_LIMIT = 8.0  # calibrations
 # A first, smaller run: an implementation that is slow here would run past the probe's time
 # limit on the large text (and lose every check of the exercise), so it stops here instead.
 WARMUP_TEXT, WARMUP_VOCAB = 60_000, 400
-
-
-def n(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 @functools.cache

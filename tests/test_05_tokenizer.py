@@ -13,8 +13,8 @@ import unicodedata
 
 import pydoc_data.topics
 import regex
-import torch
 
+from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 from harness.impl import File
 from harness.manifest import ROOT
@@ -37,10 +37,6 @@ BLOCKS = [(0x21, 0x7E), (0xA1, 0x17F), (0x370, 0x3FF), (0x400, 0x4FF), (0x5D0, 0
 WHITESPACE = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\r", "\x0b", "\x0c", "\xa0", "\u2003", "\u3000", "\x85", "\u2028", "   \n"]
 PIECES = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'RE", "n't", "'", "''", "123", "4,567.89", "0", "\u200d", "\u200b",
           "\ufeff", "👍🏽", "👨\u200d👩\u200d👧", "🇩🇪", "e\u0301"]
-
-
-def n(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 @functools.cache

@@ -10,16 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from harness.compare import Mistake, assert_close, assert_true
+from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 from harness.impl import File
 
 EXERCISE = "06"
 
 UNSHIFTED = ("targets not shifted by one", "The target of a window is the same window one token later: ids[i + 1 : i + max_length + 1].")
-
-
-def n(gen, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def token_ids(gen, length):

@@ -8,9 +8,10 @@ reference attention, LayerNorm, multi-head attention and block parts.
 """
 
 import torch
-from gpt_oracle import gpt, gpt_params, gpt_shapes, n, random_config, seeded
+from gpt_oracle import gpt, gpt_params, gpt_shapes, random_config, seeded
 
 from harness.compare import Mistake, assert_close, assert_true
+from harness.draw import n
 from harness.failures import LearnerError, Mismatch, NotStarted
 from harness.reference import load_reference
 

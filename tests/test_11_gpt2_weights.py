@@ -8,9 +8,10 @@ functions straight from a checkpoint's tensors, on fresh random checkpoints.
 """
 
 import torch
-from gpt_oracle import gpt2_hf, gpt2_mistake, gpt2_state_dict, n, random_config, read_safetensors
+from gpt_oracle import gpt2_hf, gpt2_mistake, gpt2_state_dict, random_config, read_safetensors
 
 from harness.compare import Mistake, assert_close
+from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 from harness.impl import Part
 from harness.reference import REFERENCE, load_reference

@@ -3,7 +3,7 @@
 Oracles: ``F.cross_entropy`` on the flattened tensors (its value and, through autograd, its
 gradient w.r.t. the logits) for ``cross_entropy``; for ``calc_loss_batch`` and
 ``calc_loss_loader``, ``F.cross_entropy`` of a trusted tiny model's logits (harness/parts/
-lossparts.py: ``TinyLogits``, logits ``table[idx] + pos[:num_tokens]``, built in the worker from
+loss_and_schedule.py: ``TinyLogits``, logits ``table[idx] + pos[:num_tokens]``, built in the worker from
 the tensors sent) and PyTorch's autograd for the parameters' gradients; ``math.exp`` for
 ``perplexity``. Fresh shapes, logits, targets and ignored positions each run.
 """
@@ -13,7 +13,7 @@ import re
 
 import torch
 import torch.nn.functional as F
-from gpt_oracle import n
+from harness.draw import n
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import LearnerError, Mismatch
@@ -62,7 +62,7 @@ def ce_mistakes(logits, targets, ignore_index=-100):
 
 
 def tensor_of(d, what, expect="a 0-dim tensor"):
-    """The tensor a scenario described (``lossparts._describe``), or a Mismatch saying what came instead."""
+    """The tensor a scenario described (``loss_and_schedule._describe``), or a Mismatch saying what came instead."""
     if not isinstance(d, dict) or "tensor" not in d:
         got = f"a {type(d).__name__} ({d!r})" if not isinstance(d, str) else d
         raise Mismatch(f"{what} returned {got}; expected {expect}")
@@ -70,7 +70,7 @@ def tensor_of(d, what, expect="a 0-dim tensor"):
 
 
 def run_ce(impl, logits, targets, grad_output=None, **kwargs):
-    return impl.scenario("lossparts.cross_entropy", logits, targets, grad_output=grad_output, **kwargs).out
+    return impl.scenario("loss_and_schedule.cross_entropy", logits, targets, grad_output=grad_output, **kwargs).out
 
 
 def scalar_loss(d, what, want_dtype=torch.float32):
@@ -237,7 +237,7 @@ def test_calc_loss_batch_matches_and_gradients_flow(impl, gen):
     x, y = torch.randint(0, v, (b, t), generator=gen), torch.randint(0, v, (b, t), generator=gen)
     device_object = bool(n(gen, 0, 1))
     what = f"calc_loss_batch(<({b}, {t}) inputs>, <targets>, model, {'torch.device(' + repr('cpu') + ')' if device_object else repr('cpu')})"
-    out = impl.scenario("lossparts.batch_loss", Part("lossparts.TinyLogits", table, pos), x, y, "cpu", device_object=device_object).out
+    out = impl.scenario("loss_and_schedule.batch_loss", Part("loss_and_schedule.TinyLogits", table, pos), x, y, "cpu", device_object=device_object).out
     loss = scalar_loss(out["loss"], what)
     tab, ps = table.clone().requires_grad_(True), pos.clone().requires_grad_(True)
     expected = F.cross_entropy(logits_of(tab, ps, x).reshape(-1, v), y.reshape(-1))
@@ -285,8 +285,8 @@ def loader_case(gen, count):
 
 
 def run_loader(impl, table, pos, batches, num_batches="absent", train=False):
-    loader = Part("lossparts.Batches", *[u for pair in batches for u in pair])
-    return impl.scenario("lossparts.loader_loss", Part("lossparts.TinyLogits", table, pos), loader, "cpu", num_batches=num_batches, train=train).out
+    loader = Part("loss_and_schedule.Batches", *[u for pair in batches for u in pair])
+    return impl.scenario("loss_and_schedule.loader_loss", Part("loss_and_schedule.TinyLogits", table, pos), loader, "cpu", num_batches=num_batches, train=train).out
 
 
 def check_loader(out, expected, what, train, mistakes=()):
@@ -338,11 +338,11 @@ def test_calc_loss_loader_num_batches(impl, gen):
 
 def test_calc_loss_loader_rejects_no_batches(impl, gen):
     table, pos, batches = loader_case(gen, n(gen, 2, 4))
-    model = Part("lossparts.TinyLogits", table, pos)
-    expect_value_error(lambda: impl.call("loss.calc_loss_loader", Part("lossparts.Batches"), model, "cpu", returns="data"),
+    model = Part("loss_and_schedule.TinyLogits", table, pos)
+    expect_value_error(lambda: impl.call("loss.calc_loss_loader", Part("loss_and_schedule.Batches"), model, "cpu", returns="data"),
                        "calc_loss_loader(<a loader with no batches>, model, 'cpu')",
                        why=": the mean over no batches is undefined; say that the loader is empty (is the text shorter than one window?).")
-    loader = Part("lossparts.Batches", *[u for pair in batches for u in pair])
+    loader = Part("loss_and_schedule.Batches", *[u for pair in batches for u in pair])
     for bad in (0, -n(gen, 1, 5)):
         expect_value_error(lambda: impl.call("loss.calc_loss_loader", loader, model, "cpu", num_batches=bad, returns="data"),
                            f"calc_loss_loader(<{len(batches)} batches>, model, 'cpu', num_batches={bad})",
@@ -360,7 +360,7 @@ def test_perplexity(impl, gen):
              (float(torch.rand((), generator=gen)) * 8, "float64", "a 0-dim float64 tensor"),
              (float(n(gen, 710, 5000)), None, "too large for exp"),
              (1e4, "float32", "a 0-dim float32 tensor too large for exp")]
-    outs = impl.scenario("lossparts.perplexities", [[value, dtype] for value, dtype, _ in cases]).out
+    outs = impl.scenario("loss_and_schedule.perplexities", [[value, dtype] for value, dtype, _ in cases]).out
     for (value, dtype, note), got in zip(cases, outs):
         if dtype is not None:
             value = float(torch.tensor(value, dtype=getattr(torch, dtype)))

@@ -6,13 +6,13 @@ factor ``1 / warmup_steps``) for the warmup and ``CosineAnnealingLR`` (``T_max =
 warmup_steps``, ``eta_min = min_lr``) for the decay. For ``clip_grad_norm``,
 ``torch.nn.utils.clip_grad_norm_`` on copies of the same parameters and gradients (its returned
 norm and the gradients it leaves), built in the worker by a trusted scenario
-(harness/parts/lossparts.py). Fresh rates, step counts, shapes and gradients each run.
+(harness/parts/loss_and_schedule.py). Fresh rates, step counts, shapes and gradients each run.
 """
 
 import math
 
 import torch
-from gpt_oracle import n
+from harness.draw import n
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch
@@ -97,7 +97,7 @@ def check_schedule(impl, max_lr, min_lr, warmup_steps, total_steps):
     steps = list(range(total_steps + 6))
     settings = dict(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
     what = f"learning_rate(step, max_lr={max_lr:.4g}, min_lr={min_lr:.4g}, warmup_steps={warmup_steps}, total_steps={total_steps})"
-    got = impl.scenario("lossparts.learning_rates", steps, **settings).out
+    got = impl.scenario("loss_and_schedule.learning_rates", steps, **settings).out
     for step, value in zip(steps, got):
         if type(value) is not float:
             shown = value if isinstance(value, str) else "a tensor" if isinstance(value, dict) else repr(value)
@@ -154,7 +154,7 @@ def test_learning_rate_rejects_bad_arguments(impl, gen):
         ((0,), {**ok, "warmup_steps": 0, "total_steps": 0}, "total_steps = 0"),
         ((0,), {**ok, "min_lr": max_lr * uniform(gen, 1.5, 3)}, "min_lr larger than max_lr"),
     ]
-    outs = impl.scenario("lossparts.outcomes", "schedule.learning_rate", [[list(a), k] for a, k, _ in cases]).out
+    outs = impl.scenario("loss_and_schedule.outcomes", "schedule.learning_rate", [[list(a), k] for a, k, _ in cases]).out
     for (args, kwargs, why), out in zip(cases, outs):
         what = f"learning_rate({args[0]}, {', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kwargs.items())})"
         if "raised" not in out:
@@ -210,7 +210,7 @@ def joint_mistake(got, want, mistakes):
 
 
 def check_clip(impl, values, grads, max_norm, what, single=False, generator=False, mistakes_for_grads=(), mistakes_for_norm=()):
-    out = impl.scenario("lossparts.clip", values, grads, max_norm, single=single, generator=generator).out
+    out = impl.scenario("loss_and_schedule.clip", values, grads, max_norm, single=single, generator=generator).out
     norm, want_grads = torch_clip(values, grads, max_norm, single)
     used = 1 if single else len(values)
     for i in range(used):

@@ -17,7 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from gpt_oracle import n
+from harness.draw import n
 
 from harness.compare import Mistake, assert_close, assert_true
 from harness.failures import Mismatch

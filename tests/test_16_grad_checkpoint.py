@@ -13,7 +13,7 @@ output nor any gradient, only the memory.
 """
 
 import torch
-from gpt_oracle import n
+from harness.draw import n
 from torch.utils.checkpoint import checkpoint
 
 from harness.compare import Mistake, assert_close, assert_true

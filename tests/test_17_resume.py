@@ -13,9 +13,10 @@ opened) and ask for the documented errors.
 """
 
 import torch
-from gpt_oracle import n, random_config
+from gpt_oracle import random_config
 
 from harness.compare import assert_true
+from harness.draw import n
 from harness.failures import Mismatch
 
 EXERCISE = "17"

@@ -17,9 +17,10 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from gpt_oracle import gpt_params, n, random_config
+from gpt_oracle import gpt_params, random_config
 
 from harness.compare import Mistake, assert_close, assert_true
+from harness.draw import n
 from harness.failures import GradingFailure, Mismatch
 from harness.impl import load_part as _load_part
 

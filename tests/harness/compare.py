@@ -132,3 +132,21 @@ def assert_close(
 def assert_true(condition: bool, message: str) -> None:
     if not condition:
         raise Mismatch(message)
+
+
+def autograd_through(oracle: Callable, x: torch.Tensor, params: dict, grad_output: torch.Tensor):
+    """Backward through a functional oracle ``oracle(x, params)`` with ``grad_output``: its output
+    and the gradients of ``x`` and of each parameter, for ``assert_gradients_close``."""
+    xx = x.clone().requires_grad_(True)
+    pp = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    out = oracle(xx, pp)
+    out.backward(grad_output)
+    return out.detach(), xx.grad, {k: p.grad for k, p in pp.items()}
+
+
+def assert_gradients_close(res, x_grad: torch.Tensor, param_grads: dict, atol: float = 1e-4, rtol: float = 1e-3) -> None:
+    """The learner's gradients (``res``: a module call with ``grad_wrt=(0,)``) against autograd's."""
+    oracle = "autograd through the oracle"
+    assert_close(res.grad(0), x_grad, "the gradient with respect to x", oracle=oracle, atol=atol, rtol=rtol)
+    for name, g in param_grads.items():
+        assert_close(res.param_grads[name], g, f"the gradient with respect to {name}", oracle=oracle, atol=atol, rtol=rtol)

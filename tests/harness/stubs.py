@@ -13,6 +13,9 @@ In ``solutions/``, the part a learner writes sits between two marker comments::
 Everything outside the markers (signatures, docstrings, imports, glue) is copied as it is.
 Run ``python tests/harness/stubs.py`` (``nox -s stubs``) to write the tree, ``--check`` to list
 what is out of date without writing.
+
+The README's exercise table is made here too, from the manifest: it sits between the markers
+``TABLE_BEGIN`` and ``TABLE_END`` below, and ``write`` rewrites it (``--check`` reports it).
 """
 
 from __future__ import annotations
@@ -35,8 +38,30 @@ END = re.compile(r"^\s*# END SOLUTION\s*$")
 DEF = re.compile(r"^(?P<indent>\s*)(?:async\s+)?(?P<kind>def|class)\s+(?P<name>\w+)")
 
 
+README = manifest.ROOT / "README.md"
+TABLE_BEGIN = "<!-- the exercise table: written by `nox -s stubs` from tests/manifest.toml; edit the manifest -->"
+TABLE_END = "<!-- end of the exercise table -->"
+
+
 class MarkerError(Exception):
     pass
+
+
+def exercise_table(exercises=None) -> str:
+    """The README's table of exercises, one row per manifest entry, in course order."""
+    rows = ["| id | slug | exercise | file | points |", "|----|------|----------|------|--------|"]
+    for e in exercises if exercises is not None else manifest.load():
+        rows.append(f"| {e.id} | `{e.slug}` | {e.title} | `{e.module}.py` | {e.points:g} |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str, exercises=None) -> str:
+    """``text`` (a README) with the region between the table markers replaced by ``exercise_table``."""
+    start, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise MarkerError(f"README.md needs the lines {TABLE_BEGIN!r} and {TABLE_END!r} around the exercise table")
+    head = text[: start + len(TABLE_BEGIN)]
+    return head + "\n" + exercise_table(exercises) + text[end:]
 
 
 def _enclosing(lines: list[str], index: int, indent: int) -> str:
@@ -108,6 +133,11 @@ def out_of_sync(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> lis
     return problems
 
 
+def readme_out_of_date(readme: Path = README) -> bool:
+    text = readme.read_text(encoding="utf-8")
+    return readme_with_table(text) != text
+
+
 def write(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]:
     want = expected_tree(solutions)
     changed = []
@@ -125,16 +155,29 @@ def write(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]
     return changed
 
 
+def write_readme(readme: Path = README) -> bool:
+    """Rewrite the README's exercise table from the manifest; True if it changed."""
+    text = readme.read_text(encoding="utf-8")
+    new = readme_with_table(text)
+    if new != text:
+        readme.write_text(new, encoding="utf-8", newline="\n")
+    return new != text
+
+
 def main(argv: list[str]) -> int:
     if "--check" in argv:
-        problems = out_of_sync()
+        problems = [f"exercises/{p}" for p in out_of_sync()]
+        if readme_out_of_date():
+            problems.append("README.md: the exercise table differs from tests/manifest.toml")
         for p in problems:
-            print(f"exercises/{p}")
+            print(p)
         if problems:
-            print("exercises/ is out of date: run `nox -s stubs`")
+            print("exercises/ or the README's table is out of date: run `nox -s stubs`")
         return 1 if problems else 0
-    changed = write()
-    print("\n".join(f"wrote exercises/{c}" for c in changed) or "exercises/ is up to date")
+    changed = [f"exercises/{c}" for c in write()]
+    if write_readme():
+        changed.append("README.md (the exercise table)")
+    print("\n".join(f"wrote {c}" for c in changed) or "exercises/ and the README's table are up to date")
     return 0
 
 

@@ -1,15 +1,15 @@
 """Ungraded: gradient checkpointing inside the learner's own model.
 
 Exercise 16 is graded on ``run_blocks`` alone, with the reference blocks. Here the learner's own
-``GPTModel`` (exercise 09, whose ``gradient_checkpointing`` switch is given glue that calls
-``training.run_blocks``) trains one step with dropout on, once without and once with checkpointing,
+``GPTModel`` (exercise 09, with ``training.use_gradient_checkpointing``, given glue that makes its
+blocks run through ``run_blocks``) trains one step with dropout on, once without and once with checkpointing,
 from the same parameters and random state: the loss and every gradient must be the same, and the
 forward pass must save fewer bytes for backward. Skipped while the model or ``run_blocks`` is a stub.
 """
 
 import pytest
 import torch
-from gpt_oracle import n
+from harness.draw import n
 
 from harness.compare import assert_close, assert_true
 from harness.failures import NotStarted
@@ -36,8 +36,8 @@ def test_checkpointing_your_model_keeps_loss_and_gradients(chain, gen):
     except NotStarted as e:
         pytest.skip(f"the chain is not finished: {e.message}")
     plain, ckpt = runs["False"], runs["True"]
-    what = f"your GPTModel (n_layers={cfg['n_layers']}, drop_rate=0.2, training) with gradient_checkpointing=True"
-    oracle = "the same model and seed with gradient_checkpointing=False"
+    what = f"your GPTModel (n_layers={cfg['n_layers']}, drop_rate=0.2, training) under use_gradient_checkpointing"
+    oracle = "the same model and seed without checkpointing"
     assert_close(torch.tensor(ckpt["loss"]), torch.tensor(plain["loss"]), f"{what}: the loss", oracle=oracle, atol=1e-6, rtol=1e-5)
     assert_true(sorted(ckpt["grads"]) == sorted(plain["grads"]), f"{what}: other parameters got gradients than without checkpointing")
     for name, g in plain["grads"].items():

@@ -9,9 +9,10 @@ They are skipped while a piece of the chain is still a stub, and left out of `--
 
 import pytest
 import torch
-from gpt_oracle import block, block_params, gpt, gpt_params, n, random_config, read_safetensors
+from gpt_oracle import block, block_params, gpt, gpt_params, random_config, read_safetensors
 
 from harness.compare import assert_close
+from harness.draw import n
 from harness.failures import NotStarted
 from harness.impl import Impl, Part
 from harness.manifest import Exercise

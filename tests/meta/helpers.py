@@ -69,15 +69,16 @@ def checkout_copy(tmp: Path) -> Path:
     dest = tmp / "checkout"
     for name in ("tests", "reference", "solutions", "exercises"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("noxfile.py", "pyproject.toml"):
+    for name in ("noxfile.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
     return dest
 
 
-def grade_in(checkout: Path, tree: Path | str, tmp: Path, *args: str, timeout: float = 300) -> Graded:
-    """Like ``grade``, from another checkout (a copy made by ``checkout_copy``)."""
+def grade_in(checkout: Path, tree: Path | str, tmp: Path, *args: str, timeout: float = 300, files=None) -> Graded:
+    """Like ``grade``, from another checkout (a copy made by ``checkout_copy``): the checks of
+    exercises 01 and 02, or of ``files`` (paths relative to the checkout)."""
     report = tmp / "report.json"
-    cmd = [sys.executable, "-m", "pytest", *CORE, "--grade", "-q", "--impl", str(tree), "--report", str(report), *args]
+    cmd = [sys.executable, "-m", "pytest", *(files or CORE), "--grade", "-q", "--impl", str(tree), "--report", str(report), *args]
     proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, timeout=timeout)
     data = json.loads(report.read_text()) if report.exists() else {}
     return Graded(proc.returncode, proc.stdout, proc.stderr, data)
@@ -99,3 +100,56 @@ def _grader():
         pid = parent
     return None
 """
+
+
+# ------------------------------------------------------------------ named mistakes (fingerprints)
+# A case is (the mistake's words, file, [(old, new)], graded test module, check): the check, run on
+# a copy of solutions/ with the edits, must fail and its failure must carry the words.
+
+SEEDS = (1, 2, 3)
+
+
+def run_check(check, impl, seed: int):
+    """A graded check, called as the grader calls it (with a fresh generator when it takes one)."""
+    import torch
+
+    return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
+
+
+def impl_for(tree: Path, module: str):
+    """The graded test module and an in-process ``Impl`` of its exercise on ``tree``."""
+    import importlib
+
+    from harness.impl import Impl, InProcessBackend
+    from harness.manifest import lookup
+
+    tests = importlib.import_module(module)
+    return tests, Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+
+
+def assert_mistake_named(tmp: Path, mistake: str, file: str, edits, module: str, check: str, *,
+                         exact: bool = False, named: bool = False, seeds=SEEDS) -> None:
+    """The check fails on the mistake for every seed and says ``mistake``: right after "This looks
+    like: " with ``exact`` (a Mismatch), somewhere after it with ``named``, else anywhere in what
+    the learner reads."""
+    import pytest
+
+    from harness.failures import GradingFailure, Mismatch
+
+    tests, impl = impl_for(make_tree(tmp, {file: edits}), module)
+    for seed in seeds:
+        with pytest.raises(Mismatch if exact else GradingFailure) as failure:
+            run_check(getattr(tests, check), impl, seed)
+        said = str(failure.value) if exact else failure.value.explain()
+        assert (f"This looks like: {mistake}" if exact else mistake) in said, f"seed {seed}: {said[:3000]}"
+        if named:
+            assert "This looks like: " in said and mistake in said.split("This looks like: ", 1)[1], f"seed {seed}: {said[:3000]}"
+
+
+def assert_checks_pass(tmp: Path, cases, seeds=SEEDS) -> None:
+    """Every check the cases name passes on solutions/: the fingerprints do not fire on the reference."""
+    tree = make_tree(tmp)
+    for module, check in sorted({(c[3], c[4]) for c in cases}):
+        tests, impl = impl_for(tree, module)
+        for seed in seeds:
+            run_check(getattr(tests, check), impl, seed)

@@ -4,17 +4,10 @@ A copy of solutions/ gets the mistake; the check runs on it in this process (the
 as the worker, without the process boundary) for several seeds.
 """
 
-import importlib
-
 import pytest
-import torch
-from helpers import make_tree
+from helpers import SEEDS, assert_checks_pass, assert_mistake_named, impl_for, make_tree, run_check
 
-from harness.failures import GradingFailure, Mismatch
-from harness.impl import Impl, InProcessBackend
-from harness.manifest import lookup
-
-SEEDS = (1, 2, 3)
+from harness.failures import Mismatch
 
 ATT_SCORES = "scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))"
 CAUSAL = "allowed = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()"
@@ -70,19 +63,20 @@ CACHE_CASES = [
 # ------------------------------------------------------------------------- the model track (07-11)
 
 SPLIT = "return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)"
-MERGE = "context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)"
+MERGE = "context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)"
 SCORES = "scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)"
 MASKFILL = "scores.masked_fill_(~self.mask[:num_tokens, :num_tokens], float(\"-inf\"))"
 WEIGHTS = "weights = self.dropout(softmax(scores, dim=-1))"
 ATT = "x = x + self.drop_shortcut(self.att(self.norm1(x)))"
 FF = "x = x + self.drop_shortcut(self.ff(self.norm2(x)))"
-EMB = "x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))"
+EMB = "x = self.tok_emb(in_idx) + self.pos_emb(positions)"
+DROP_EMB = "        x = self.drop_emb(x)\n"
 TRAIN_07 = "test_multihead_training_dropout_falls_on_the_attention_weights"
 TRAIN_08 = "test_block_training_dropout_on_each_branch_output"
 TRAIN_09 = "test_gpt_training_dropout_on_the_embeddings_and_in_the_blocks"
 MODEL_CASES = [
  ("heads split with a reshape but no transpose", "multihead.py", [(SPLIT, "return t.reshape(b, self.num_heads, num_tokens, self.head_dim)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
- ("heads merged with a reshape but no transpose", "multihead.py", [(MERGE, "context = (weights @ values).reshape(b, num_tokens, self.d_out)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
+ ("heads merged with a reshape but no transpose", "multihead.py", [(MERGE, "context = context.reshape(b, num_tokens, self.d_out)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
  ("no causal mask", "multihead.py", [(MASKFILL, "pass")], "test_07_multihead", "test_multihead_matches_nn_multiheadattention"),
  ("no 1/sqrt(head_dim) scaling", "multihead.py", [(SCORES, "scores = queries @ keys.transpose(2, 3)")], "test_07_multihead", "test_multihead_matches_builtin_attention"),
  ("scaled by 1/sqrt(d_out)", "multihead.py", [(SCORES, SCORES.replace("self.head_dim", "self.d_out"))], "test_07_multihead", "test_multihead_backward_matches_autograd"),
@@ -101,11 +95,11 @@ MODEL_CASES = [
  ("the shortcut dropout is never applied", "block.py", [(ATT, "x = x + self.att(self.norm1(x))"), (FF, "x = x + self.ff(self.norm2(x))")], "test_08_block", TRAIN_08),
  ("dropout on the sum x + branch", "block.py", [(ATT, "x = self.drop_shortcut(x + self.att(self.norm1(x)))"), (FF, "x = self.drop_shortcut(x + self.ff(self.norm2(x)))")], "test_08_block", TRAIN_08),
  ("dropout on the branch's input", "block.py", [(ATT, "x = x + self.att(self.drop_shortcut(self.norm1(x)))"), (FF, "x = x + self.ff(self.drop_shortcut(self.norm2(x)))")], "test_08_block", TRAIN_08),
- ("the embedding dropout is missing", "model.py", [(EMB, "x = self.tok_emb(in_idx) + self.pos_emb(positions)")], "test_09_gpt", TRAIN_09),
- ("dropout on the token embeddings before the positions", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx)) + self.pos_emb(positions)")], "test_09_gpt", TRAIN_09),
+ ("the embedding dropout is missing", "model.py", [(DROP_EMB, "")], "test_09_gpt", TRAIN_09),
+ ("dropout on the token embeddings before the positions", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx)) + self.pos_emb(positions)"), (DROP_EMB, "")], "test_09_gpt", TRAIN_09),
  ("ReLU instead of GELU", "block.py", [("            GELU(),\n", "            nn.ReLU(),\n")], "test_08_block", "test_feedforward_matches_oracle"),
- ("the position embeddings are missing", "model.py", [(EMB, "x = self.drop_emb(self.tok_emb(in_idx))")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
- ("the final LayerNorm is missing", "model.py", [("return self.out_head(self.final_norm(x))", "return self.out_head(x)")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
+ ("the position embeddings are missing", "model.py", [(EMB, "x = self.tok_emb(in_idx)")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
+ ("the final LayerNorm is missing", "model.py", [("        x = self.final_norm(x)\n", "")], "test_09_gpt", "test_gpt_forward_matches_oracle"),
  ("That is the untied count", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt2_small_parameter_counts"),
  ("the output head is not tied to the token embedding", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "")], "test_09_gpt", "test_gpt_parameters_are_named_and_shaped"),
  ("the output head is tied although tie_weights is False", "model.py", [("        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight\n", "        self.out_head.weight = self.tok_emb.weight\n")], "test_09_gpt", "test_gpt_parameters_are_named_and_shaped"),
@@ -130,41 +124,19 @@ MODEL_CASES = [
 ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES
 
 
-def _run(check, impl, seed):
-    return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
-
-
-def _failures(tmp_path, file, edits, module, check, kind):
-    """``(seed, failure)`` for each seed: the check, run on solutions/ with ``edits``, must raise ``kind``."""
-    tree = make_tree(tmp_path, {file: edits})
-    tests = importlib.import_module(module)
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-    for seed in SEEDS:
-        with pytest.raises(kind) as failure:
-            _run(getattr(tests, check), impl, seed)
-        yield seed, failure.value
-
-
 @pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
 def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, Mismatch):
-        assert f"This looks like: {mistake}" in str(failure), f"seed {seed}: {failure}"
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check, exact=True)
 
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", ALL_LATER, ids=[c[0] for c in ALL_LATER])
 def test_the_failure_names_the_mistake_in_later_tracks(tmp_path, mistake, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
-        assert mistake in failure.explain(), f"seed {seed}: {failure.explain()[:2000]}"
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check)
 
 
 def test_the_correct_solution_names_no_mistake(tmp_path):
     """The fingerprints must not fire on the reference: every check above passes on solutions/."""
-    tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in CASES + ALL_LATER}):
-        tests = importlib.import_module(module)
-        impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-        for seed in SEEDS:
-            _run(getattr(tests, check), impl, seed)
+    assert_checks_pass(tmp_path, CASES + ALL_LATER)
 
 
 def test_ties_broken_by_the_first_pair_met_are_named(tmp_path):
@@ -176,12 +148,11 @@ def test_ties_broken_by_the_first_pair_met_are_named(tmp_path):
     bpe = tree / "bpe.py"
     bpe.write_text(bpe.read_text() + "\n" + naive + "\n\ndef train_bpe(text, vocab_size, special_tokens):\n"
                    "    return train(text, vocab_size, special_tokens, tie='first')\n")
-    tests = importlib.import_module("test_04_bpe_train")
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+    tests, impl = impl_for(tree, "test_04_bpe_train")
     named = 0
     for seed in SEEDS:
         try:
-            _run(tests.test_ties_go_to_the_greatest_pair, impl, seed)
+            run_check(tests.test_ties_go_to_the_greatest_pair, impl, seed)
         except Mismatch as failure:
             assert "This looks like: ties broken by the first pair met" in str(failure), f"seed {seed}: {failure}"
             named += 1

@@ -1,17 +1,11 @@
 """Known mistakes in exercises 13 (loss) and 14 (schedule), fed to the checks that should catch
-them: the failure names the mistake. Modelled on test_fingerprints.py (whose ``_failures`` runs a
-check on a copy of solutions/ with the mistake, in this process, for several seeds).
+them: the failure names the mistake. As in test_fingerprints.py, helpers.py's
+``assert_mistake_named`` runs a check on a copy of solutions/ with the mistake, in this process,
+for several seeds.
 """
 
-import importlib
-
 import pytest
-from helpers import make_tree
-from test_fingerprints import SEEDS, _failures, _run
-
-from harness.failures import GradingFailure, Mismatch
-from harness.impl import Impl, InProcessBackend
-from harness.manifest import lookup
+from helpers import assert_checks_pass, assert_mistake_named
 
 MEAN = "return (per_token * keep).sum() / keep.sum()"
 LSE = "torch.logsumexp(logits, dim=-1)"
@@ -84,21 +78,14 @@ EXPLAINED = [
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", NAMED, ids=[f"{c[4]}: {c[0]}" for c in NAMED])
 def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, Mismatch):
-        assert f"This looks like: {mistake}" in str(failure), f"seed {seed}: {failure}"
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check, exact=True)
 
 
 @pytest.mark.parametrize("words, file, edits, module, check", EXPLAINED, ids=[f"{c[4]}: {c[0]}" for c in EXPLAINED])
 def test_the_failure_explains(tmp_path, words, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
-        assert words in failure.explain(), f"seed {seed}: {failure.explain()[:3000]}"
+    assert_mistake_named(tmp_path, words, file, edits, module, check)
 
 
 def test_the_checks_pass_on_the_solution(tmp_path):
     """The fingerprints must not fire on the reference: every check above passes on solutions/."""
-    tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in NAMED + EXPLAINED}):
-        tests = importlib.import_module(module)
-        impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-        for seed in SEEDS:
-            _run(getattr(tests, check), impl, seed)
+    assert_checks_pass(tmp_path, NAMED + EXPLAINED)

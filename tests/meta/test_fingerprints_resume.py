@@ -1,19 +1,12 @@
 """Known mistakes in exercises 17 (resume) and 18 (ddp), fed to the checks that should catch them:
-the failure names the mistake. Modelled on test_fingerprints.py (whose ``_failures`` runs a check
-on a copy of solutions/ with the mistake, in this process, for several seeds).
+the failure names the mistake. As in test_fingerprints.py, helpers.py's ``assert_mistake_named``
+runs a check on a copy of solutions/ with the mistake, in this process, for several seeds.
 
 The ddp checks launch two processes with torchrun (a few seconds each), so they run for one seed.
 """
 
-import importlib
-
 import pytest
-from helpers import make_tree
-from test_fingerprints import _failures, _run
-
-from harness.failures import GradingFailure
-from harness.impl import Impl, InProcessBackend
-from harness.manifest import lookup
+from helpers import assert_checks_pass, assert_mistake_named
 
 NUMPY_SET = "np.random.set_state(("
 RESUME_CASES = [
@@ -36,20 +29,12 @@ RESUME_CASES = [
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", RESUME_CASES, ids=[c[0] for c in RESUME_CASES])
 def test_resume_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
-        assert mistake in failure.explain(), f"seed {seed}: {failure.explain()[:3000]}"
-        if check == "test_resume_is_bit_for_bit":  # the state that was not brought back is the named mistake
-            named = failure.explain().split("This looks like: ", 1)[-1]
-            assert "This looks like: " in failure.explain() and mistake in named, f"seed {seed}: {failure.explain()[:3000]}"
+    # in the bit-for-bit check the state that was not brought back is the named mistake
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check, named=check == "test_resume_is_bit_for_bit")
 
 
 def test_resume_checks_pass_on_the_solution(tmp_path):
-    tree = make_tree(tmp_path)
-    tests = importlib.import_module("test_17_resume")
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-    for check in sorted({c[4] for c in RESUME_CASES}):
-        for seed in (1, 2, 3):
-            _run(getattr(tests, check), impl, seed)
+    assert_checks_pass(tmp_path, RESUME_CASES)
 
 
 # ------------------------------------------------------------------------- 18: data-parallel training
@@ -71,17 +56,9 @@ DDP_CASES = [
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", DDP_CASES, ids=[f"{c[4]}: {c[0]}" for c in DDP_CASES])
 def test_ddp_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    tree = make_tree(tmp_path, {file: edits})
-    tests = importlib.import_module(module)
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-    with pytest.raises(GradingFailure) as failure:
-        _run(getattr(tests, check), impl, 1)
-    assert mistake in failure.value.explain(), failure.value.explain()[:3000]
+    # one seed: each of 18's checks launches processes
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check, seeds=(1,))
 
 
 def test_ddp_checks_pass_on_the_solution(tmp_path):
-    tree = make_tree(tmp_path)
-    tests = importlib.import_module("test_18_ddp")
-    impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-    for check in sorted({c[4] for c in DDP_CASES}):
-        _run(getattr(tests, check), impl, 2)
+    assert_checks_pass(tmp_path, DDP_CASES, seeds=(2,))

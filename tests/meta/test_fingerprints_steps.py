@@ -1,15 +1,10 @@
 """Exercises 15 and 16 (training.py): each known mistake, put into a copy of solutions/, fails the
 check that should catch it, with a message that names it, for several seeds."""
 
-import importlib
-
 import pytest
-from helpers import SOLUTIONS, make_tree
-from test_fingerprints import SEEDS, _failures, _run
+from helpers import SOLUTIONS, assert_checks_pass, assert_mistake_named, impl_for, run_check
 
-from harness.failures import GradingFailure, NotStarted
-from harness.impl import Impl, InProcessBackend
-from harness.manifest import lookup
+from harness.failures import NotStarted
 
 F = "training.py"
 T15, T16 = "test_15_train_step", "test_16_grad_checkpoint"
@@ -60,26 +55,19 @@ CASES = [
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
 def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, check):
-    for seed, failure in _failures(tmp_path, file, edits, module, check, GradingFailure):
-        assert mistake in failure.explain(), f"seed {seed}: {failure.explain()[:2000]}"
+    assert_mistake_named(tmp_path, mistake, file, edits, module, check)
 
 
 def test_the_correct_solution_names_no_mistake(tmp_path):
-    tree = make_tree(tmp_path)
-    for module, check in sorted({(c[3], c[4]) for c in CASES}):
-        tests = importlib.import_module(module)
-        impl = Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
-        for seed in SEEDS:
-            _run(getattr(tests, check), impl, seed)
+    assert_checks_pass(tmp_path, CASES)
 
 
 def test_every_check_of_15_and_16_runs_on_the_stubs_as_not_started():
     """On the generated stubs every check ends in NotStarted, not in a harness error."""
     exercises = SOLUTIONS.parent / "exercises"
     for module in (T15, T16):
-        tests = importlib.import_module(module)
-        impl = Impl(InProcessBackend(exercises), lookup(tests.EXERCISE), {})
+        tests, impl = impl_for(exercises, module)
         for name in [k for k in vars(tests) if k.startswith("test_")]:
             with pytest.raises(NotStarted):
-                _run(getattr(tests, name), impl, 1)
+                run_check(getattr(tests, name), impl, 1)
 

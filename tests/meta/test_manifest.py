@@ -45,6 +45,7 @@ def test_lookup_by_id_or_slug_and_clear_error():
         (('slug = "b"', 'slug = "a"'), "listed twice"),
         (('id = "02"', 'id = "2"'), "two digits"),
         (("points = 5\ndepends", "depends"), "needs `points`"),
+        (('depends_on = ["01"]', 'depends_on = ["01"]\nforbiden = ["torch.softmax"]'), "exercise 02 b has the unknown key\\(s\\) forbiden"),
     ],
 )
 def test_bad_manifests_are_rejected(edit, error):
@@ -52,9 +53,33 @@ def test_bad_manifests_are_rejected(edit, error):
         manifest.parse(GOOD.replace(*edit))
 
 
-def test_readme_table_lists_every_exercise():
+def test_readme_table_is_written_from_the_manifest():
+    """The README's table is exactly what `nox -s stubs` writes from the manifest: one source."""
+    from harness import stubs
+
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert stubs.readme_with_table(readme) == readme, "README.md's exercise table is out of date: run `nox -s stubs`"
     for e in manifest.load():
-        assert f"| {e.id} | `{e.slug}` | {e.title} | `{e.module}.py` | {e.points:g} |" in readme, (
-            f"README.md's exercise table is missing or out of date for {e.id}"
-        )
+        assert f"| {e.id} | `{e.slug}` | {e.title} | `{e.module}.py` | {e.points:g} |" in readme
+
+
+def test_readme_table_follows_a_manifest_change():
+    from harness import stubs
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    changed = manifest.parse(GOOD)
+    rewritten = stubs.readme_with_table(readme, changed)
+    assert "| 02 | `b` | B | `b.py` | 5 |" in rewritten and "| 18 |" not in rewritten
+    assert rewritten.split(stubs.TABLE_BEGIN)[0] == readme.split(stubs.TABLE_BEGIN)[0]
+    assert rewritten.split(stubs.TABLE_END)[1] == readme.split(stubs.TABLE_END)[1]
+    with pytest.raises(stubs.MarkerError, match="needs the lines"):
+        stubs.readme_with_table("# a README without the markers\n")
+
+
+def test_no_scaffold_placeholder_is_left():
+    """`nox -s new` marks what it could not know with TODO(maintainer); none may reach a learner."""
+    from harness.scaffold import PLACEHOLDER
+
+    places = [ROOT / "tests" / "manifest.toml", *sorted((ROOT / "solutions").glob("*.py")), *sorted((ROOT / "tests").glob("test_*.py"))]
+    left = [str(p.relative_to(ROOT)) for p in places if PLACEHOLDER in p.read_text(encoding="utf-8")]
+    assert not left, f"{PLACEHOLDER} is still in {', '.join(left)}: write what it marks (the README's \"Adding an exercise\")"

@@ -7,11 +7,11 @@ import numpy as np
 from harness.manifest import ROOT
 from harness.reference import read_npz, write_npz
 
-GENERATE = ROOT / "reference" / "generate.py"
+MAKE_OUTPUTS = ROOT / "reference" / "make_outputs.py"
 
 
 def _generators():
-    gen = runpy.run_path(str(GENERATE))
+    gen = runpy.run_path(str(MAKE_OUTPUTS))
     try:
         import transformers  # noqa: F401
 

@@ -185,17 +185,18 @@ def run_blocks(learner, cfg, state, x, grad_output, seed, checkpointing=True):
 
 def model_checkpointing(learner, cfg, idx, targets, seed):
     """Ungraded (tests/integration): the learner's own ``GPTModel`` in training mode, one loss and
-    backward with ``gradient_checkpointing`` False and then True from the same parameters and
-    random state; the losses, gradients and bytes saved for backward of both."""
+    backward without and then with ``training.use_gradient_checkpointing`` from the same parameters
+    and random state; the losses, gradients and bytes saved for backward of both."""
     import torch.nn.functional as F
 
     cls = learner("model.GPTModel")
+    use_checkpointing = learner("training.use_gradient_checkpointing")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(cfg).train()
         runs = {}
         for flag in (False, True):
-            model.gradient_checkpointing = flag
+            use_checkpointing(model, flag)
             model.zero_grad(set_to_none=True)
             saved = SavedBytes(model)
             torch.manual_seed(seed + 1)

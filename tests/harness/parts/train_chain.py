@@ -1,6 +1,6 @@
 """Scenario for the ungraded known-answer training check (tests/integration/test_training_known_answer.py):
 the learner's own chain — weights loader, model, schedule and train_step — repeats the training run
-that reference/generate.py recorded with transformers' GPT-2 and a plain PyTorch loop."""
+that reference/make_outputs.py recorded with transformers' GPT-2 and a plain PyTorch loop."""
 
 import torch
 

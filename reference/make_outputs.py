@@ -1,6 +1,6 @@
 """Writes the reference outputs in this directory from independent oracles.
 
-Run it with ``nox -s reference`` (or ``python reference/generate.py [OUT_DIR]``). Every file comes
+Run it with ``nox -s reference`` (or ``python reference/make_outputs.py [OUT_DIR]``). Every file comes
 from PyTorch's own implementations, never from ``solutions/``, on inputs drawn from fixed seeds;
 running it twice writes byte-identical files.
 
