@@ -15,11 +15,16 @@
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
     nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
+    nox -s classroom -- [DIR]         GitHub Classroom's workflow, from the manifest: DIR/.github/workflows/classroom.yml
+    nox -s env                        make or update the shared environment, and nothing else (CI builds it once so)
 
 All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
 remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
 machine when pip's find-links has one (a CPU build, say), else from the package index; set
-KATA_TORCH (e.g. KATA_TORCH="torch==2.5.1") to choose it yourself.
+KATA_TORCH (e.g. KATA_TORCH="torch==2.5.1") to choose it yourself, and KATA_TORCH_INDEX to take
+torch, and only torch (with what it needs), from another index: PyTorch's CPU-only builds with
+KATA_TORCH_INDEX=https://download.pytorch.org/whl/cpu (about 190 MB, where PyPI's Linux torch
+brings several GB of CUDA libraries). Both are read when the environment is made or updated.
 """
 
 from __future__ import annotations
@@ -75,6 +80,13 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     code = session.run(*pip, "--no-index", "--no-deps", torch_spec, success_codes=[0, 1], silent=True)
     if code is not True and code != 0:
         session.log(f"no local wheel for {torch_spec}: installing it from the package index")
+    # KATA_TORCH_INDEX: torch (and what it needs) from that index only, as pytorch.org's own
+    # instructions do; PIP_INDEX_URL would apply to every package (tiktoken is not on PyTorch's
+    # index) and PIP_EXTRA_INDEX_URL lets pip pick whichever index has the newer torch. A torch
+    # installed above from a local wheel already satisfies the spec, and pip leaves it.
+    if torch_index := os.environ.get("KATA_TORCH_INDEX"):
+        session.log(f"torch from KATA_TORCH_INDEX={torch_index}")
+        session.run(*pip, "--index-url", torch_index, torch_spec)
     session.run(*pip, torch_spec, *[d for d in deps if not d.startswith(("torch", *NO_DEPS))])
     if no_deps := [d for d in deps if d.startswith(NO_DEPS)]:
         session.run(*pip, "--no-deps", *no_deps)
@@ -283,6 +295,22 @@ def watch(session: nox.Session) -> None:
     """Re-grade the exercise whose file you save (`-- --impl PATH` to watch another tree)."""
     py = kata_env(session, extras=("watch",))
     session.run(py, str(ROOT / "tests" / "harness" / "watch.py"), *session.posargs, external=True)
+
+
+@nox.session(name="env")
+def env_session(session: nox.Session) -> None:
+    """Make or update the shared environment .nox/kata, and nothing else: a workflow builds it once
+    this way (with KATA_TORCH_INDEX, say) before the steps that grade reuse it."""
+    session.log(f"the shared environment is ready: {kata_env(session)}")
+
+
+@nox.session
+def classroom(session: nox.Session) -> None:
+    """Write GitHub Classroom's autograding workflow from the manifest: one graded step per
+    exercise, worth its points (`nox -s classroom -- DIR`: DIR/.github/workflows/classroom.yml;
+    default: this checkout)."""
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "classroom.py"), *session.posargs, external=True)
 
 
 @nox.session

@@ -1,7 +1,8 @@
 """``nox -s release -- DIR``: the learners' repository, without solutions.
 
 Writes DIR with ``exercises/`` (the stubs), the graded tests and their harness, ``reference/``,
-the manifest, the noxfile and pyproject, the README, the LICENSE and the autograding workflow,
+the manifest, the noxfile and pyproject, the README, the LICENSE and the autograding workflows
+(``grade.yml``, and GitHub Classroom's ``classroom.yml``, written from the manifest being released),
 then starts a fresh git history there. Left out: ``solutions/``, this repository's own tests
 (``tests/meta``, which grade the solutions), the benchmarks, CI for the solutions, and any git
 history. Before committing, it checks that no region of solution code appears in any file.
@@ -17,9 +18,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness import manifest, stubs
+    from harness import classroom, manifest, stubs
 else:
-    from . import manifest, stubs
+    from . import classroom, manifest, stubs
 
 ROOT = manifest.ROOT
 COPY = ["exercises", "reference", "tests", "noxfile.py", "pyproject.toml", "README.md", "LICENSE", ".gitignore",
@@ -78,6 +79,10 @@ def write(dest: Path) -> list[str]:
     problems = stubs.out_of_sync()
     if problems:
         raise SystemExit("exercises/ is out of date (run `nox -s stubs` first):\n" + "\n".join(problems))
+    try:
+        classroom.text()
+    except classroom.ClassroomError as e:
+        raise SystemExit(f"GitHub Classroom's workflow cannot be written: {e}") from None
     for name in COPY:
         src = ROOT / name
         if not src.exists():
@@ -88,6 +93,7 @@ def write(dest: Path) -> list[str]:
             shutil.copytree(src, target, ignore=_ignore)
         else:
             shutil.copy2(src, target)
+    classroom.write(dest)  # one graded step per exercise of the manifest released
     readme = dest / "README.md"
     readme.write_text(NOTE + readme.read_text(encoding="utf-8"), encoding="utf-8")
     found = leaks(dest)
