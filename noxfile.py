@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -74,12 +75,17 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     if not py.exists() or have.get("python") != stamp["python"]:
         session.log(f"making the shared environment {ENV.relative_to(ROOT)} (once)")
         session.run(sys.executable, "-m", "venv", "--clear", str(ENV))
-    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # --no-warn-conflicts: openai-whisper is installed without its dependencies on purpose (only
+    # a data file of it is read), and pip would otherwise print a resolver ERROR about them.
+    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-warn-conflicts"]
     # Prefer a torch wheel that is already on this machine (pip's find-links), so that a CPU-only
     # machine does not download a multi-GB CUDA build; fall back to the index when there is none.
-    code = session.run(*pip, "--no-index", "--no-deps", torch_spec, success_codes=[0, 1], silent=True)
-    if code is not True and code != 0:
-        session.log(f"no local wheel for {torch_spec}: installing it from the package index")
+    local = subprocess.run([*pip, "--no-index", "--no-deps", torch_spec], capture_output=True).returncode == 0
+    if local:
+        session.log(f"{torch_spec}: from a wheel already on this machine")
+    elif not os.environ.get("KATA_TORCH_INDEX"):
+        session.log(f"no local wheel for {torch_spec}: installing it from the package index (on Linux, PyPI's torch "
+                    "brings CUDA: several GB; KATA_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU build, about 190 MB)")
     # KATA_TORCH_INDEX: torch (and what it needs) from that index only, as pytorch.org's own
     # instructions do; PIP_INDEX_URL would apply to every package (tiktoken is not on PyTorch's
     # index) and PIP_EXTRA_INDEX_URL lets pip pick whichever index has the newer torch. A torch
@@ -174,6 +180,9 @@ def reference(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory targets, measured (never asserted in the tests): tests/bench/bench_*.py."""
+    if not (ROOT / "tests" / "bench").is_dir():
+        session.error("the benchmarks are not part of this release: they measure solutions/ (an instructor's command, "
+                      "run in the maintainers' repository)")
     py = kata_env(session, extras=("reference", "train", "watch"))
     scripts = sorted((ROOT / "tests" / "bench").glob("bench_*.py"))
     if session.posargs:
@@ -189,11 +198,11 @@ def gpt2(session: nox.Session) -> None:
     """OpenAI's GPT-2 through a tree's model, loader and generate: `nox -s gpt2 -- "prompt"`.
 
     Options (after --): --model 124M|355M|774M|1558M, --max-new-tokens N, --temperature T,
-    --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps, --impl solutions|exercises.
-    The weights are downloaded once into the Hugging Face cache (about 550 MB for 124M).
+    --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps, --impl solutions|exercises
+    (default: solutions where this checkout has it, else exercises). The weights are downloaded once into the Hugging Face cache (about 550 MB for 124M).
     """
     args = list(session.posargs)
-    tree = _take_option(session, args, "--impl", "solutions")
+    tree = _take_option(session, args, "--impl", _default_tree())
     _check_tree(session, tree)
     py = kata_env(session, extras=("reference",))
     session.run(py, "-m", f"{tree}.pretrained", "--ranks", _gpt2_ranks(session, py), *args, external=True)
@@ -224,9 +233,17 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
+def _default_tree() -> str:
+    """The tree a command runs by default: solutions/ where this checkout has it (the maintainers'
+    repository), else exercises/ (the learners' release)."""
+    return "solutions" if (ROOT / "solutions").is_dir() else "exercises"
+
+
 def _check_tree(session: nox.Session, tree: str) -> None:
-    if tree not in ("solutions", "exercises") or not (ROOT / tree).is_dir():
-        session.error(f"--impl {tree}: expected solutions or exercises (a tree of this checkout)")
+    trees = [t for t in ("solutions", "exercises") if (ROOT / t).is_dir()]
+    if tree not in trees:
+        missing = "" if "solutions" in trees else " (solutions/ is not part of this release)"
+        session.error(f"--impl {tree}: expected {' or '.join(trees)}, a tree of this checkout{missing}")
 
 
 def _gpt2_ranks(session: nox.Session, py: str) -> str:
@@ -240,12 +257,12 @@ def train(session: nox.Session) -> None:
 
     Options after -- go to `python -m <tree>.train` (`-- --help` lists them: --data FILE,
     --steps N, --emb-dim D, --amp bf16, --resume PATH, ...), plus --impl solutions|exercises (the
-    tree that trains; exercises once you have finished them) and --nproc N (N processes on this
+    tree that trains: solutions where this checkout has it, else exercises) and --nproc N (N processes on this
     machine, data-parallel, through torch.distributed.run). With --tokenizer gpt2 the session finds
     GPT-2's ranks itself. The checkpoint and the loss curve go to out/train/ (--out DIR).
     """
     args = list(session.posargs)
-    tree = _take_option(session, args, "--impl", "solutions")
+    tree = _take_option(session, args, "--impl", _default_tree())
     _check_tree(session, tree)
     nproc = _take_option(session, args, "--nproc")
     py = kata_env(session, extras=("train",))
@@ -269,7 +286,7 @@ def sample(session: nox.Session) -> None:
     --impl solutions|exercises.
     """
     args = list(session.posargs)
-    tree = _take_option(session, args, "--impl", "solutions")
+    tree = _take_option(session, args, "--impl", _default_tree())
     _check_tree(session, tree)
     checkpoint = Path(_take_option(session, args, "--checkpoint", str(ROOT / "out" / "train" / "ckpt.pt")))
     if not checkpoint.is_file():

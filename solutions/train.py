@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(
         prog=f"python -m {__package__ or 'solutions'}.train",
         description="Train a small GPT from scratch on a text (default: the text of Python's pydoc topics).",
+        epilog="Run through nox (`nox -s train -- OPTIONS`), two more options: --impl solutions|exercises (the tree "
+               "that trains) and --nproc N (N processes on this machine, data-parallel, under torchrun).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data and tokenizer")
@@ -284,17 +286,20 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--device mps: data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl)")
         if args.batch_size % int(os.environ["WORLD_SIZE"]):
             parser.error(f"--batch-size {args.batch_size} must be a multiple of the {os.environ['WORLD_SIZE']} processes")
-        info = setup_distributed(args.device)
-    else:
-        try:
-            info = DistInfo(0, 0, 1, pick_device(args.device))
-        except ValueError as e:
-            parser.error(str(e))
     try:
+        if "WORLD_SIZE" in os.environ:
+            info = setup_distributed(args.device)
+        else:
+            try:
+                info = DistInfo(0, 0, 1, pick_device(args.device))
+            except ValueError as e:
+                parser.error(str(e))
         run(args, parser, extra, text, info, wall_start)
     except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
+        reference = Path(__file__).resolve().parent.parent / "solutions"
+        also = "; `--impl solutions` trains with the reference" if reference.is_dir() else ""
         raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
-                         "(`nox -s grade` shows what is left; `--impl solutions` trains with the reference)") from None
+                         f"(`nox -s grade` shows what is left{also})") from None
     finally:
         cleanup()
 
@@ -648,8 +653,10 @@ def finish(setup: Setup, state: RunState, wall_start: float) -> None:
     if info.world_size > 1:  # the others wait for rank 0's checkpoint: leaving the group one by one can abort gloo
         torch.distributed.barrier()
     if info.is_main:
-        log(info, f"wrote {out / CHECKPOINT} and {out / PLOT}; sample it with "
-                  f"`python -m {__package__}.sample {shlex.quote(str(out / CHECKPOINT))} {shlex.quote(setup.args.prompt)}`")
+        where = "" if out.resolve() == DEFAULT_OUT.resolve() else f" --checkpoint {shlex.quote(str(out / CHECKPOINT))}"
+        tree = f" --impl {__package__}" if __package__ == "exercises" else ""
+        log(info, f"wrote {out / CHECKPOINT} and {out / PLOT}; complete a prompt with it: "
+                  f"`nox -s sample -- {shlex.quote(setup.args.prompt)}{where}{tree}`")
 
 
 if __name__ == "__main__":

@@ -68,8 +68,6 @@ def test_layernorm_parameters_start_at_ones_and_zeros(impl, gen):
     for name, fill in (("scale", 1.0), ("shift", 0.0)):
         assert_true(name in res.initial, f"LayerNorm({d}) has no parameter `{name}`; its parameters are: {', '.join(res.initial) or 'none'}")
         assert_close(res.initial[name], torch.full((d,), fill), f"LayerNorm({d}).{name} as built", oracle=f"torch.full(({d},), {fill})")
-    assert_close(res.out, F.layer_norm(x, (d,)), f"LayerNorm({d}) as built, on x of shape {tuple(x.shape)}", oracle="F.layer_norm",
-                 mistakes=layernorm_mistakes(x, torch.ones(d), torch.zeros(d), 1e-5))
 
 
 def test_layernorm_forward_matches_builtin(impl, gen):

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from harness.compare import Mistake, assert_close, assert_true
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error
 from harness.draw import n
-from harness.failures import LearnerError, Mismatch
+from harness.failures import Mismatch
 from harness.impl import File
 
 EXERCISE = "06"
@@ -65,20 +65,6 @@ def check_dataset(impl, ids, max_length, stride, send):
         check_item(item, w, what, ids, max_length, stride, k)
 
 
-def expect_value_error(call, numbers, what):
-    try:
-        call()
-    except LearnerError as e:
-        if not e.message.startswith("ValueError"):
-            raise Mismatch(f"{what} raised {e.message.split(':')[0]}; expected a ValueError\n{e.message}") from None
-        missing = [str(x) for x in numbers if str(x) not in e.message]
-        if missing:
-            raise Mismatch(f"{what} raised a ValueError whose message does not give {', '.join(missing)}: {e.message}\n"
-                           "Say how many tokens there are and how many are needed.") from None
-        return
-    raise Mismatch(f"{what} returned normally; expected a ValueError saying the text is too short")
-
-
 # ----------------------------------------------------------------------------------- GPTDataset
 
 
@@ -99,7 +85,8 @@ def test_dataset_too_short_is_a_clear_error(impl, gen):
     max_length = n(gen, 4, 30)
     size = n(gen, 0, max_length)
     expect_value_error(lambda: impl.call("data.GPTDataset", token_ids(gen, size).tolist(), max_length, 1, returns="data"),
-                       [size, max_length + 1], f"GPTDataset(<{size} ids>, max_length={max_length}, stride=1)")
+                       f"GPTDataset(<{size} ids>, max_length={max_length}, stride=1)", [size, max_length + 1],
+                       why=": the text is too short for one window", missing="\nSay how many tokens there are and how many are needed.")
 
 
 # ----------------------------------------------------------------------------------- DataLoader
@@ -213,4 +200,5 @@ def test_get_batch_too_short_is_a_clear_error(impl, gen):
     block_size = n(gen, 4, 40)
     size = n(gen, 1, block_size)
     expect_value_error(lambda: impl.call("data.get_batch", token_ids(gen, size), 2, block_size, 0, returns="data"),
-                       [size, block_size + 1], f"get_batch(<{size} ids>, 2, block_size={block_size})")
+                       f"get_batch(<{size} ids>, 2, block_size={block_size})", [size, block_size + 1],
+                       why=": the text is too short for one window", missing="\nSay how many tokens there are and how many are needed.")

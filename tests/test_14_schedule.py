@@ -227,8 +227,9 @@ def check_clip(impl, values, grads, max_norm, what, single=False, generator=Fals
             continue
         message = ""
         if generator and torch.equal(got, grads[i]) and not torch.equal(want_grads[i], grads[i]):
-            message = ("\nThe gradients were left unchanged. `parameters` may be a generator (model.parameters() is one) that can be "
-                       "iterated only once: turn it into a list first.")
+            message = ("\nThis looks like: the parameters were iterated twice. The gradients were left unchanged: `parameters` is a "
+                       "generator here (model.parameters() is one), and a generator is empty the second time it is iterated. "
+                       "Turn it into a list first: parameters = list(parameters).")
         try:
             assert_close(got, want_grads[i], f"{what}: parameter {i}'s gradient after clipping", oracle="torch.nn.utils.clip_grad_norm_",
                          mistakes=[Mistake(name, fix, lambda out=output, i=i: out[i]) for name, fix, output in mistakes_for_grads],

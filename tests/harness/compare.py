@@ -8,12 +8,13 @@ it, the message names the mistake and how to fix it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .failures import Mismatch
+from .failures import LearnerError, Mismatch
 
 
 @dataclass
@@ -118,11 +119,16 @@ def assert_close(
         return
     worst = tuple(int(i) for i in torch.unravel_index(torch.argmax(diff.masked_fill(~wrong, -1.0)), diff.shape))
     count, total = int(wrong.sum()), wrong.numel()
-    message = (
-        f"{name} differs from {oracle} at {count} of {total} elements ({100.0 * count / total:.3g}%); "
-        f"the largest difference is at index {worst}: got {_fmt(float(act[worst]))}, "
-        f"expected {_fmt(float(exp[worst]))} (tolerance: atol={atol:g}, rtol={rtol:g})"
-    )
+    exact = not (expected.dtype.is_floating_point or expected.dtype.is_complex)
+    tolerance = "" if exact else f" (tolerance: atol={atol:g}, rtol={rtol:g})"
+    if total == 1:  # a scalar: no element counts, no index
+        message = f"{name} is {_fmt(float(act[worst]))}, expected {_fmt(float(exp[worst]))} (as {oracle} gives){tolerance}"
+    else:
+        message = (
+            f"{name} differs from {oracle} at {count} of {total} elements ({100.0 * count / total:.3g}%); "
+            f"the largest difference is at index {worst}: got {_fmt(float(act[worst]))}, "
+            f"expected {_fmt(float(exp[worst]))}{tolerance}"
+        )
     m = diagnose(actual, expected, mistakes or [], max(rtol, 1e-3), max(atol, 1e-4))
     if m is not None:
         message += f"\nThis looks like: {m.name}. {m.fix}"
@@ -150,3 +156,25 @@ def assert_gradients_close(res, x_grad: torch.Tensor, param_grads: dict, atol: f
     assert_close(res.grad(0), x_grad, "the gradient with respect to x", oracle=oracle, atol=atol, rtol=rtol)
     for name, g in param_grads.items():
         assert_close(res.param_grads[name], g, f"the gradient with respect to {name}", oracle=oracle, atol=atol, rtol=rtol)
+
+
+def expect_value_error(call: Callable, what: str, needles=(), why: str = "", missing: str = "") -> None:
+    """``call()`` (an ``impl`` call) must raise a ValueError whose message gives each of
+    ``needles`` (numbers match whole); ``why`` ends each failure (": because ..."), ``missing``
+    follows a message that lacks a needle."""
+    try:
+        res = call()
+    except LearnerError as e:
+        if e.kind == "forbidden":
+            raise  # that message says it all
+        if e.kind == "bad_output":  # it returned, with something the grader cannot read
+            raise Mismatch(f"{what} did not raise; expected a ValueError{why}") from None
+        if not e.message.startswith("ValueError"):
+            raise Mismatch(f"{what} raised {e.message.split(':')[0]}; expected a ValueError{why}\n{e.message}") from None
+        lacking = [str(x) for x in needles if not re.search(rf"(?<![\d-]){re.escape(str(x))}(?!\d)", e.message)]
+        if lacking:
+            raise Mismatch(f"{what} raised a ValueError whose message does not name {', '.join(lacking)}: {e.message}{why}"
+                           f"{missing}") from None
+        return
+    shown = repr(res.out)
+    raise Mismatch(f"{what} did not raise (it returned {shown[:80] + '…' if len(shown) > 80 else shown}); expected a ValueError{why}")

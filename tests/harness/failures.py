@@ -32,7 +32,10 @@ class NotStarted(GradingFailure):
 
 
 class LearnerError(GradingFailure):
-    """The learner's code raised, returned something ungradable, or used a forbidden shortcut."""
+    """The learner's code raised, returned something ungradable, or used a forbidden shortcut;
+    ``kind`` says which: "raised", "bad_output" or "forbidden"."""
+
+    kind = "raised"
 
 
 class ImportFailure(GradingFailure):

@@ -135,6 +135,7 @@ class Result:
 
 
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
+TIMEOUTS = "timeouts"  # the key, in the grade's ``lost``, of the exercises that timed out once
 
 
 class Impl:
@@ -167,9 +168,15 @@ class Impl:
             if printed.strip():
                 self.printed.append(printed)
         except WorkerLost as e:
-            self.lost[self.exercise.id] = e.reason
             if e.output.strip():
                 self.printed.append(e.output)
+            timeouts = self.lost.setdefault(TIMEOUTS, {})
+            if e.timed_out and not timeouts.get(self.exercise.id):
+                # A first timeout costs only its own check: the next check gets a fresh process.
+                # A second one ends the exercise, so an endless loop is not waited on check by check.
+                timeouts[self.exercise.id] = e.reason
+                raise Lost(e.reason) from None
+            self.lost[self.exercise.id] = e.reason
             raise Lost(e.reason) from None
         if reply.get("status") == "ok":
             try:
@@ -188,7 +195,9 @@ class Impl:
                 output=printed,
             )
         cls = _RAISE.get(reply.get("kind"), LearnerError)
-        raise cls(str(reply.get("message", "")), str(reply.get("details", "")))
+        error = cls(str(reply.get("message", "")), str(reply.get("details", "")))
+        error.kind = str(reply.get("kind", "raised"))
+        raise error
 
     def call(
         self,

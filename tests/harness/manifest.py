@@ -106,3 +106,16 @@ def lookup(key: str) -> Exercise:
             return e
     valid = ", ".join(f"{e.id} ({e.slug})" for e in load())
     raise KeyError(f"no exercise {key!r}; the exercises are: {valid}")
+
+
+def select(key: str) -> list[Exercise]:
+    """The exercises a command-line word names: an id or slug (``lookup``), or a file of the tree,
+    as the scoreboard shows it (``bpe.py``, ``exercises/bpe.py``: every exercise in that file)."""
+    name = key.strip().replace("\\", "/").rsplit("/", 1)[-1].lower()
+    if name.endswith(".py"):
+        found = [e for e in load() if f"{e.module}.py" == name]
+        if found:
+            return found
+        files = ", ".join(sorted({f"{e.module}.py" for e in load()}))
+        raise KeyError(f"no exercise is in {key!r}; the exercises' files are: {files}")
+    return [lookup(key)]

@@ -46,7 +46,7 @@ def _early_start(argv: list[str]) -> None:
     tree = (manifest.ROOT / impl if impl in NAMED_TREES else Path(impl).expanduser()).resolve()
     if not tree.is_dir():
         return
-    selected = {manifest.lookup(x).id for arg in values("--exercise") for x in arg.split(",") if x}
+    selected = {e.id for arg in values("--exercise") for x in arg.split(",") if x for e in manifest.select(x)}
     memory = values("--worker-memory")
     if memory:
         os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
@@ -149,7 +149,7 @@ class Kata:
         self.in_process = opt.in_process
         self.seed = opt.seed if opt.seed is not None else secrets.randbelow(2**31)
         try:
-            self.selected = {manifest.lookup(x).id for arg in opt.exercise for x in arg.split(",") if x}
+            self.selected = {e.id for arg in opt.exercise for x in arg.split(",") if x for e in manifest.select(x)}
         except KeyError as e:
             raise pytest.UsageError(str(e.args[0])) from None
         if opt.worker_memory is not None:
@@ -467,13 +467,58 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             first = failed[0]
             tr.write_line(f"{first.name}:")
             tr.write_line(_indent(first.message))
+            head = _first_line(first)
+            same = [c for c in failed[1:] if _first_line(c) == head]
             for c in failed[1:]:
-                tr.write_line(f"{c.name}: {c.message.strip().splitlines()[0] if c.message.strip() else c.status}")
+                if _first_line(c) != head:
+                    tr.write_line(f"{c.name}: {_first_line(c)}")
+            if same:  # one cause (a SyntaxError, a stub) met by every check: said once
+                tr.write_line(f"({len(same)} more check{'s' if len(same) > 1 else ''} failed the same way)")
     tr.write_sep("=", "scoreboard")
     tr.write_line(scoreboard(kata, width))
+    if config.option.grade:
+        tr.write_line("\n" + next_step(kata))
     if kata.report_digest:
         tr.write_line(f"\nreport: {config.option.report}, written last; sha256 {kata.report_digest} "
                       "(a copy that differs was not written by this grade)")
+
+
+def _first_line(check: Check) -> str:
+    return check.message.strip().splitlines()[0] if check.message.strip() else check.status
+
+
+def next_step(kata: Kata) -> str:
+    """One line after the scoreboard: the first exercise not yet passed, and where to write it."""
+    outcomes = kata.graded()
+    todo = next((o for o in outcomes if o.status != "passed"), None)
+    if todo is None:
+        total = sum(o.exercise.points for o in outcomes)
+        if len(outcomes) < len(manifest.load()):
+            return "next: every exercise graded here passes; `nox -s grade` grades the whole course"
+        return f"next: nothing; every exercise passes ({_num(total)}/{_num(total)})"
+    ex = todo.exercise
+    path = kata.tree / f"{ex.module}.py"
+    where = f"{path.relative_to(manifest.ROOT) if manifest.ROOT in path.parents else path}"
+    line = _line_of(path, ex)
+    return f"next: {ex.id} {ex.slug}, {where}" + (f" line {line}" if line else "") + f" (`nox -s hint -- {ex.id}` for a hint)"
+
+
+def _line_of(path: Path, ex: manifest.Exercise) -> int | None:
+    """Where the learner starts on ``ex`` in ``path`` (read as text, never imported): its first
+    stub, else the definition of its first function."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    stub = f'raise NotImplementedError("exercise {ex.id} '
+    for n, text in enumerate(lines, 1):
+        if stub in text:
+            return n
+    names = [f.split(".")[0] for f in ex.functions]
+    for n, text in enumerate(lines, 1):
+        if re.match(rf"\s*(def|class)\s+({'|'.join(map(re.escape, names))})\b", text):
+            return n
+    return None
 
 
 def _indent(text: str) -> str:

@@ -24,12 +24,30 @@ else:
 
 ROOT = manifest.ROOT
 COPY = ["exercises", "reference", "tests", "noxfile.py", "pyproject.toml", "README.md", "LICENSE", ".gitignore",
-        ".github/workflows/grade.yml"]
+        ".gitattributes", ".github/workflows/grade.yml"]
 LEAVE_OUT = {"tests/meta", "tests/bench"}
 NOTE = (
     "> **Learners' release.** This repository holds the exercises, their graded tests and the grader; "
     "the reference solutions are not part of it. Start with `nox -s grade`.\n\n"
 )
+
+
+LEAVE_OUT_BEGIN, LEAVE_OUT_END = "<!-- release: leave out -->", "<!-- release: end -->"
+
+
+def release_readme(text: str) -> str:
+    """The README without what only the maintainers' repository can run: the parts between
+    ``LEAVE_OUT_BEGIN`` and ``LEAVE_OUT_END`` (the maintainers' section, the release itself,
+    grading ``solutions/``)."""
+    out, rest = [], text
+    while LEAVE_OUT_BEGIN in rest:
+        head, _, tail = rest.partition(LEAVE_OUT_BEGIN)
+        if LEAVE_OUT_END not in tail:
+            raise SystemExit(f"README.md: {LEAVE_OUT_BEGIN} is never closed by {LEAVE_OUT_END}")
+        out.append(head)
+        rest = tail.partition(LEAVE_OUT_END)[2]
+    out.append(rest)
+    return "\n\n".join(part.strip("\n") for part in out if part.strip()) + "\n"
 
 
 def solution_regions(solutions: Path = ROOT / "solutions") -> list[tuple[str, list[str]]]:
@@ -78,7 +96,12 @@ def write(dest: Path) -> list[str]:
         raise SystemExit(f"{dest} is inside this repository: give a directory outside it")
     problems = stubs.out_of_sync()
     if problems:
-        raise SystemExit("exercises/ is out of date (run `nox -s stubs` first):\n" + "\n".join(problems))
+        raise SystemExit(
+            "exercises/ is not what `nox -s stubs` writes from solutions/, so it cannot be released:\n  "
+            + "\n  ".join(f"exercises/{p}" for p in problems)
+            + "\n`nox -s stubs` rewrites those files from solutions/, and any work in them is lost: to keep it, copy "
+            "exercises/ elsewhere first (cp -r exercises ../my-exercises). Then run `nox -s stubs` and release again."
+        )
     try:
         classroom.text()
     except classroom.ClassroomError as e:
@@ -95,7 +118,7 @@ def write(dest: Path) -> list[str]:
             shutil.copy2(src, target)
     classroom.write(dest)  # one graded step per exercise of the manifest released
     readme = dest / "README.md"
-    readme.write_text(NOTE + readme.read_text(encoding="utf-8"), encoding="utf-8")
+    readme.write_text(NOTE + release_readme(readme.read_text(encoding="utf-8")), encoding="utf-8")
     found = leaks(dest)
     if found:
         shutil.rmtree(dest)

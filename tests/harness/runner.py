@@ -46,9 +46,9 @@ PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LANG"
 class WorkerLost(Exception):
     """The worker died, hung or broke the protocol; ``reason`` says which."""
 
-    def __init__(self, reason: str, output: str = ""):
+    def __init__(self, reason: str, output: str = "", timed_out: bool = False):
         super().__init__(reason)
-        self.reason, self.output = reason, output
+        self.reason, self.output, self.timed_out = reason, output, timed_out
 
 
 class _Output:
@@ -122,6 +122,26 @@ def _pump_replies(stream, replies: queue.Queue) -> None:
             return
 
 
+def _interpreter() -> str:
+    """This Python, with the directory it lies in resolved: an environment reached through a
+    symlinked directory (a release's ``.nox/kata`` linked to another checkout's) is the same
+    environment, and the sandbox shows it only at its real path. The file itself is left as it
+    is: a virtualenv's ``python`` is a link that must keep its place in the environment."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.parent.resolve() / exe.name)
+    except OSError:
+        return sys.executable
+
+
+def _running(header: dict) -> str:
+    """What a check was running, in the learner's words: ``softmax (attention.py)``."""
+    if header.get("target"):
+        module = header.get("module")
+        return f"{header['target']} ({module}.py)" if module else str(header["target"])
+    return "your code, in this check's run" if header.get("scenario") else "this check"
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "the worker stopped answering"
@@ -153,13 +173,13 @@ class Session:
             kind, payload = self.replies.get(timeout=timeout)
         except queue.Empty:
             code = self.on_lost(kill=True)
-            raise WorkerLost(f"timed out after {timeout:g} s while {doing} (an infinite loop?)", self._drain()) from None
+            raise WorkerLost(f"{doing} did not return within {timeout:g} s: an infinite loop?", self._drain(), timed_out=True) from None
         if kind == "reply":
             return payload
         code = self.on_lost(kill=True)
         if kind == "garbage":
             raise WorkerLost(f"the worker sent something that is not a reply ({payload})", self._drain())
-        raise WorkerLost(describe_exit(code) + f" while {doing}", self._drain())
+        raise WorkerLost(describe_exit(code) + f" while running {doing}", self._drain())
 
     def _drain(self) -> str:
         self.alive = False
@@ -167,7 +187,7 @@ class Session:
         return self.output.take()
 
     def started(self, timeout: float) -> None:
-        header, _ = self._receive(timeout, "starting")
+        header, _ = self._receive(timeout, "the worker's start")
         if header.get("status") != "ready":
             self.on_lost(kill=True)
             raise WorkerLost(f"the worker did not start: {str(header)[:200]}", self._drain())
@@ -181,8 +201,8 @@ class Session:
             self.proto_out.flush()
         except (BrokenPipeError, OSError):
             code = self.on_lost(kill=True)
-            raise WorkerLost(describe_exit(code) + " before the probe started", self._drain()) from None
-        reply, out = self._receive(timeout, f"running {header.get('target') or header.get('scenario') or 'a check'}")
+            raise WorkerLost(describe_exit(code) + " before the check started", self._drain()) from None
+        reply, out = self._receive(timeout, _running(header))
         if reply.get("id") != self.requests:
             self.on_lost(kill=True)
             raise WorkerLost("the worker answered out of turn (something wrote to the grader's channel)", self._drain())
@@ -204,7 +224,7 @@ class _ForkHost:
             self.scratch = None
             host = sandboxing.LIB / "harness" / "worker" / "host.py"
             tree, scratch = sandboxing.TREES / runner.tree.name, sandboxing.SCRATCH
-        argv = [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
+        argv = [_interpreter(), "-I", "-B", "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
                 "--scratch", str(scratch), "--control", str(theirs.fileno())] + (["--sandboxed"] if box is not None else [])
         for module in imports:
             argv += ["--import", module]
@@ -363,7 +383,7 @@ class _SpawnHost:
 
     def start(self, exercise: str, rules: dict, echo: bool) -> Session:
         self.scratch = Path(tempfile.mkdtemp(prefix="kata-worker-"))
-        argv = [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(HOST), "--tree", str(self.runner.tree),
+        argv = [_interpreter(), "-I", "-B", "-u", "-X", "faulthandler", str(HOST), "--tree", str(self.runner.tree),
                 "--scratch", str(self.scratch), "--session"]
         group = {"start_new_session": True} if os.name == "posix" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -7,8 +7,7 @@ It writes what can be written without knowing the exercise, and nothing else:
   solution region (``# BEGIN SOLUTION ID: ...`` / ``# END SOLUTION``) that still raises;
 - ``tests/test_ID_SLUG.py``: ``EXERCISE = "ID"``, an oracle to write and one check that calls the
   tree's function on fresh random input and compares it with the oracle;
-- the regenerated stub tree ``exercises/``, the README's exercise table (``stubs.py``) and GitHub
-  Classroom's workflow (``classroom.py``).
+- the regenerated stub tree ``exercises/`` and the README's exercise table (``stubs.py``).
 
 Then the exercise fails (its solution raises); the maintainer's recipe in the README ("Adding an
 exercise") takes it from there. Every argument is checked before anything is written, and nothing
@@ -25,9 +24,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness import classroom, manifest, stubs
+    from harness import manifest, stubs
 else:
-    from . import classroom, manifest, stubs
+    from . import manifest, stubs
 
 PLACEHOLDER = "TODO(maintainer)"  # tests/meta/test_manifest.py refuses a manifest that still holds it
 
@@ -160,11 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote exercises/{w}")
     if stubs.write_readme():
         print("wrote README.md (the exercise table)")
-    try:
-        if classroom.write():
-            print(f"wrote {classroom.WORKFLOW.as_posix()}")
-    except classroom.ClassroomError as e:
-        print(f"{classroom.WORKFLOW.as_posix()} was not written: {e}")
     print(f"\nExercise {args.id} fails until it is written: follow the README's \"Adding an exercise\" recipe "
           f"(every {PLACEHOLDER} marks a place to fill in).")
     return 0

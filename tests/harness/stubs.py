@@ -15,9 +15,7 @@ Run ``python tests/harness/stubs.py`` (``nox -s stubs``) to write the tree, ``--
 what is out of date without writing.
 
 The README's exercise table is made here too, from the manifest: it sits between the markers
-``TABLE_BEGIN`` and ``TABLE_END`` below, and ``write`` rewrites it (``--check`` reports it). So is
-GitHub Classroom's workflow, ``.github/workflows/classroom.yml`` (``classroom.py``): one graded step
-per exercise of the manifest.
+``TABLE_BEGIN`` and ``TABLE_END`` below, and ``write`` rewrites it (``--check`` reports it).
 """
 
 from __future__ import annotations
@@ -29,9 +27,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness import classroom, manifest
+    from harness import manifest
 else:
-    from . import classroom, manifest
+    from . import manifest
 
 SOLUTIONS = manifest.ROOT / "solutions"
 EXERCISES = manifest.ROOT / "exercises"
@@ -171,25 +169,15 @@ def main(argv: list[str]) -> int:
         problems = [f"exercises/{p}" for p in out_of_sync()]
         if readme_out_of_date():
             problems.append("README.md: the exercise table differs from tests/manifest.toml")
-        try:
-            if classroom.out_of_date():
-                problems.append(f"{classroom.WORKFLOW.as_posix()}: differs from what tests/manifest.toml gives")
-        except classroom.ClassroomError as e:
-            problems.append(f"{classroom.WORKFLOW.as_posix()}: cannot be written: {e}")
         for p in problems:
             print(p)
         if problems:
-            print("exercises/, the README's table or the Classroom workflow is out of date: run `nox -s stubs`")
+            print("exercises/ or the README's table is out of date: run `nox -s stubs`")
         return 1 if problems else 0
     changed = [f"exercises/{c}" for c in write()]
     if write_readme():
         changed.append("README.md (the exercise table)")
-    try:
-        if classroom.write():
-            changed.append(classroom.WORKFLOW.as_posix())
-    except classroom.ClassroomError as e:
-        print(f"{classroom.WORKFLOW.as_posix()} was not written: {e}")
-    print("\n".join(f"wrote {c}" for c in changed) or "exercises/, the README's table and the Classroom workflow are up to date")
+    print("\n".join(f"wrote {c}" for c in changed) or "exercises/ and the README's table are up to date")
     return 0
 
 

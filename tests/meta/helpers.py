@@ -107,6 +107,8 @@ def _grader():
 # a copy of solutions/ with the edits, must fail and its failure must carry the words.
 
 SEEDS = (1, 2, 3)
+# Words of the grader's own machinery, which a learner's failure message must not use.
+HARNESS_WORDS = ("probe", "plain data", "harness", "scenario", "tree.", "tree_with", "substitute", "Impl", "wire")
 
 
 def run_check(check, impl, seed: int):
@@ -142,6 +144,8 @@ def assert_mistake_named(tmp: Path, mistake: str, file: str, edits, module: str,
             run_check(getattr(tests, check), impl, seed)
         said = str(failure.value) if exact else failure.value.explain()
         assert (f"This looks like: {mistake}" if exact else mistake) in said, f"seed {seed}: {said[:3000]}"
+        leaked = [w for w in HARNESS_WORDS if w in failure.value.explain()]
+        assert not leaked, f"seed {seed}: the message uses the grader's word(s) {leaked}: {failure.value.explain()[:3000]}"
         if named:
             assert "This looks like: " in said and mistake in said.split("This looks like: ", 1)[1], f"seed {seed}: {said[:3000]}"
 

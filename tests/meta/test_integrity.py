@@ -220,7 +220,7 @@ _payload = pickle.dumps(_Evil())
                                 "attention.py": [("", "import os\nfor _fd in range(3, 12):\n    try:\n        os.write(_fd, len(b'x').to_bytes(4, 'little') + b'x')\n    except OSError:\n        pass\n")]})
     g = grade(tree, tmp_path, *FAST)
     assert not marker.exists()
-    assert "plain data" in g.exercise("02")["output"] or "should be a torch.Tensor" in g.exercise("02")["output"], g.explain()
+    assert "the grader can check only" in g.exercise("02")["output"] or "should be a torch.Tensor" in g.exercise("02")["output"], g.explain()
     assert score(g, "01") == 0 and g.status("01") == "error", g.explain()  # it broke its own channel
 
 

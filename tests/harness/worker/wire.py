@@ -224,8 +224,9 @@ def pack(value: Any, arrays: list[np.ndarray], strict: bool = False, what: str =
     if strict and (isinstance(value, types.GeneratorType) or (hasattr(t, "__next__") and hasattr(t, "__iter__"))):
         return [again(item) for item in value]
     if strict:
-        raise Unsendable(f"{what} should be plain data (tensor, int, float, str, bytes, list, tuple, dict), "
-                         f"got {t.__module__}.{t.__qualname__}")
+        module = t.__module__.partition(".")[2] if t.__module__.startswith("tree") else t.__module__  # the tree's own name
+        raise Unsendable(f"{what} gave a {module}.{t.__qualname__}: the grader can check only tensors, numbers, strings, "
+                         f"bytes, and lists, tuples and dicts of them")
     raise WireError(f"cannot send {t.__name__}")
 
 

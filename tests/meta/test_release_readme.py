@@ -1,0 +1,124 @@
+"""The learners' release, used as its README says: every `nox -s` command in its code blocks runs.
+
+A release is written to a scratch directory (its `.nox/kata` is this checkout's environment, so
+nothing is installed), and each command its README shows runs there, as a learner would type it,
+with the exit status and the words this table expects. A command the table does not know fails
+the test: a new command in the README gets its expectation here. The release's default tree is
+the stubs, so most commands stop early, each with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import release
+
+NOX = shutil.which("nox")
+
+# session -> (exit status, words the output must hold); first match of the command's arguments wins
+EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
+    # (session, a regex on the arguments, exit status, words)
+    ("grade", r"--impl \.\./student-copy", 1, ("--impl ../student-copy/exercises",)),
+    ("grade", r"--in-process", 1, ("not a valid grade", "next: ")),
+    ("grade", r".*", 1, ("not started", "next: ", "Session grade failed")),
+    ("gpt2", r".*", 1, ("network connection",)),  # no network here: it says how to get the weights
+    ("train", r"--data my\.txt", 1, ("--data my.txt: no such file",)),
+    ("train", r"--resume", 1, ("out/train/ckpt.pt",)),
+    ("train", r"--nproc", 1, ("still a stub", "exercise 18 (ddp)")),  # torchrun: 18's setup comes first
+    ("train", r".*", 1, ("still a stub", "exercise 04 (bpe_train)")),
+    ("sample", r".*", 1, ("no checkpoint at", "nox -s train")),
+    ("hint", r".*", 0, ("hint",)),
+    ("bench", r".*", 1, ("not part of this release",)),
+]
+
+
+def readme_commands(text: str) -> list[list[str]]:
+    """Every `nox -s ...` line of the README's code blocks, as argv (comments and env vars cut)."""
+    commands, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if inside and "nox -s " in line:
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words.pop(0)  # KATA_TORCH_INDEX=...: the environment exists already
+            if words[:2] == ["nox", "-s"]:
+                commands.append(words)
+    return commands
+
+
+def expectation(argv: list[str]) -> tuple[int, tuple[str, ...]]:
+    session, rest = argv[2], " ".join(argv[3:])
+    for name, pattern, code, words in EXPECT:
+        if name == session and re.search(pattern, rest):
+            return code, words
+    raise AssertionError(f"the release's README shows `{' '.join(argv)}`, which this test does not know: add what it must give to EXPECT")
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("release") / "gpt-kata"
+    release.write(dest)
+    (dest / ".nox").mkdir()
+    (dest / ".nox" / "kata").symlink_to(release.ROOT / ".nox" / "kata")  # no install: this checkout's environment
+    return dest
+
+
+@pytest.mark.skipif(NOX is None, reason="nox is not on PATH (CI installs it: .ci/run)")
+def test_every_command_of_the_release_readme_does_what_it_says(released):
+    readme = (released / "README.md").read_text(encoding="utf-8")
+    commands = readme_commands(readme)
+    assert len(commands) >= 8, f"the release's README shows only {commands}"
+    needs_solutions = [c for c in commands if c[2] in ("tests", "stubs", "release", "new")]
+    assert not needs_solutions, f"the release's README shows {needs_solutions}, which need solutions/"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST", "NOX"))}
+    env["KATA_REQUIRE_SANDBOX"] = os.environ.get("KATA_REQUIRE_SANDBOX", "")
+    seen = set()
+    for argv in commands:
+        if tuple(argv) in seen:
+            continue
+        seen.add(tuple(argv))
+        code, words = expectation(argv)
+        run = subprocess.run([NOX, *argv[1:]], cwd=released, capture_output=True, text=True, timeout=300, env=env)
+        out = run.stdout + run.stderr
+        assert run.returncode == code, f"`{' '.join(argv)}` exited {run.returncode}, expected {code}:\n{out[-3000:]}"
+        for w in words:
+            assert w in out, f"`{' '.join(argv)}` did not say {w!r}:\n{out[-3000:]}"
+        assert "expected solutions or exercises" not in out, out[-2000:]
+        assert "could not start the worker" not in out, out[-2000:]
+
+
+def test_the_release_keeps_gitattributes_and_leaves_the_maintainers_out(released):
+    assert (released / ".gitattributes").read_text() == (release.ROOT / ".gitattributes").read_text()
+    readme = (released / "README.md").read_text(encoding="utf-8")
+    assert "## Maintainers" not in readme and "release: leave out" not in readme
+    assert "from solutions." not in readme
+
+
+def test_release_with_work_in_exercises_says_what_would_be_lost(tmp_path, monkeypatch):
+    from harness import stubs
+
+    monkeypatch.setattr(stubs, "out_of_sync", lambda *a, **k: ["attention.py: differs"])
+    with pytest.raises(SystemExit) as stop:
+        release.write(tmp_path / "out")
+    message = str(stop.value)
+    assert "exercises/attention.py" in message and "lost" in message and "copy" in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_release_command_that_needs_solutions_says_so(released):
+    if NOX is None:
+        pytest.skip("nox is not on PATH")
+    run = subprocess.run([NOX, "-s", "train", "--", "--impl", "solutions"], cwd=released, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "solutions/ is not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
+    run = subprocess.run([NOX, "-s", "tests"], cwd=released, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
+
