@@ -17,6 +17,7 @@
     nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
     nox -s classroom -- [DIR]         GitHub Classroom's workflow, from the manifest: DIR/.github/workflows/classroom.yml
     nox -s env                        make or update the shared environment, and nothing else (CI builds it once so)
+    nox -s gradescope -- autograder.zip   Gradescope's autograder (setup.sh, run_autograder, the grader)
 
 All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
 remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
@@ -336,3 +337,12 @@ def release(session: nox.Session) -> None:
     needs_solutions(session)
     py = kata_env(session)
     session.run(py, str(ROOT / "tests" / "harness" / "release.py"), *session.posargs, external=True)
+
+
+@nox.session
+def gradescope(session: nox.Session) -> None:
+    """Write the autograder of a Gradescope programming assignment: `nox -s gradescope --
+    autograder.zip` (setup.sh and run_autograder at its root, the release's grader, no solutions)."""
+    needs_solutions(session)
+    py = kata_env(session)
+    session.run(py, str(ROOT / "tests" / "harness" / "gradescope.py"), *session.posargs, external=True)

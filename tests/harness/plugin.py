@@ -557,7 +557,7 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
     """Gradescope's results.json: one test per exercise, in course order."""
     tests = []
     if unfinished:
-        report = {"score": 0, "max_score": 0, "output": "grading did not finish", "tests": [],
+        report = {"score": 0, "max_score": 0, "output": "grading did not finish", "output_format": "text", "tests": [],
                   "extra_data": {"seed": kata.seed, "tree": str(kata.tree), "finished": False}}
         return _write_json(path, report)
     kata._sandbox_fell_through()
@@ -576,6 +576,7 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
                 "max_score": o.exercise.points,
                 "status": "passed" if o.status == "passed" else "failed",
                 "output": "\n".join(lines),
+                "visibility": "visible",
                 "extra_data": {"kata_status": o.status, "checks": len(o.checks),
                                "blocked_by": [e.id for e in kata.blocked_by(o)]},
             }
@@ -585,6 +586,7 @@ def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
         "max_score": sum(t["max_score"] for t in tests),
         "execution_time": round(time.time() - kata.started, 2),
         "output": scoreboard(kata),
+        "output_format": "text",  # Gradescope: plain text, the scoreboard's columns kept
         "tests": tests,
         "extra_data": {
             "seed": kata.seed,

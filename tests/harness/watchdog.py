@@ -39,7 +39,7 @@ def _void(report: str | None, reason: str) -> None:
     if not report:
         return
     path = Path(report)
-    data = {"score": 0, "max_score": 0, "output": f"GRADE VOID: {reason}", "tests": [],
+    data = {"score": 0, "max_score": 0, "output": f"GRADE VOID: {reason}", "output_format": "text", "tests": [],
             "extra_data": {"finished": False, "void": [reason]}}
     try:
         tmp = path.with_name(path.name + ".watchdog.tmp")
