@@ -9,11 +9,16 @@
 
 Targets: the sandboxed suite at most 15% slower than the unsandboxed one (issue 11); the full grade
 within 20 s, one exercise within 3 s, watch within 2 s (issue 12). nox adds about 0.2 s to a grade.
+
+Then the learner's commands as typed (``nox -s grade``, ``-- 01``, ``-- --impl solutions``), wall
+time, median of three, and the README's table of times (between its ``<!-- times`` markers) is
+checked against them: a figure more than 30% off is reported as out of date.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,6 +89,33 @@ def watch_latency(runs: int = 5) -> float | None:
             proc.kill()
 
 
+def nox_wall(*args: str, runs: int = 3) -> float | None:
+    """Wall seconds of ``nox -s grade -- ARGS`` as a learner types it, median of ``runs``."""
+    nox = shutil.which("nox")
+    if nox is None:
+        return None
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([nox, "-s", "grade", "--", *args], cwd=ROOT, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def readme_times() -> dict[str, float]:
+    """The README's table of times: the command in backticks -> seconds."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- times -->", 1)[-1].split("<!-- end of times -->", 1)[0]
+    out = {}
+    for row in table.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        m = re.search(r"`([^`]+)`", cells[1]) if len(cells) >= 3 else None
+        t = re.fullmatch(r"(?:about )?([\d.]+) s", cells[-1]) if len(cells) >= 3 else None
+        if m and t:
+            out[m.group(1)] = float(t.group(1))
+    return out
+
+
 def probe_latency(backend, n: int = 200) -> float:
     # Without 01's refusals: a worker installs them once per exercise, a debug run around each
     # probe, and the point here is the round trip.
@@ -132,6 +164,19 @@ def main() -> None:
     else:
         print(f"watch, from saving layers.py to 02's line, median of 5: {watched:.2f} s (target: within 2 s) -> "
               f"{'met' if watched <= 2 else 'NOT met'}")
+    measured = {"nox -s grade": nox_wall(), "nox -s grade -- 01": nox_wall("01"),
+                "nox -s grade -- --impl solutions": nox_wall("--impl", "solutions")}
+    if watched is not None:
+        measured["nox -s watch"] = watched
+    readme = readme_times()
+    for command, seconds in measured.items():
+        if seconds is None:
+            print(f"{command}: not measured (nox is not on PATH)")
+            continue
+        said = readme.get(command)
+        verdict = "not in the README's table" if said is None else (
+            f"README says {said:g} s: " + ("true" if abs(seconds - said) <= 0.3 * said else "OUT OF DATE"))
+        print(f"`{command}`, wall, median of 3: {seconds:.1f} s ({verdict})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -69,6 +70,37 @@ def test_summary_renders_a_markdown_scoreboard(tmp_path):
     assert "**Total: 0/10**" in md
     unfinished = summary.markdown({"extra_data": {"finished": False}})
     assert "did not finish" in unfinished
+
+
+def test_grade_workflow_is_cheap_and_skips_the_untouched_stubs():
+    yaml = pytest.importorskip("yaml")
+    text = (ROOT / ".github" / "workflows" / "grade.yml").read_text()
+    flow = yaml.safe_load(text)
+    steps = flow["jobs"]["grade"]["steps"]
+    uses = {s["uses"].split("@")[0] for s in steps if "uses" in s}
+    assert uses <= {"actions/checkout", "actions/setup-python", "actions/cache/restore", "actions/cache/save", "actions/upload-artifact"}, uses
+    assert flow["concurrency"]["cancel-in-progress"] is True
+    assert flow["jobs"]["grade"]["env"]["KATA_TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    assert any(s.get("with", {}).get("cache") == "pip" for s in steps)
+    names = [s.get("name", s.get("uses", "")) for s in steps]
+    assert names.index("Save the environment") < names.index("Grade"), "the environment is saved before any learner code runs"
+    assert names.index("Record the environment") < names.index("Grade")
+    graded = [s for s in steps if s.get("name") == "Grade"][0]
+    assert "steps.started.outputs.grade == 'yes'" in graded["if"] and "--require-sandbox" in graded["run"]
+
+
+def test_untouched_stubs_are_recognised(tmp_path):
+    from harness import stubs
+
+    assert stubs.untouched(ROOT / "exercises") and not stubs.untouched(ROOT / "solutions")
+    tree = make_tree(tmp_path)
+    for name in ("attention.py", "layers.py"):
+        (tree / name).write_text((ROOT / "exercises" / name).read_text())
+    assert not stubs.untouched(tree), "a tree with some exercises done is graded"
+    started = tmp_path / "started"
+    shutil.copytree(ROOT / "exercises", started)
+    (started / "attention.py").write_text((ROOT / "solutions" / "attention.py").read_text())
+    assert not stubs.untouched(started), "one exercise written is enough to grade"
 
 
 def test_workflows_run_commands_that_exist():
