@@ -10,7 +10,6 @@ history. Before committing, it checks that no region of solution code appears in
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys

@@ -5,8 +5,6 @@ generator writes (one source)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
