@@ -45,6 +45,11 @@ class ImportFailure(GradingFailure):
 
 
 class Lost(GradingFailure):
-    """The worker crashed, exited or timed out while running this exercise."""
+    """The worker crashed or exited while running this exercise: the exercise scores 0."""
 
     status = "error"
+
+
+class TimedOut(GradingFailure):
+    """A call into the learner's code did not return in time: that check fails, the others count
+    (after a second timeout the exercise's remaining checks are not run, and fail)."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .failures import ImportFailure, LearnerError, Lost, NotStarted
+from .failures import ImportFailure, LearnerError, Lost, NotStarted, TimedOut
 from .manifest import Exercise, load
 from .runner import Runner, WorkerLost
 from .worker import parts as worker_parts
@@ -135,7 +135,8 @@ class Result:
 
 
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
-TIMEOUTS = "timeouts"  # the key, in the grade's ``lost``, of the exercises that timed out once
+TIMEOUTS = "timeouts"  # keys, in the grade's ``lost``: the exercises that timed out once,
+ENDED_BY_TIMEOUTS = "ended by timeouts"  # and those whose second timeout ended them
 
 
 class Impl:
@@ -153,7 +154,8 @@ class Impl:
         if self.refused:
             raise LearnerError(self.refused)
         if self.exercise.id in self.lost:
-            raise Lost(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
+            ended = self.lost.get(ENDED_BY_TIMEOUTS, set())
+            raise (TimedOut if self.exercise.id in ended else Lost)(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
         arrays: list[np.ndarray] = []
         packed = wire.pack(values, arrays)
         names = needed_parts(set(parts) | _part_targets(packed, set()))
@@ -170,12 +172,16 @@ class Impl:
         except WorkerLost as e:
             if e.output.strip():
                 self.printed.append(e.output)
-            timeouts = self.lost.setdefault(TIMEOUTS, {})
-            if e.timed_out and not timeouts.get(self.exercise.id):
-                # A first timeout costs only its own check: the next check gets a fresh process.
-                # A second one ends the exercise, so an endless loop is not waited on check by check.
-                timeouts[self.exercise.id] = e.reason
-                raise Lost(e.reason) from None
+            if e.timed_out:
+                # A timeout costs only its own check: the next check gets a fresh process. A second
+                # one ends the exercise (its other checks fail unrun), so an endless loop is not
+                # waited on check by check.
+                timeouts = self.lost.setdefault(TIMEOUTS, set())
+                if self.exercise.id in timeouts:
+                    self.lost[self.exercise.id] = e.reason
+                    self.lost.setdefault(ENDED_BY_TIMEOUTS, set()).add(self.exercise.id)
+                timeouts.add(self.exercise.id)
+                raise TimedOut(e.reason) from None
             self.lost[self.exercise.id] = e.reason
             raise Lost(e.reason) from None
         if reply.get("status") == "ok":

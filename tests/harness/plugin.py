@@ -489,7 +489,7 @@ def _first_line(check: Check) -> str:
 
 def next_step(kata: Kata) -> str:
     """One line after the scoreboard: the first exercise not yet passed, and where to write it."""
-    outcomes = kata.graded()
+    outcomes = [o for o in kata.graded() if o.status != "no checks"]  # those this run graded
     todo = next((o for o in outcomes if o.status != "passed"), None)
     if todo is None:
         total = sum(o.exercise.points for o in outcomes)

@@ -58,7 +58,7 @@ def test_an_infinite_loop_costs_only_its_check_and_names_the_function(tmp_path):
     tree = make_tree(tmp_path, {"layers.py": [('    """GELU, tanh approximation', '    while True:\n        pass\n    """GELU, tanh approximation')]})
     g = grade(tree, tmp_path, *FAST, timeout=200)
     out = g.exercise("02")["output"]
-    assert g.status("02") == "error", g.explain()
+    assert g.status("02") == "failing", g.explain()
     assert "gelu (layers.py) did not return within 5 s: an infinite loop?" in out, out
     assert 0 < g.exercise("02")["score"] < g.exercise("02")["max_score"], "LayerNorm's checks must still count"
     assert "probe" not in out.lower(), out
@@ -70,7 +70,7 @@ def test_a_second_timeout_ends_the_exercise(tmp_path):
     tree = make_tree(tmp_path, {"layers.py": [("", "while True:\n    pass\n")]})
     g = grade(tree, tmp_path, *FAST, timeout=200)
     out = g.exercise("02")["output"]
-    assert g.status("02") == "error" and g.exercise("02")["score"] == 0, g.explain()
+    assert g.status("02") == "failing" and g.exercise("02")["score"] == 0, g.explain()
     assert "not run:" in out and "earlier in this exercise" in out, out
     assert g.status("01") == "passed", g.explain()
 
@@ -89,6 +89,9 @@ def test_sys_exit_segfault_and_syntax_error_are_contained(tmp_path):
     g = grade(tree, tmp_path, *FAST)
     assert g.status("01") == "error", g.explain()
     assert "SyntaxError in attention.py, line" in g.exercise("01")["output"]
+    # said in full once, above the scoreboard, and not once per check
+    said = g.stdout.split("scoreboard")[0]
+    assert said.count("SyntaxError in attention.py") == 1 and "more checks failed the same way" in said, said[-3000:]
     out02 = g.exercise("02")["output"]
     assert g.status("02") == "error", g.explain()  # the segfault kills the worker
     assert "SIGSEGV" in out02 or "killed" in out02 or "exited" in out02, out02
@@ -214,3 +217,22 @@ def test_mistakes_in_07_to_09_cost_the_kv_cache_nothing(tmp_path):
         assert score_of(g, eid) < 10, g.explain()
     assert g.status("12") == "passed" and score_of(g, "12") == 10, g.explain()
     assert sorted(g.exercise("12")["extra_data"]["blocked_by"]) == ["07", "08", "09"], g.exercise("12")
+
+
+def test_after_the_scoreboard_one_line_says_what_to_do_next(tmp_path):
+    tree = make_tree(tmp_path, {"layers.py": [("unbiased=False)", "unbiased=True)")]})
+    g = grade(tree, tmp_path)
+    assert "next: 02 layernorm, " in g.stdout and "layers.py line " in g.stdout and "nox -s hint -- 02" in g.stdout, g.stdout[-2000:]
+    (tmp_path / "second").mkdir()
+    everything = grade(make_tree(tmp_path, name="clean"), tmp_path / "second")
+    assert "next: every exercise graded here passes" in everything.stdout, everything.stdout[-2000:]
+
+
+def test_a_file_name_grades_the_exercises_in_it(tmp_path):
+    from harness import manifest
+
+    assert [e.id for e in manifest.select("bpe.py")] == ["03", "04"]
+    assert [e.id for e in manifest.select("exercises/training.py")] == ["15", "16"]
+    assert [e.id for e in manifest.select("attention")] == ["01"]
+    with pytest.raises(KeyError, match="the exercises' files are"):
+        manifest.select("nope.py")
