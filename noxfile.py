@@ -149,7 +149,7 @@ def needs_solutions(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
     needs_solutions(session)
-    py = kata_env(session, extras=("train",))
+    py = kata_env(session, extras=("train", "dev"))
     pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", *session.posargs)
 
 

@@ -157,7 +157,7 @@ def main() -> None:
     full = medians.get("sandboxed", medians["unsandboxed"])
     print(f"full grade of the solutions: {full:.1f} s (target: within 20 s) -> {'met' if full <= 20 else 'NOT met'}")
     one = one_exercise()
-    print(f"one exercise (--exercise 01), median of 5: {one:.2f} s (target: within 3 s) -> {'met' if one <= 3 else 'NOT met'}")
+    print(f"one exercise (--exercise 01), pytest alone, median of 5: {one:.2f} s")
     watched = watch_latency()
     if watched is None:
         print("watch: not measured (watchfiles is not installed: nox -s watch installs it)")
@@ -177,6 +177,9 @@ def main() -> None:
         verdict = "not in the README's table" if said is None else (
             f"README says {said:g} s: " + ("true" if abs(seconds - said) <= 0.3 * said else "OUT OF DATE"))
         print(f"`{command}`, wall, median of 3: {seconds:.1f} s ({verdict})")
+    one_typed = measured["nox -s grade -- 01"]
+    if one_typed is not None:
+        print(f"one exercise as typed (`nox -s grade -- 01`): {one_typed:.1f} s (target: within 3 s) -> {'met' if one_typed <= 3 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
   merge) to 1,000 tokens for comparison;
 - ``Tokenizer.encode`` with GPT-2's ranks, with an empty cache, on text it has not seen, of four
   kinds: prose (the corpus, once), code (the standard library's own .py files), JSON (seeded
-  records) and words in non-Latin scripts (Cyrillic, Greek, CJK, Arabic, Hiragana, Hangul),
+  records) and words in non-Latin scripts (Cyrillic, Greek, CJK, Arabic, Hiragana, Hangul), once
+  drawn with a language's Zipf frequencies from 30,000 made-up words and once every word new,
   against tiktoken's GPT-2 encoding, as a ratio of times. Target: within 5x of tiktoken. Then
   1 MB of English (the corpus repeated) with the cache filled, by lines, and decode.
 
@@ -58,14 +59,28 @@ def unseen_texts() -> dict[str, str]:
                 "tags": [rng.randint(0, 10**6) for _ in range(rng.randint(0, 5))], "ok": rng.random() < 0.5}
                for i in range(6000)]
     scripts = [(0x0430, 0x044F), (0x03B1, 0x03C9), (0x4E00, 0x9FA5), (0x0627, 0x064A), (0x3041, 0x3096), (0xAC00, 0xD7A3)]
-    words = []
-    while sum(len(w) + 1 for w in words) < 150_000:
+
+    def word() -> str:
         low, high = rng.choice(scripts)
-        words.append("".join(chr(rng.randint(low, high)) for _ in range(rng.randint(1, 8 if low < 0x3000 else 20))))
-        if rng.random() < 0.1:
-            words.append(rng.choice([",", ".", "。", "!", "\n"]))
+        return "".join(chr(rng.randint(low, high)) for _ in range(rng.randint(1, 8 if low < 0x3000 else 20)))
+
+    def text_of(next_word) -> str:
+        words = []
+        while sum(len(w) + 1 for w in words) < 150_000:
+            words.append(next_word())
+            if rng.random() < 0.1:
+                words.append(rng.choice([",", ".", "。", "!", "\n"]))
+        return " ".join(words)
+
+    # A language repeats its words with Zipf's frequencies (the k-th most common about 1/k as often):
+    # 30,000 made-up words drawn so give some 5,000 distinct chunks among 19,000, a quarter, about
+    # what a real text of that length holds in a language with many word forms.
+    vocabulary = [word() for _ in range(30000)]
+    weights = [1 / (k + 1) for k in range(len(vocabulary))]
     return {"prose (the corpus, once)": corpus(), "code (stdlib .py files)": "".join(code)[:500_000],
-            "JSON (seeded records)": json.dumps(records, indent=1)[:500_000], "words in non-Latin scripts": " ".join(words)}
+            "JSON (seeded records)": json.dumps(records, indent=1)[:500_000],
+            "non-Latin, Zipf words": text_of(lambda: rng.choices(vocabulary, weights)[0]),
+            "non-Latin, every word new": text_of(word)}
 
 
 def best(fn, runs: int) -> float:
