@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -507,6 +508,9 @@ def _line_of(path: Path, ex: manifest.Exercise) -> int | None:
     """Where the learner starts on ``ex`` in ``path`` (read as text, never imported): its first
     stub, else the definition of its first function."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 1_000_000:
+            return None  # a pipe, a device or a huge file: the grader does not wait on the tree's files
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
