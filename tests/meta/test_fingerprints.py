@@ -12,6 +12,8 @@ from harness.failures import Mismatch
 ATT_SCORES = "scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))"
 CAUSAL = "allowed = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()"
 MASK_FN = "return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()"
+RMS_Y = "y = xf * torch.rsqrt(mean_square + self.eps)"
+RMS_SCALE = "scale = 1.0 + self.weight.float() if self.offset else self.weight.float()"
 GELU = "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))"
 
 CASES = [
@@ -37,6 +39,13 @@ CASES = [
     ("the exact (erf) GELU instead of the tanh approximation", "layers.py", [(GELU, "return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))")], "test_02_layernorm", "test_gelu_matches_builtin"),
     ("the sigmoid approximation", "layers.py", [(GELU, "return x * torch.sigmoid(1.702 * x)")], "test_02_layernorm", "test_gelu_matches_builtin"),
     ("the cubic term is missing", "layers.py", [(GELU, "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x))")], "test_02_layernorm", "test_gelu_matches_builtin"),
+    # 19: RMSNorm
+    ("the mean was subtracted", "rmsnorm.py", [(RMS_Y, "y = (xf - xf.mean(-1, keepdim=True)) * torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + self.eps)")], "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
+    ("eps outside the square root", "rmsnorm.py", [(RMS_Y, "y = xf / (torch.sqrt(mean_square) + self.eps)")], "test_19_rmsnorm", "test_rmsnorm_eps_inside_the_root"),
+    ("the root is missing", "rmsnorm.py", [(RMS_Y, "y = xf / (mean_square + self.eps)")], "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
+    ("Gemma's offset: the weight applied as it is", "rmsnorm.py", [(RMS_SCALE, "scale = self.weight.float()")], "test_19_rmsnorm", "test_rmsnorm_gemma_offset"),
+    ("the offset applied without offset=True", "rmsnorm.py", [(RMS_SCALE, "scale = 1.0 + self.weight.float()")], "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
+    ("the statistics computed in bfloat16", "rmsnorm.py", [("        xf = x.float()", "        xf = x")], "test_19_rmsnorm", "test_rmsnorm_bfloat16_statistics_in_float32"),
 ]
 
 

@@ -1,6 +1,6 @@
 """`nox -s new` scaffolds an exercise that fails, and the README's recipe alone makes it pass.
 
-In a copy of the checkout: scaffold exercise 19, grade it (it fails: its solution still raises),
+In a copy of the checkout: scaffold the exercise after the last, grade it (it fails: its solution still raises),
 follow the recipe (the solution region, the oracle, the docstring, the task, the hints), grade
 again: the solutions pass with the exercise's points, a wrong solution fails, the stubs are not
 started, and the repository's own checks on the manifest and the stub tree pass in the copy.
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from helpers import checkout_copy, grade_in
 
+from harness import manifest
 from harness.scaffold import PLACEHOLDER
 
-NEW = ["19", "double", "doubling", "Double a tensor", "--function", "double", "--points", "5", "--depends-on", "01"]
-FILES = ["tests/test_01_attention.py", "tests/test_19_double.py"]
+X = f"{max(int(e.id) for e in manifest.load()) + 1:02d}"  # the id after the course's last exercise
+NEW = [X, "double", "doubling", "Double a tensor", "--function", "double", "--points", "5", "--depends-on", "01"]
+FILES = ["tests/test_01_attention.py", f"tests/test_{X}_double.py"]
 
 
 def scaffold(checkout: Path, *args: str) -> subprocess.CompletedProcess:
@@ -41,12 +43,12 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def follow_the_recipe(checkout: Path, solution: str) -> None:
     """The README's steps for the scaffolded files, with ``solution`` as the reference code."""
-    edit(checkout / "solutions" / "doubling.py", f'raise NotImplementedError("{PLACEHOLDER}: write the reference solution of exercise 19 here")', solution)
+    edit(checkout / "solutions" / "doubling.py", f'raise NotImplementedError("{PLACEHOLDER}: write the reference solution of exercise {X} here")', solution)
     edit(checkout / "solutions" / "doubling.py", f"{PLACEHOLDER}: the task in a few words (the stub's message)", "twice x")
     edit(checkout / "solutions" / "doubling.py", f"{PLACEHOLDER}: the contract a learner codes against: what it takes (shapes, dtypes), what it\n    returns, what it raises.",
          "``2 * x``, elementwise, with x's shape and dtype.")
-    test = checkout / "tests" / "test_19_double.py"
-    edit(test, f'raise NotImplementedError("{PLACEHOLDER}: write the oracle of exercise 19 in tests/test_19_double.py")', "return x + x")
+    test = checkout / "tests" / f"test_{X}_double.py"
+    edit(test, f'raise NotImplementedError("{PLACEHOLDER}: write the oracle of exercise {X} in tests/test_{X}_double.py")', "return x + x")
     edit(test, f"{PLACEHOLDER}: say what is checked", "Checked")
     manifest = checkout / "tests" / "manifest.toml"
     for which in ("a first hint: the idea, in one sentence.", "a second hint: the step most learners miss.", "a last hint: nearly the line itself."):
@@ -59,24 +61,24 @@ def test_a_scaffolded_exercise_fails_then_passes_with_the_recipe(tmp_path):
     checkout = checkout_copy(tmp_path)
     made = scaffold(checkout, *NEW)
     assert made.returncode == 0, made.stdout + made.stderr
-    for rel in ("solutions/doubling.py", "exercises/doubling.py", "tests/test_19_double.py"):
+    for rel in ("solutions/doubling.py", "exercises/doubling.py", f"tests/test_{X}_double.py"):
         assert (checkout / rel).is_file(), f"{rel} was not written:\n{made.stdout}"
-    assert "| 19 | `double` | Double a tensor | `doubling.py` | 5 |" in (checkout / "README.md").read_text(encoding="utf-8")
+    assert f"| {X} | `double` | Double a tensor | `doubling.py` | 5 |" in (checkout / "README.md").read_text(encoding="utf-8")
 
     first = grade_in(checkout, "solutions", tmp_path / "r1", files=FILES)
-    assert first.status("19") == "not started" and first.exercise("19")["score"] == 0, first.explain()
+    assert first.status(X) == "not started" and first.exercise(X)["score"] == 0, first.explain()
     assert first.status("01") == "passed", first.explain()
 
     follow_the_recipe(checkout, "return 3 * x")  # a wrong solution: the check must be able to fail
     wrong = grade_in(checkout, "solutions", tmp_path / "r2", files=FILES)
-    assert wrong.status("19") == "failing" and wrong.exercise("19")["score"] == 0, wrong.explain()
+    assert wrong.status(X) == "failing" and wrong.exercise(X)["score"] == 0, wrong.explain()
 
     edit(checkout / "solutions" / "doubling.py", "return 3 * x", "return 2 * x")
     subprocess.run([sys.executable, "tests/harness/stubs.py"], cwd=checkout, check=True, capture_output=True, timeout=120)
     right = grade_in(checkout, "solutions", tmp_path / "r3", files=FILES)
-    assert right.status("19") == "passed" and right.exercise("19")["score"] == 5, right.explain()
+    assert right.status(X) == "passed" and right.exercise(X)["score"] == 5, right.explain()
     stubs = grade_in(checkout, "exercises", tmp_path / "r4", files=FILES)
-    assert stubs.status("19") == "not started", stubs.explain()
+    assert stubs.status(X) == "not started", stubs.explain()
 
     own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/meta/test_manifest.py", "tests/meta/test_one_source.py"],
                          cwd=checkout, capture_output=True, text=True, timeout=300)
@@ -89,14 +91,14 @@ def test_bad_arguments_say_what_was_expected_and_write_nothing(tmp_path):
     for args, words in [
         (["18", "again", "again", "Again"], "exists already"),
         (["7", "seven", "seven", "Seven"], "two digits"),
-        (["19", "Bad-Slug", "bad", "Bad"], "lower_snake_case"),
-        (["19", "ok", "ok", "Ok", "--depends-on", "42"], "not an exercise of the manifest"),
-        (["19", "ok", "ok", 'A "quoted" title'], "without double quotes"),
-        (["19", "ok", "model", "Ok", "--function", "GPTModel"], "lower_snake_case"),
+        ([X, "Bad-Slug", "bad", "Bad"], "lower_snake_case"),
+        ([X, "ok", "ok", "Ok", "--depends-on", "42"], "not an exercise of the manifest"),
+        ([X, "ok", "ok", 'A "quoted" title'], "without double quotes"),
+        ([X, "ok", "model", "Ok", "--function", "GPTModel"], "lower_snake_case"),
     ]:
         done = scaffold(checkout, *args)
         assert done.returncode == 2 and words in done.stderr, (args, done.stdout, done.stderr)
         assert digest(checkout) == before, f"{args} changed the checkout although it was refused"
-    done = scaffold(checkout, "19", "again_ok", "attention", "Again", "--function", "softmax")
+    done = scaffold(checkout, X, "again_ok", "attention", "Again", "--function", "softmax")
     assert done.returncode == 2 and "already defines softmax" in done.stderr, done.stderr
     assert digest(checkout) == before
