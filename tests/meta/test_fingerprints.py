@@ -14,6 +14,7 @@ CAUSAL = "allowed = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=
 MASK_FN = "return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()"
 RMS_Y = "y = xf * torch.rsqrt(mean_square + self.eps)"
 RMS_SCALE = "scale = 1.0 + self.weight.float() if self.offset else self.weight.float()"
+SWIGLU_H = "hidden = silu(self.gate(x)) * self.up(x)"
 GELU = "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))"
 
 CASES = [
@@ -46,6 +47,12 @@ CASES = [
     ("Gemma's offset: the weight applied as it is", "rmsnorm.py", [(RMS_SCALE, "scale = self.weight.float()")], "test_19_rmsnorm", "test_rmsnorm_gemma_offset"),
     ("the offset applied without offset=True", "rmsnorm.py", [(RMS_SCALE, "scale = 1.0 + self.weight.float()")], "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
     ("the statistics computed in bfloat16", "rmsnorm.py", [("        xf = x.float()", "        xf = x")], "test_19_rmsnorm", "test_rmsnorm_bfloat16_statistics_in_float32"),
+    # 20: SwiGLU
+    ("SiLU on the up projection instead of the gate", "swiglu.py", [(SWIGLU_H, "hidden = self.gate(x) * silu(self.up(x))")], "test_20_swiglu", "test_swiglu_matches_oracle"),
+    ("a sigmoid gate (GLU), not SiLU", "swiglu.py", [(SWIGLU_H, "hidden = torch.sigmoid(self.gate(x)) * self.up(x)")], "test_20_swiglu", "test_swiglu_matches_oracle"),
+    ("the gate added to the up projection, not multiplied", "swiglu.py", [(SWIGLU_H, "hidden = silu(self.gate(x)) + self.up(x)")], "test_20_swiglu", "test_swiglu_backward_matches_autograd"),
+    ("SiLU applied after the product", "swiglu.py", [(SWIGLU_H, "hidden = silu(self.gate(x) * self.up(x))")], "test_20_swiglu", "test_swiglu_matches_oracle"),
+    ("the sigmoid alone", "swiglu.py", [("    return x * torch.sigmoid(x)", "    return torch.sigmoid(x)")], "test_20_swiglu", "test_silu_matches_builtin"),
 ]
 
 
