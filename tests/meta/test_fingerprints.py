@@ -15,6 +15,7 @@ MASK_FN = "return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).
 RMS_Y = "y = xf * torch.rsqrt(mean_square + self.eps)"
 RMS_SCALE = "scale = 1.0 + self.weight.float() if self.offset else self.weight.float()"
 SWIGLU_H = "hidden = silu(self.gate(x)) * self.up(x)"
+ROPE_OUT = "return (xf * cos.float() + rotated * sin.float()).to(x.dtype)"
 GELU = "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))"
 
 CASES = [
@@ -53,6 +54,13 @@ CASES = [
     ("the gate added to the up projection, not multiplied", "swiglu.py", [(SWIGLU_H, "hidden = silu(self.gate(x)) + self.up(x)")], "test_20_swiglu", "test_swiglu_backward_matches_autograd"),
     ("SiLU applied after the product", "swiglu.py", [(SWIGLU_H, "hidden = silu(self.gate(x) * self.up(x))")], "test_20_swiglu", "test_swiglu_matches_oracle"),
     ("the sigmoid alone", "swiglu.py", [("    return x * torch.sigmoid(x)", "    return torch.sigmoid(x)")], "test_20_swiglu", "test_silu_matches_builtin"),
+    # 21: RoPE
+    ("the exponent is i / head_dim, not 2i / head_dim", "rope.py", [("torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim", "torch.arange(0, head_dim // 2, dtype=torch.float32) / head_dim")], "test_21_rope", "test_rope_frequencies"),
+    ("the positions start at 0, not at the ones given", "rope.py", [("angles = positions.to(torch.float32)[:, None]", "angles = torch.arange(len(positions), dtype=torch.float32)[:, None]")], "test_21_rope", "test_rope_cos_sin_at_absolute_positions"),
+    ("the positions start at 0, not at the ones given", "rope.py", [("angles = positions.to(torch.float32)[:, None]", "angles = torch.arange(len(positions), dtype=torch.float32)[:, None]")], "test_21_rope", "test_a_cached_decode_rotates_as_the_full_pass"),
+    ("the halves interleaved, not repeated", "rope.py", [("angles = torch.cat([angles, angles], dim=-1)", "angles = torch.stack([angles, angles], dim=-1).flatten(-2)")], "test_21_rope", "test_rope_cos_sin_at_absolute_positions"),
+    ("neighbours paired (interleaved), not the two halves", "rope.py", [(ROPE_OUT, "c, s = cos.float()[..., :half], sin.float()[..., :half]\n    x1, x2 = xf[..., 0::2], xf[..., 1::2]\n    return torch.stack([x1 * c - x2 * s, x2 * c + x1 * s], -1).flatten(-2).to(x.dtype)")], "test_21_rope", "test_apply_rope_matches_the_complex_rotation"),
+    ("rotated the wrong way", "rope.py", [("rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)", "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")], "test_21_rope", "test_apply_rope_matches_the_complex_rotation"),
 ]
 
 
@@ -137,7 +145,14 @@ MODEL_CASES = [
 ]
 
 
-ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES
+ROPE_LATER = [
+    ("compute the angles in float32", "rope.py", [("angles = positions.to(torch.float32)[:, None] * rope_frequencies(x.size(-1), theta)[None, :]",
+                                                 "angles = positions.to(x.dtype)[:, None] * rope_frequencies(x.size(-1), theta).to(x.dtype)[None, :]")],
+     "test_21_rope", "test_rope_angles_stay_float32_in_bfloat16"),
+    ("return x's dtype", "rope.py", [(ROPE_OUT, "return xf * cos.float() + rotated * sin.float()")], "test_21_rope", "test_apply_rope_keeps_bfloat16"),
+]
+
+ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES + ROPE_LATER
 
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])

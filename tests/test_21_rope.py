@@ -1,0 +1,146 @@
+"""Exercise 21: rotary position embeddings (RoPE), half-split as Llama and Hugging Face pair features.
+
+Oracle: written here in another form than the solution's: each pair ``(x[i], x[i + d/2])`` as the
+complex number ``x[i] + j x[i + d/2]``, multiplied by ``exp(j * position * theta ** (-2i/d))``, in
+float64, on fresh random shapes, positions and thetas. ``apply_rope`` is checked with the oracle's
+cosines and sines, so a mistake in ``rope_cos_sin`` costs only its own checks.
+"""
+
+import torch
+
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.draw import n
+
+EXERCISE = "21"
+
+
+def inv_freq(d: int, theta: float) -> torch.Tensor:
+    return theta ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
+
+
+def angles(d: int, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    return positions.double()[:, None] * inv_freq(d, theta)[None, :]  # (seq, d // 2)
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """The oracle: pairs (i, i + d/2) as complex numbers, turned by their angles."""
+    half = x.size(-1) // 2
+    z = torch.complex(x[..., :half].double(), x[..., half:].double())
+    a = angles(x.size(-1), positions, theta)
+    turned = z * torch.polar(torch.ones_like(a), a)
+    return torch.cat([turned.real, turned.imag], dim=-1)
+
+
+def rotate_interleaved(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """The original paper's pairing, (2i, 2i + 1): the mistake of the other convention."""
+    z = torch.complex(x[..., 0::2].double(), x[..., 1::2].double())
+    a = angles(x.size(-1), positions, theta)
+    turned = z * torch.polar(torch.ones_like(a), a)
+    return torch.stack([turned.real, turned.imag], dim=-1).flatten(-2)
+
+
+def cos_sin(d: int, positions: torch.Tensor, theta: float):
+    a = angles(d, positions, theta)
+    a = torch.cat([a, a], dim=-1)
+    return a.cos(), a.sin()
+
+
+def case(gen):
+    d = 2 * n(gen, 1, 16)
+    seq = n(gen, 1, 12)
+    x = torch.randn(n(gen, 1, 2), n(gen, 1, 3), seq, d, generator=gen)
+    theta = [10_000.0, 500_000.0, 1_000_000.0][n(gen, 0, 2)]
+    return x, theta
+
+
+def test_rope_frequencies(impl, gen):
+    d, theta = 2 * n(gen, 1, 64), [10_000.0, 500_000.0][n(gen, 0, 1)]
+    got = impl.call("rope.rope_frequencies", d, theta).out
+    i = torch.arange(0, d // 2, dtype=torch.float64)
+    assert_close(got, inv_freq(d, theta).float(), f"rope_frequencies({d}, theta={theta:g})", oracle="theta ** (-2i / head_dim)",
+                 rtol=1e-5, atol=1e-7,
+                 mistakes=[Mistake("the exponent is i / head_dim, not 2i / head_dim", "Pair i turns at theta ** (-2 * i / head_dim): "
+                                   "torch.arange(0, head_dim, 2) / head_dim.", lambda: theta ** (-i / d)),
+                           Mistake("theta ** (2i / head_dim): the frequencies grow instead of shrinking", "Take the inverse: theta ** -(2i / head_dim).",
+                                   lambda: theta ** (i * 2 / d))])
+    expect_value_error(lambda: impl.call("rope.rope_frequencies", d + 1, theta, returns="data"), f"rope_frequencies({d + 1})",
+                       why=": features rotate in pairs, so head_dim must be even")
+
+
+def test_rope_cos_sin_at_absolute_positions(impl, gen):
+    d, start, seq = 2 * n(gen, 1, 16), n(gen, 0, 200), n(gen, 1, 10)
+    theta = [10_000.0, 500_000.0][n(gen, 0, 1)]
+    positions = torch.arange(start, start + seq)
+    like = torch.randn(1, 1, seq, d, generator=gen)
+    res = impl.call("rope.rope_cos_sin", like, positions, theta, returns="data").out
+    assert_true(isinstance(res, (tuple, list)) and len(res) == 2, f"rope_cos_sin returned {type(res).__name__}; expected (cos, sin)")
+    cos, sin = res
+    want_cos, want_sin = cos_sin(d, positions, theta)
+    from_zero = cos_sin(d, torch.arange(seq), theta)
+    what = f"rope_cos_sin(x with head_dim {d}, positions {start} .. {start + seq - 1}, theta={theta:g})"
+    for name, got, want, zero in (("cos", cos, want_cos, from_zero[0]), ("sin", sin, want_sin, from_zero[1])):
+        assert_true(isinstance(got, torch.Tensor), f"{what}: its {name} is a {type(got).__name__}; expected a tensor")
+        assert_close(got, want.float(), f"{what}: the {name}", oracle="cos/sin of positions * theta ** (-2i / head_dim), both halves",
+                     rtol=1e-4, atol=1e-4,
+                     mistakes=[Mistake("the positions start at 0, not at the ones given", "Use positions as given: a cached decode "
+                                       "passes start .. start + n - 1.", lambda z=zero: z.float()),
+                               Mistake("the halves interleaved, not repeated", "Repeat the angles: torch.cat([angles, angles], -1), "
+                                       "so that features i and i + head_dim / 2 share an angle.",
+                                       lambda w=want: torch.stack([w[:, : d // 2], w[:, : d // 2]], -1).flatten(-2).float())])
+
+
+def test_rope_angles_stay_float32_in_bfloat16(impl, gen):
+    d, start, seq = 2 * n(gen, 4, 16), n(gen, 4000, 8000), n(gen, 2, 8)
+    positions = torch.arange(start, start + seq)
+    like = torch.randn(1, 1, seq, d, generator=gen).bfloat16()
+    cos, sin = impl.call("rope.rope_cos_sin", like, positions, 500_000.0, returns="data").out
+    want_cos, want_sin = cos_sin(d, positions, 500_000.0)
+    assert_true(cos.dtype == torch.bfloat16 and sin.dtype == torch.bfloat16,
+                f"rope_cos_sin(bf16 x, ...) returned {cos.dtype} and {sin.dtype}; cast the cosines and sines to x's dtype")
+    for name, got, want in (("cos", cos, want_cos), ("sin", sin, want_sin)):
+        assert_close(got.float(), want.float(), f"rope_cos_sin(bf16 x with head_dim {d}, positions {start} .. {start + seq - 1}): the {name}",
+                     oracle="the float64 angles, rounded once to bf16", check_dtype=False, rtol=0, atol=1e-2,
+                     context="At positions in the thousands a bf16 angle is off by radians: compute the angles in float32 and cast "
+                             "only the cosines and sines to x's dtype.")
+
+
+def test_apply_rope_matches_the_complex_rotation(impl, gen):
+    x, theta = case(gen)
+    seq, d = x.size(-2), x.size(-1)
+    positions = torch.arange(seq) + n(gen, 0, 50)
+    cos, sin = cos_sin(d, positions, theta)
+    got = impl.call("rope.apply_rope", x, cos.float(), sin.float()).out
+    assert_close(got, rotate(x, positions, theta).float(), f"apply_rope(x of shape {tuple(x.shape)}, cos, sin)",
+                 oracle="each pair (i, i + d/2) turned as a complex number",
+                 mistakes=[Mistake("neighbours paired (interleaved), not the two halves", "Llama's convention pairs feature i with "
+                                   "i + head_dim / 2: rotate_half(x) = (-x2, x1).", lambda: rotate_interleaved(x, positions, theta)),
+                           Mistake("rotated the wrong way", "rotate_half(x) is (-x2, x1), not (x2, -x1): out = x * cos + rotate_half(x) * sin.",
+                                   lambda: rotate(x, -positions, theta))])
+
+
+def test_apply_rope_keeps_bfloat16(impl, gen):
+    x, theta = case(gen)
+    positions = torch.arange(x.size(-2))
+    cos, sin = cos_sin(x.size(-1), positions, theta)
+    xb = x.bfloat16()
+    got = impl.call("rope.apply_rope", xb, cos.float(), sin.float()).out
+    assert_true(got.dtype == torch.bfloat16, f"apply_rope on bfloat16 x returned {got.dtype}: return x's dtype (compute in float32, "
+                                              "then .to(x.dtype))")
+    assert_close(got.float(), rotate(xb.float(), positions, theta).float(), f"apply_rope(bf16 x of shape {tuple(x.shape)})",
+                 oracle="the exact rotation of the same bf16 values", check_dtype=False, rtol=1e-2, atol=1e-2)
+
+
+def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
+    """The learner's own two functions together: the last tokens at positions start.. equal those
+    rows of the whole sequence rotated at once."""
+    x, theta = case(gen)
+    x = torch.cat([x, x], dim=-2)  # at least two positions, so that the decoded ones do not start at 0
+    seq, d = x.size(-2), x.size(-1)
+    start = n(gen, 1, seq - 1)
+    tail = x[..., start:, :].contiguous()
+    cos, sin = impl.call("rope.rope_cos_sin", tail, torch.arange(start, seq), theta, returns="data").out
+    got = impl.call("rope.apply_rope", tail, cos, sin).out
+    assert_close(got, rotate(x, torch.arange(seq), theta)[..., start:, :].float(),
+                 f"apply_rope on positions {start} .. {seq - 1} of {seq} (a cached decode)", oracle="the same rows of the full pass",
+                 mistakes=[Mistake("the positions start at 0, not at the ones given", "A cached decode rotates token t at its absolute "
+                                   "position: pass torch.arange(start, start + n).", lambda: rotate(tail, torch.arange(seq - start), theta))])
