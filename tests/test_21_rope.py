@@ -135,7 +135,7 @@ def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
     rows of the whole sequence rotated at once."""
     x, theta = case(gen)
     x = torch.cat([x, x], dim=-2)  # at least two positions, so that the decoded ones do not start at 0
-    seq, d = x.size(-2), x.size(-1)
+    seq = x.size(-2)
     start = n(gen, 1, seq - 1)
     tail = x[..., start:, :].contiguous()
     cos, sin = impl.call("rope.rope_cos_sin", tail, torch.arange(start, seq), theta, returns="data").out
