@@ -344,3 +344,15 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         arr = np.frombuffer(data[start:end], dtype=np.dtype(_DTYPES[info["dtype"]])).reshape(info["shape"])
         out[name] = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
     return out
+
+
+def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE's half-split rotation in float64, written with complex numbers: pair (i, i + d/2) of
+    the last dimension as ``x[i] + j x[i + d/2]``, turned by ``positions * theta ** (-2i/d)``."""
+    d = x.size(-1)
+    half = d // 2
+    inv = theta ** (-torch.arange(0, half, dtype=torch.float64) * 2 / d)
+    a = positions.double()[:, None] * inv[None, :]
+    z = torch.complex(x[..., :half].double(), x[..., half:].double())
+    turned = z * torch.polar(torch.ones_like(a), a)
+    return torch.cat([turned.real, turned.imag], dim=-1)

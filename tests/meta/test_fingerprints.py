@@ -61,6 +61,12 @@ CASES = [
     ("the halves interleaved, not repeated", "rope.py", [("angles = torch.cat([angles, angles], dim=-1)", "angles = torch.stack([angles, angles], dim=-1).flatten(-2)")], "test_21_rope", "test_rope_cos_sin_at_absolute_positions"),
     ("neighbours paired (interleaved), not the two halves", "rope.py", [(ROPE_OUT, "c, s = cos.float()[..., :half], sin.float()[..., :half]\n    x1, x2 = xf[..., 0::2], xf[..., 1::2]\n    return torch.stack([x1 * c - x2 * s, x2 * c + x1 * s], -1).flatten(-2).to(x.dtype)")], "test_21_rope", "test_apply_rope_matches_the_complex_rotation"),
     ("rotated the wrong way", "rope.py", [("rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)", "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")], "test_21_rope", "test_apply_rope_matches_the_complex_rotation"),
+    # 22: grouped-query attention
+    ("the kv heads repeated in the wrong order", "gqa.py", [("k = k.repeat_interleave(group, dim=1)", "k = k.repeat(1, group, 1, 1)"), ("v = v.repeat_interleave(group, dim=1)", "v = v.repeat(1, group, 1, 1)")], "test_22_gqa", "test_gqa_matches_oracle"),
+    ("the window one token too wide", "gqa.py", [("allowed = allowed & (j > i - self.window)", "allowed = allowed & (j >= i - self.window)")], "test_22_gqa", "test_gqa_sliding_window"),
+    ("the QK-norm applied after RoPE", "gqa.py", [("        if self.q_norm is not None:  # Qwen3 normalises each head's queries and keys before rotating them\n            q, k = self.q_norm(q), self.k_norm(k)\n", ""), ("        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, in q and k only\n", "        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, in q and k only\n        if self.q_norm is not None:  # Qwen3 normalises each head's queries and keys before rotating them\n            q, k = self.q_norm(q), self.k_norm(k)\n")], "test_22_gqa", "test_gqa_with_qk_norm_as_qwen3"),
+    ("RoPE not applied to the keys", "gqa.py", [("q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)", "q = apply_rope(q, cos, sin)")], "test_22_gqa", "test_gqa_matches_oracle"),
+    ("no 1/sqrt(head_dim) scaling", "gqa.py", [("scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim)", "scores = q @ k.transpose(2, 3)")], "test_22_gqa", "test_gqa_matches_oracle"),
 ]
 
 
@@ -188,3 +194,14 @@ def test_ties_broken_by_the_first_pair_met_are_named(tmp_path):
             assert "This looks like: ties broken by the first pair met" in str(failure), f"seed {seed}: {failure}"
             named += 1
     assert named, "the mistake went unseen for every seed"
+
+
+def test_mistakes_in_19_and_21_cost_grouped_query_attention_nothing(tmp_path):
+    """22 builds on RMSNorm and RoPE, graded with the reference parts: broken ones change nothing."""
+    tree = make_tree(tmp_path, {"rope.py": [("rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)",
+                                             "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")],
+                                "rmsnorm.py": [("        xf = x.float()", "        xf = x.float() - x.float().mean(-1, keepdim=True)")]})
+    tests, impl = impl_for(tree, "test_22_gqa")
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in SEEDS:
+            run_check(getattr(tests, name), impl, seed)

@@ -1,0 +1,169 @@
+"""Exercise 22: grouped-query attention with QK-norm, RoPE and a sliding window.
+
+Oracle: a functional version written here in float64 (``F.linear``, ``F.rms_norm``, the
+complex-number RoPE of gpt_oracle.py, ``repeat_interleave`` of the kv heads, an explicit mask),
+on fresh random sizes, weights and inputs. The learner's module is built with the course's
+reference RMSNorm and RoPE (parts/rmsnorm.py, parts/rope.py), so a mistake in 19 or 21 costs this
+exercise nothing. The worker refuses ``F.scaled_dot_product_attention`` and
+``nn.MultiheadAttention``.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from gpt_oracle import rope_rotate
+
+from harness.compare import (Mistake, assert_close, assert_gradients_close, assert_true, autograd_through,
+                             expect_value_error)
+from harness.draw import n
+
+EXERCISE = "22"
+PARTS = ("rmsnorm", "rope")
+EPS = 1e-6
+
+
+def config(gen, qk_norm=False, window=None, min_kv=2):
+    n_kv = n(gen, min_kv, 3)  # two kv heads at least, so that their order shows (one: multi-query attention)
+    n_heads = n_kv * n(gen, 2, 3)  # at least two query heads per group: the grouping shows
+    head_dim = 2 * n(gen, 2, 6)
+    emb = n(gen, 4, 24)
+    return {"emb_dim": emb, "n_heads": n_heads, "n_kv_heads": n_kv, "head_dim": head_dim, "qk_norm": qk_norm,
+            "window": window, "theta": [10_000.0, 500_000.0][n(gen, 0, 1)]}
+
+
+def params(gen, cfg):
+    e, h, kv, d = cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    p = {"W_query.weight": torch.randn(h * d, e, generator=gen) / e ** 0.5,
+         "W_key.weight": torch.randn(kv * d, e, generator=gen) / e ** 0.5,
+         "W_value.weight": torch.randn(kv * d, e, generator=gen) / e ** 0.5,
+         "out_proj.weight": torch.randn(e, h * d, generator=gen) / (h * d) ** 0.5}
+    if cfg["qk_norm"]:
+        p["q_norm.weight"] = 1 + 0.3 * torch.randn(d, generator=gen)
+        p["k_norm.weight"] = 1 + 0.3 * torch.randn(d, generator=gen)
+    return p
+
+
+def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True):
+    """The oracle (with its keyword arguments at their defaults) and, with them changed, the mistakes."""
+    h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    b, t, _ = x.shape
+    x = x.double()
+    p = {k: v.double() for k, v in p.items()}
+    q = F.linear(x, p["W_query.weight"]).view(b, t, h, d)
+    k = F.linear(x, p["W_key.weight"]).view(b, t, kv, d)
+    v = F.linear(x, p["W_value.weight"]).view(b, t, kv, d).transpose(1, 2)
+    pos = torch.arange(t)
+
+    def norm(z, which):
+        return F.rms_norm(z, (d,), p[f"{which}_norm.weight"], EPS) if cfg["qk_norm"] else z
+
+    if not norm_after_rope:
+        q, k = norm(q, "q"), norm(k, "k")
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q = rope_rotate(q, pos, cfg["theta"])
+    k = rope_rotate(k, pos, cfg["theta"]) if rope_keys else k
+    if norm_after_rope:
+        q, k = norm(q, "q"), norm(k, "k")
+    group = h // kv
+    if repeat == "interleave":
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    else:  # the groups in the wrong order: kv head h % n_kv_heads
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale else 1.0)
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    allowed = j <= i
+    if cfg["window"] is not None:
+        allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
+    w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    out = (w @ v).transpose(1, 2).reshape(b, t, h * d)
+    return F.linear(out, p["out_proj.weight"])
+
+
+def mistakes(x, p, cfg):
+    out = [
+        Mistake("the kv heads repeated in the wrong order (repeat, not repeat_interleave)",
+                "Query head h reads kv head h // group: k.repeat_interleave(group, dim=1) keeps each group together.",
+                lambda: gqa(x, p, cfg, repeat="tile")),
+        Mistake("RoPE not applied to the keys", "Rotate both queries and keys (never the values).", lambda: gqa(x, p, cfg, rope_keys=False)),
+        Mistake("no 1/sqrt(head_dim) scaling", "Divide the scores by math.sqrt(head_dim).", lambda: gqa(x, p, cfg, scale=False)),
+    ]
+    if cfg["qk_norm"]:
+        out.append(Mistake("the QK-norm applied after RoPE", "Qwen3 normalises each head's queries and keys first, then rotates them.",
+                           lambda: gqa(x, p, cfg, norm_after_rope=True)))
+    if cfg["window"] is not None:
+        out.append(Mistake("the window one token too wide (j >= i - window)",
+                           "Query i sees the window latest keys, itself included: i - window < j <= i.",
+                           lambda: gqa(x, p, cfg, window_off_by_one=True)))
+    return out
+
+
+def init(cfg):
+    return {k: cfg[k] for k in ("head_dim", "qk_norm", "window", "theta")}
+
+
+def run(impl, gen, cfg, **kwargs):
+    x = torch.randn(n(gen, 1, 2), n(gen, 4, 12), cfg["emb_dim"], generator=gen)
+    p = params(gen, cfg)
+    res = impl.module("gqa.GroupedQueryAttention", x, init_args=(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"]),
+                      init_kwargs=init(cfg), params=p, substitute=PARTS, **kwargs)
+    return x, p, res
+
+
+def describe(cfg, x):
+    extra = "".join(f", {k}={cfg[k]}" for k in ("qk_norm", "window") if cfg[k])
+    return (f"GroupedQueryAttention(emb_dim={cfg['emb_dim']}, n_heads={cfg['n_heads']}, n_kv_heads={cfg['n_kv_heads']}, "
+            f"head_dim={cfg['head_dim']}{extra}) on x of shape {tuple(x.shape)}")
+
+
+def test_gqa_parameters_are_shared_by_groups(impl, gen):
+    cfg = config(gen, qk_norm=True)
+    x, _, res = run(impl, gen, cfg)
+    e, h, kv, d = cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    want = {"W_query.weight": (h * d, e), "W_key.weight": (kv * d, e), "W_value.weight": (kv * d, e), "out_proj.weight": (e, h * d),
+            "q_norm.weight": (d,), "k_norm.weight": (d,)}
+    got = {k: tuple(v.shape) for k, v in res.initial.items()}
+    biases = sorted(k for k in got if k.endswith("bias"))
+    assert_true(not biases, f"{describe(cfg, x)} has the biases {', '.join(biases)}: these projections have none (bias=False)")
+    assert_true(got == want, f"{describe(cfg, x)} has the parameters {got}; expected {want}: keys and values have n_kv_heads "
+                             "heads, shared by the query heads of each group, not copied into parameters of their own")
+
+
+def test_gqa_matches_oracle(impl, gen):
+    cfg = config(gen)
+    x, p, res = run(impl, gen, cfg)
+    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="grouped-query attention with RoPE, in float64",
+                 mistakes=mistakes(x, p, cfg))
+
+
+def test_gqa_with_qk_norm_as_qwen3(impl, gen):
+    cfg = config(gen, qk_norm=True)
+    x, p, res = run(impl, gen, cfg)
+    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="QK-norm, then RoPE, in float64", mistakes=mistakes(x, p, cfg))
+
+
+def test_gqa_sliding_window(impl, gen):
+    cfg = config(gen, window=n(gen, 1, 3))
+    x, p, res = run(impl, gen, cfg)
+    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle=f"keys i - {cfg['window']} < j <= i only",
+                 mistakes=mistakes(x, p, cfg))
+
+
+def test_gqa_backward_matches_autograd(impl, gen):
+    cfg = config(gen, qk_norm=bool(n(gen, 0, 1)), window=[None, 2][n(gen, 0, 1)], min_kv=1)
+    x = torch.randn(n(gen, 1, 2), n(gen, 4, 10), cfg["emb_dim"], generator=gen)
+    p = params(gen, cfg)
+    g = torch.randn(x.shape, generator=gen)
+    res = impl.module("gqa.GroupedQueryAttention", x, init_args=(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"]),
+                      init_kwargs=init(cfg), params=p, substitute=PARTS, grad_output=g, grad_wrt=(0,))
+    out, x_grad, param_grads = autograd_through(lambda xx, pp: gqa(xx, pp, cfg).to(xx.dtype), x, p, g)
+    assert_close(res.out, out, describe(cfg, x), oracle="the float64 oracle", mistakes=mistakes(x, p, cfg))
+    assert_gradients_close(res, x_grad, param_grads)
+
+
+def test_gqa_refuses_heads_that_do_not_group(impl, gen):
+    kv = n(gen, 2, 4)
+    h = kv * n(gen, 1, 3) + n(gen, 1, kv - 1)
+    expect_value_error(lambda: impl.call("gqa.GroupedQueryAttention", 8 * h, h, kv, substitute=PARTS, returns="data"),
+                       f"GroupedQueryAttention(emb_dim={8 * h}, n_heads={h}, n_kv_heads={kv})",
+                       why=": n_heads must be a multiple of n_kv_heads, so that each kv head serves a whole group")
