@@ -7,6 +7,7 @@ cosines and sines, so a mistake in ``rope_cos_sin`` costs only its own checks.
 """
 
 import torch
+from gpt_oracle import rope_rotate as rotate
 
 from harness.compare import Mistake, assert_close, assert_true, expect_value_error
 from harness.draw import n
@@ -20,15 +21,6 @@ def inv_freq(d: int, theta: float) -> torch.Tensor:
 
 def angles(d: int, positions: torch.Tensor, theta: float) -> torch.Tensor:
     return positions.double()[:, None] * inv_freq(d, theta)[None, :]  # (seq, d // 2)
-
-
-def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """The oracle: pairs (i, i + d/2) as complex numbers, turned by their angles."""
-    half = x.size(-1) // 2
-    z = torch.complex(x[..., :half].double(), x[..., half:].double())
-    a = angles(x.size(-1), positions, theta)
-    turned = z * torch.polar(torch.ones_like(a), a)
-    return torch.cat([turned.real, turned.imag], dim=-1)
 
 
 def rotate_interleaved(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
