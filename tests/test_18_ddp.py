@@ -54,13 +54,14 @@ def shared_run(impl, gen):
     torchrun launch takes seconds, so a grade makes one (per worker backend). Returns the case and
     what each process recorded, or raises the failure the launch raised."""
     key = (id(impl.backend), impl.exercise.id)
-    if key not in _RUNS:
+    # the backend itself is kept with its run: while it is held, no later backend can reuse its id
+    if key not in _RUNS or _RUNS[key][0] is not impl.backend:
         c = case(gen)
         try:
-            _RUNS[key] = (c, launch(impl, *c), None)
+            _RUNS[key] = (impl.backend, c, launch(impl, *c), None)
         except GradingFailure as e:
-            _RUNS[key] = (c, None, e)
-    c, ranks, failure = _RUNS[key]
+            _RUNS[key] = (impl.backend, c, None, e)
+    _, c, ranks, failure = _RUNS[key]
     if failure is not None:
         raise failure
     return c, ranks
