@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .failures import ImportFailure, LearnerError, Lost, NotStarted, TimedOut
+from .failures import GradingFailure, ImportFailure, LearnerError, Lost, NotStarted, TimedOut
 from .manifest import Exercise, load
 from .runner import Runner, WorkerLost
 from .worker import parts as worker_parts
@@ -135,8 +135,15 @@ class Result:
 
 
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
-TIMEOUTS = "timeouts"  # keys, in the grade's ``lost``: the exercises that timed out once,
-ENDED_BY_TIMEOUTS = "ended by timeouts"  # and those whose second timeout ended them
+
+
+@dataclass
+class Trouble:
+    """What went wrong earlier in one exercise's worker (the grade's ``lost`` maps id -> this)."""
+
+    reason: str
+    timeouts: int = 0
+    ended: type[GradingFailure] | None = None  # set: the exercise's remaining checks are not run, failing so
 
 
 class Impl:
@@ -153,9 +160,9 @@ class Impl:
     def _send(self, spec: dict, values: dict, parts: set[str] = frozenset()) -> Result:
         if self.refused:
             raise LearnerError(self.refused)
-        if self.exercise.id in self.lost:
-            ended = self.lost.get(ENDED_BY_TIMEOUTS, set())
-            raise (TimedOut if self.exercise.id in ended else Lost)(f"not run: {self.lost[self.exercise.id]} earlier in this exercise")
+        earlier = self.lost.get(self.exercise.id)
+        if earlier is not None and earlier.ended is not None:
+            raise earlier.ended(f"not run: {earlier.reason} earlier in this exercise")
         arrays: list[np.ndarray] = []
         packed = wire.pack(values, arrays)
         names = needed_parts(set(parts) | _part_targets(packed, set()))
@@ -172,17 +179,17 @@ class Impl:
         except WorkerLost as e:
             if e.output.strip():
                 self.printed.append(e.output)
+            trouble = self.lost.setdefault(self.exercise.id, Trouble(e.reason))
+            trouble.reason = e.reason
             if e.timed_out:
                 # A timeout costs only its own check: the next check gets a fresh process. A second
                 # one ends the exercise (its other checks fail unrun), so an endless loop is not
                 # waited on check by check.
-                timeouts = self.lost.setdefault(TIMEOUTS, set())
-                if self.exercise.id in timeouts:
-                    self.lost[self.exercise.id] = e.reason
-                    self.lost.setdefault(ENDED_BY_TIMEOUTS, set()).add(self.exercise.id)
-                timeouts.add(self.exercise.id)
+                trouble.timeouts += 1
+                if trouble.timeouts >= 2:
+                    trouble.ended = TimedOut
                 raise TimedOut(e.reason) from None
-            self.lost[self.exercise.id] = e.reason
+            trouble.ended = Lost  # a crash or an exit: the exercise scores 0
             raise Lost(e.reason) from None
         if reply.get("status") == "ok":
             try:
