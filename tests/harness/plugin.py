@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from . import manifest, runner
+from . import manifest, runner, stubs
 from . import sandbox as sandboxing
 
 NAMED_TREES = ("exercises", "solutions")
@@ -65,7 +65,7 @@ import torch  # noqa: E402  (after the hosts have started)
 
 from . import environment, integrity, reference  # noqa: E402
 from .failures import GradingFailure  # noqa: E402
-from .impl import Impl, InProcessBackend, WorkerBackend  # noqa: E402
+from .impl import Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
 from .worker import processes  # noqa: E402
 
 DEFAULT_GRADE_TIMEOUT = 1800.0
@@ -158,7 +158,7 @@ class Kata:
         self.backend = None
         self.watchdog: subprocess.Popen | None = None
         self.report_digest: str | None = None
-        self.lost: dict[str, str] = {}
+        self.lost: dict[str, Trouble] = {}  # exercise id -> what went wrong in its worker
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
         self.sandbox, self.sandbox_reason = self._choose_sandbox()
@@ -514,7 +514,7 @@ def _line_of(path: Path, ex: manifest.Exercise) -> int | None:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    stub = f'raise NotImplementedError("exercise {ex.id} '
+    stub = stubs.stub_start(ex.id)
     for n, text in enumerate(lines, 1):
         if stub in text:
             return n

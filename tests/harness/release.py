@@ -87,20 +87,26 @@ def leaks(dest: Path, solutions: Path = ROOT / "solutions") -> list[str]:
     return found
 
 
+def require_stubs(what: str) -> None:
+    """Stop, naming the files, unless ``exercises/`` is exactly what ``nox -s stubs`` writes: what
+    ships to learners (the release, the Gradescope bundle) starts from the untouched stubs."""
+    problems = stubs.out_of_sync()
+    if problems:
+        raise SystemExit(
+            f"exercises/ is not what `nox -s stubs` writes from solutions/, so it cannot be {what}:\n  "
+            + "\n  ".join(f"exercises/{p}" for p in problems)
+            + "\n`nox -s stubs` rewrites those files from solutions/, and any work in them is lost: to keep it, copy "
+            "exercises/ elsewhere first (cp -r exercises ../my-exercises). Then run `nox -s stubs` and try again."
+        )
+
+
 def write(dest: Path) -> list[str]:
     dest = dest.resolve()
     if dest.exists() and any(dest.iterdir()):
         raise SystemExit(f"{dest} exists and is not empty: give a new directory")
     if dest == ROOT or ROOT in dest.parents:
         raise SystemExit(f"{dest} is inside this repository: give a directory outside it")
-    problems = stubs.out_of_sync()
-    if problems:
-        raise SystemExit(
-            "exercises/ is not what `nox -s stubs` writes from solutions/, so it cannot be released:\n  "
-            + "\n  ".join(f"exercises/{p}" for p in problems)
-            + "\n`nox -s stubs` rewrites those files from solutions/, and any work in them is lost: to keep it, copy "
-            "exercises/ elsewhere first (cp -r exercises ../my-exercises). Then run `nox -s stubs` and release again."
-        )
+    require_stubs("released")
     try:
         classroom.text()
     except classroom.ClassroomError as e:
