@@ -346,13 +346,24 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """RoPE's half-split rotation in float64, written with complex numbers: pair (i, i + d/2) of
-    the last dimension as ``x[i] + j x[i + d/2]``, turned by ``positions * theta ** (-2i/d)``."""
-    d = x.size(-1)
-    half = d // 2
-    inv = theta ** (-torch.arange(0, half, dtype=torch.float64) * 2 / d)
-    a = positions.double()[:, None] * inv[None, :]
-    z = torch.complex(x[..., :half].double(), x[..., half:].double())
-    turned = z * torch.polar(torch.ones_like(a), a)
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """RoPE's frequencies in float64: ``theta ** (-2i / head_dim)``, ``(head_dim // 2,)``."""
+    return theta ** (-torch.arange(0, head_dim // 2, dtype=torch.float64) * 2 / head_dim)
+
+
+def rope_angles(head_dim: int, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE's angles in float64: ``positions[t] * theta ** (-2i / head_dim)``, ``(seq, head_dim // 2)``."""
+    return positions.double()[:, None] * rope_inv_freq(head_dim, theta)[None, :]
+
+
+def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float, interleaved: bool = False) -> torch.Tensor:
+    """RoPE's rotation in float64, written with complex numbers: pair (i, i + d/2) of the last
+    dimension (Llama's half-split pairing; with ``interleaved``, the paper's (2i, 2i + 1)) as
+    ``x[first] + j x[second]``, turned by ``rope_angles``."""
+    half = x.size(-1) // 2
+    first, second = (x[..., 0::2], x[..., 1::2]) if interleaved else (x[..., :half], x[..., half:])
+    a = rope_angles(x.size(-1), positions, theta)
+    turned = torch.complex(first.double(), second.double()) * torch.polar(torch.ones_like(a), a)
+    if interleaved:
+        return torch.stack([turned.real, turned.imag], dim=-1).flatten(-2)
     return torch.cat([turned.real, turned.imag], dim=-1)

@@ -7,28 +7,14 @@ cosines and sines, so a mistake in ``rope_cos_sin`` costs only its own checks.
 """
 
 import torch
+from gpt_oracle import rope_angles as angles
+from gpt_oracle import rope_inv_freq as inv_freq
 from gpt_oracle import rope_rotate as rotate
 
 from harness.compare import Mistake, assert_close, assert_true, expect_value_error
 from harness.draw import n
 
 EXERCISE = "21"
-
-
-def inv_freq(d: int, theta: float) -> torch.Tensor:
-    return theta ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
-
-
-def angles(d: int, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    return positions.double()[:, None] * inv_freq(d, theta)[None, :]  # (seq, d // 2)
-
-
-def rotate_interleaved(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """The original paper's pairing, (2i, 2i + 1): the mistake of the other convention."""
-    z = torch.complex(x[..., 0::2].double(), x[..., 1::2].double())
-    a = angles(x.size(-1), positions, theta)
-    turned = z * torch.polar(torch.ones_like(a), a)
-    return torch.stack([turned.real, turned.imag], dim=-1).flatten(-2)
 
 
 def cos_sin(d: int, positions: torch.Tensor, theta: float):
@@ -105,7 +91,7 @@ def test_apply_rope_matches_the_complex_rotation(impl, gen):
     assert_close(got, rotate(x, positions, theta).float(), f"apply_rope(x of shape {tuple(x.shape)}, cos, sin)",
                  oracle="each pair (i, i + d/2) turned as a complex number",
                  mistakes=[Mistake("neighbours paired (interleaved), not the two halves", "Llama's convention pairs feature i with "
-                                   "i + head_dim / 2: rotate_half(x) = (-x2, x1).", lambda: rotate_interleaved(x, positions, theta)),
+                                   "i + head_dim / 2: rotate_half(x) = (-x2, x1).", lambda: rotate(x, positions, theta, interleaved=True)),
                            Mistake("rotated the wrong way", "rotate_half(x) is (-x2, x1), not (x2, -x1): out = x * cos + rotate_half(x) * sin.",
                                    lambda: rotate(x, -positions, theta))])
 
