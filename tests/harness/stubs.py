@@ -77,6 +77,12 @@ def _enclosing(lines: list[str], index: int, indent: int) -> str:
     return ".".join(reversed(names)) or "module level"
 
 
+def stub_start(eid: str) -> str:
+    """How every stub line of exercise ``eid`` starts, as ``stub_source`` writes it: what tells a
+    stub from a learner's code when a tree is read as text."""
+    return f'raise NotImplementedError("exercise {eid} '
+
+
 def stub_source(source: str, filename: str = "<source>") -> str:
     exercises = manifest.by_id()
     lines = source.splitlines(keepends=True)
@@ -168,7 +174,7 @@ def untouched(tree: Path = EXERCISES) -> bool:
     """Whether ``tree`` still holds a stub of every exercise of the manifest: nothing started (a
     CI workflow has nothing to grade then). Read as text; nothing is imported."""
     text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in Path(tree).glob("*.py"))
-    return all(f'raise NotImplementedError("exercise {e.id} ' in text for e in manifest.load())
+    return all(stub_start(e.id) in text for e in manifest.load())
 
 
 def main(argv: list[str]) -> int:
