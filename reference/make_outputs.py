@@ -21,6 +21,16 @@ running it twice writes byte-identical files.
                     micro-batches, clip_grad_norm_), on fixed token ids: the learning rate, loss
                     and gradient norm of every step and the logits after the last. Needs
                     transformers.
+23_modern_presets.npz  the parameter counts of transformers' LlamaForCausalLM and Qwen3ForCausalLM
+                    built on the meta device in the published configurations of Llama 3.2 1B and
+                    Qwen3 0.6B (their config.json's sizes, written below). Needs transformers.
+24_llama_tiny.safetensors, 24_qwen3_tiny.safetensors  checkpoints in Hugging Face's layout
+                    (LlamaForCausalLM.state_dict(), Qwen3ForCausalLM.state_dict() without a tied
+                    lm_head.weight): tiny configurations (2 layers, grouped-query heads, Qwen3's
+                    QK-norm and head_dim apart from hidden_size / heads; Llama's head untied,
+                    Qwen3's tied) with weights drawn from fixed seeds. Needs transformers.
+24_hf_tiny.npz      those models' configurations (in ModernConfig's field names), their logits for
+                    fixed token ids and their greedy continuations of two prompts (generate).
 """
 
 from __future__ import annotations
@@ -197,13 +207,114 @@ def training_run() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+# The published sizes (each model's config.json on the Hugging Face hub) of the presets that
+# exercise 23 counts; the keys are transformers' config names.
+PRESET_CONFIGS = {
+    "llama3.2-1b": ("llama", {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                              "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True}),
+    "qwen3-0.6b": ("qwen3", {"vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                             "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": True}),
+}
+
+
+def _hf_classes(kind: str):
+    import transformers
+
+    name = {"llama": "Llama", "qwen3": "Qwen3"}[kind]
+    return getattr(transformers, f"{name}Config"), getattr(transformers, f"{name}ForCausalLM")
+
+
+def modern_presets() -> dict[str, np.ndarray]:
+    out = {}
+    for preset, (kind, sizes) in PRESET_CONFIGS.items():
+        config_cls, model_cls = _hf_classes(kind)
+        with torch.device("meta"):  # counted without allocating a billion numbers
+            model = model_cls(config_cls(**sizes))
+        out[f"params/{preset}"] = torch.tensor(sum(p.numel() for p in model.parameters()))
+        emb = model.get_input_embeddings().weight.numel()
+        out[f"params_without_embedding/{preset}"] = torch.tensor(out[f"params/{preset}"].item() - emb)
+    return {k: _np(v) for k, v in out.items()}
+
+
+# Tiny checkpoints of both architectures, in transformers' config names. Llama: grouped heads (4
+# query, 2 kv), an untied head, theta 500,000. Qwen3: one kv head for four query heads (multi-query
+# attention), QK-norm, heads of 16 features although 4 x 16 != 32, a tied head, theta 1e6.
+HF_TINY = {
+    "llama": {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 72, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, "rope_theta": 500000.0,
+              "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
+    "qwen3": {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64, "rope_theta": 1000000.0,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _hf_tiny(kind: str):
+    """transformers' model of HF_TINY[kind], eval mode, eager attention, its weights drawn from a
+    fixed seed here (not transformers' initialisation): norms near 1, the rest normal."""
+    config_cls, model_cls = _hf_classes(kind)
+    sizes = dict(HF_TINY[kind])
+    theta = sizes.pop("rope_theta")
+    cfg = config_cls(**sizes, rope_parameters={"rope_type": "default", "rope_theta": theta}, attention_dropout=0.0,
+                     bos_token_id=None, eos_token_id=None, pad_token_id=None, attn_implementation="eager")
+    model = model_cls(cfg).eval()
+    g = torch.Generator().manual_seed({"llama": 23, "qwen3": 24}[kind])
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # a tied lm_head.weight is embed_tokens': listed once
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            elif "embed_tokens" in name or "lm_head" in name:
+                p.copy_(0.5 * noise)
+            else:
+                p.copy_(noise / p.shape[1] ** 0.5)
+    return model
+
+
+def _hf_checkpoint(kind: str) -> bytes:
+    from safetensors.torch import save
+
+    model = _hf_tiny(kind)
+    tied = model.config.tie_word_embeddings
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    return save(state, metadata={"format": "pt"})
+
+
+def hf_outputs() -> dict[str, np.ndarray]:
+    out = {}
+    g = torch.Generator().manual_seed(24)
+    for kind, sizes in HF_TINY.items():
+        model = _hf_tiny(kind)
+        ids = torch.randint(0, sizes["vocab_size"], (3, 20), generator=g)
+        prompt = torch.randint(0, sizes["vocab_size"], (2, 5), generator=g)
+        with torch.no_grad():
+            logits = model(ids).logits
+            greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False)
+            steps = model(greedy).logits[:, prompt.size(1) - 1 : -1].topk(2, dim=-1).values
+        margin = float((steps[..., 0] - steps[..., 1]).min())
+        assert margin > 1e-3, f"{kind}: a greedy step is a near tie (margin {margin}): pick another seed"
+        out.update({f"{kind}/ids": ids, f"{kind}/logits": logits, f"{kind}/prompt": prompt, f"{kind}/greedy": greedy})
+        # the configuration in ModernConfig's names (bools as 0/1)
+        cfg = {"vocab_size": sizes["vocab_size"], "context_length": sizes["max_position_embeddings"], "emb_dim": sizes["hidden_size"],
+               "n_heads": sizes["num_attention_heads"], "n_kv_heads": sizes["num_key_value_heads"], "n_layers": sizes["num_hidden_layers"],
+               "hidden_dim": sizes["intermediate_size"], "head_dim": sizes["head_dim"], "qk_norm": int(kind == "qwen3"),
+               "theta": sizes["rope_theta"], "eps": sizes["rms_norm_eps"], "tie_weights": int(sizes["tie_word_embeddings"])}
+        out.update({f"{kind}/config/{k}": torch.tensor(v, dtype=torch.float64 if isinstance(v, float) else torch.int64)
+                    for k, v in cfg.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
-              "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run}
+              "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run,
+              "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
+              "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
-NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run"}
+NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "23_modern_presets",
+                      "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny"}
 
 
 def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:

@@ -61,3 +61,77 @@ def as_config(cfg) -> GPTConfig:
             raise TypeError(f"GPTConfig has no field(s) {', '.join(sorted(unknown))}")
         return GPTConfig(**cfg)
     raise TypeError(f"expected a GPTConfig or a dict of its fields, got {type(cfg).__name__}")
+
+
+# The modern decoders of the modern-architecture track (19-24), from each model's published
+# config.json (the Hugging Face hub): the names count parameters with the head tied.
+MODERN_PRESETS = {
+    # meta-llama/Llama-3.2-1B. Its checkpoint also scales RoPE's low frequencies ("rope_scaling":
+    # llama3, factor 32) for long contexts; ModernConfig has no field for that (see hf_weights.py).
+    "llama3.2-1b": {"vocab_size": 128_256, "context_length": 131_072, "emb_dim": 2048, "n_heads": 32, "n_kv_heads": 8,
+                    "n_layers": 16, "hidden_dim": 8192, "head_dim": 64, "qk_norm": False, "theta": 500_000.0, "eps": 1e-5,
+                    "tie_weights": True},
+    # Qwen/Qwen3-0.6B: QK-norm, and heads of 128 features although 16 x 128 != 1024.
+    "qwen3-0.6b": {"vocab_size": 151_936, "context_length": 40_960, "emb_dim": 1024, "n_heads": 16, "n_kv_heads": 8,
+                   "n_layers": 28, "hidden_dim": 3072, "head_dim": 128, "qk_norm": True, "theta": 1_000_000.0, "eps": 1e-6,
+                   "tie_weights": True},
+}
+
+
+@dataclass(frozen=True)
+class ModernConfig:
+    """A Llama/Qwen3-style decoder's hyperparameters (exercises 23 and 24); the defaults are a
+    small model that trains on a CPU.
+
+    Attributes:
+        vocab_size: number of token ids.
+        context_length: the most tokens the model reads at once (RoPE has no table to outgrow;
+            the limit is what the model was trained on).
+        emb_dim: width of the residual stream.
+        n_heads: query heads per block.
+        n_kv_heads: key/value heads per block; ``n_heads`` is a multiple of it (grouped-query
+            attention; ``n_kv_heads == n_heads`` is plain multi-head attention).
+        n_layers: number of blocks.
+        hidden_dim: width of SwiGLU's gated hidden layer.
+        head_dim: features per head, or None for ``emb_dim // n_heads`` (Qwen3 sets it apart).
+        qk_norm: RMSNorm of each head's queries and keys before RoPE (Qwen3).
+        window: a sliding attention window (Mistral), or None for full causal attention.
+        theta: RoPE's base.
+        eps: every RMSNorm's eps.
+        tie_weights: whether the output head shares its weight with the token embedding.
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 256
+    emb_dim: int = 256
+    n_heads: int = 8
+    n_kv_heads: int = 2
+    n_layers: int = 4
+    hidden_dim: int = 688
+    head_dim: int | None = None
+    qk_norm: bool = False
+    window: int | None = None
+    theta: float = 10_000.0
+    eps: float = 1e-5
+    tie_weights: bool = True
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ModernConfig":
+        """A published model's sizes, ``"llama3.2-1b"`` or ``"qwen3-0.6b"``, with any field
+        overridden: ``ModernConfig.preset("qwen3-0.6b", n_layers=2)``."""
+        if name not in MODERN_PRESETS:
+            raise ValueError(f"no preset {name!r}; the presets are {', '.join(MODERN_PRESETS)}")
+        return replace(cls(**MODERN_PRESETS[name]), **overrides)
+
+
+def as_modern_config(cfg) -> ModernConfig:
+    """``cfg`` as a ``ModernConfig``: one is returned as it is, a dict of its fields is converted
+    (missing fields take their defaults; an unknown field is a ``TypeError``)."""
+    if isinstance(cfg, ModernConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        unknown = set(cfg) - {f.name for f in fields(ModernConfig)}
+        if unknown:
+            raise TypeError(f"ModernConfig has no field(s) {', '.join(sorted(unknown))}")
+        return ModernConfig(**cfg)
+    raise TypeError(f"expected a ModernConfig or a dict of its fields, got {type(cfg).__name__}")

@@ -367,3 +367,130 @@ def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float, interlea
     if interleaved:
         return torch.stack([turned.real, turned.imag], dim=-1).flatten(-2)
     return torch.cat([turned.real, turned.imag], dim=-1)
+
+
+# The modern-architecture track (22-24): grouped-query attention and the Llama/Qwen3 decoder, in
+# float64. Parameter names are the exercises' (``att.W_query.weight``, ``ff.gate.weight``,
+# ``trf_blocks.1.norm2.weight``).
+
+
+def rms_norm(x, weight, eps):
+    return F.rms_norm(x, x.shape[-1:], weight, eps)
+
+
+def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True):
+    """Grouped-query attention (with its keyword arguments at their defaults) and, with them
+    changed, its known mistakes. ``p`` holds ``W_query.weight`` .. ``out_proj.weight`` (and
+    ``q_norm.weight``, ``k_norm.weight`` with ``qk_norm``); ``cfg`` the sizes, ``qk_norm``,
+    ``window``, ``theta`` and ``eps`` (1e-6 when absent)."""
+    h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    b, t, _ = x.shape
+    x = x.double()
+    p = {k: v.double() for k, v in p.items()}
+    q = F.linear(x, p["W_query.weight"]).view(b, t, h, d)
+    k = F.linear(x, p["W_key.weight"]).view(b, t, kv, d)
+    v = F.linear(x, p["W_value.weight"]).view(b, t, kv, d).transpose(1, 2)
+    pos = torch.arange(t)
+
+    def norm(z, which):
+        return rms_norm(z, p[f"{which}_norm.weight"], cfg.get("eps", 1e-6)) if cfg["qk_norm"] else z
+
+    if not norm_after_rope:
+        q, k = norm(q, "q"), norm(k, "k")
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q = rope_rotate(q, pos, cfg["theta"])
+    k = rope_rotate(k, pos, cfg["theta"]) if rope_keys else k
+    if norm_after_rope:
+        q, k = norm(q, "q"), norm(k, "k")
+    group = h // kv
+    if repeat == "interleave":
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    else:  # the groups in the wrong order: kv head h % n_kv_heads
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale else 1.0)
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    allowed = j <= i
+    if cfg.get("window") is not None:
+        allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
+    w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    out = (w @ v).transpose(1, 2).reshape(b, t, h * d)
+    return F.linear(out, p["out_proj.weight"])
+
+
+def modern_block(x, p, cfg, variant=""):
+    """One Llama/Qwen3 block in float64; ``variant`` names a known mistake."""
+    x = x.double()
+    p = {k: v.double() for k, v in p.items()}
+    eps = cfg["eps"]
+    n1, n2 = p["norm1.weight"], p["norm2.weight"]
+    if variant == "one_norm":
+        n2 = n1
+    att = sub(p, "att.")
+
+    def ff(z):
+        return F.linear(F.silu(F.linear(z, p["ff.gate.weight"])) * F.linear(z, p["ff.up.weight"]), p["ff.down.weight"])
+
+    if variant == "post_norm":  # the original transformer's order: normalise the stream after each branch
+        x = rms_norm(x + gqa(x, att, cfg), n1, eps)
+        return rms_norm(x + ff(x), n2, eps)
+    if variant == "no_residual":
+        x = gqa(rms_norm(x, n1, eps), att, cfg)
+        return ff(rms_norm(x, n2, eps))
+    if variant == "parallel":  # GPT-J's parallel branches, both reading the same input
+        return x + gqa(rms_norm(x, n1, eps), att, cfg) + ff(rms_norm(x, n2, eps))
+    x = x + gqa(rms_norm(x, n1, eps), att, cfg)
+    return x + ff(rms_norm(x, n2, eps))
+
+
+def modern(idx, params, cfg, variant=""):
+    """The Llama/Qwen3 model in float64: logits ``(batch, num_tokens, vocab_size)``."""
+    p = {k: v.double() for k, v in params.items()}
+    x = F.embedding(idx, p["tok_emb.weight"])
+    if variant == "scaled_embedding":  # Gemma's, not Llama's or Qwen3's
+        x = x * math.sqrt(cfg["emb_dim"])
+    for i in range(cfg["n_layers"]):
+        x = modern_block(x, sub(p, f"trf_blocks.{i}."), cfg, variant)
+    if variant != "no_final_norm":
+        x = rms_norm(x, p["final_norm.weight"], cfg["eps"])
+    return F.linear(x, p["out_head.weight"] if "out_head.weight" in p else p["tok_emb.weight"])
+
+
+def modern_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """The parameters a ``ModernModel(cfg)`` lists, and their shapes."""
+    e, h, kv, d = cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    shapes = {"tok_emb.weight": (cfg["vocab_size"], e), "final_norm.weight": (e,)}
+    if not cfg["tie_weights"]:
+        shapes["out_head.weight"] = (cfg["vocab_size"], e)
+    for i in range(cfg["n_layers"]):
+        b = f"trf_blocks.{i}."
+        shapes.update({b + "norm1.weight": (e,), b + "norm2.weight": (e,), b + "att.W_query.weight": (h * d, e),
+                       b + "att.W_key.weight": (kv * d, e), b + "att.W_value.weight": (kv * d, e),
+                       b + "att.out_proj.weight": (e, h * d), b + "ff.gate.weight": (cfg["hidden_dim"], e),
+                       b + "ff.up.weight": (cfg["hidden_dim"], e), b + "ff.down.weight": (e, cfg["hidden_dim"])})
+        if cfg["qk_norm"]:
+            shapes.update({b + "att.q_norm.weight": (d,), b + "att.k_norm.weight": (d,)})
+    return shapes
+
+
+def modern_params(gen, cfg):
+    """Random weights for ``modern_shapes(cfg)``: norms near 1, projections scaled by their input width."""
+    out = {}
+    for name, shape in modern_shapes(cfg).items():
+        noise = torch.randn(shape, generator=gen)
+        out[name] = 1 + 0.3 * noise if name.endswith("norm.weight") or len(shape) == 1 else noise / (1.0 if "emb" in name else shape[1] ** 0.5)
+    return out
+
+
+def modern_config(gen, **fixed):
+    """A random tiny ``ModernConfig`` as a dict, ``head_dim`` set (sometimes apart from
+    ``emb_dim // n_heads``, as Qwen3's), eps large enough that a lost one shows."""
+    n_kv = n(gen, 1, 3)
+    n_heads = n_kv * n(gen, 1, 3)
+    head_dim = 2 * n(gen, 2, 5)
+    emb = [n_heads * head_dim, 4 * n(gen, 2, 8)][n(gen, 0, 1)]
+    cfg = {"vocab_size": n(gen, 11, 60), "context_length": n(gen, 4, 16), "emb_dim": emb, "n_heads": n_heads, "n_kv_heads": n_kv,
+           "n_layers": n(gen, 1, 3), "hidden_dim": n(gen, 4, 40), "head_dim": head_dim, "qk_norm": bool(n(gen, 0, 1)),
+           "window": [None, n(gen, 1, 4)][n(gen, 0, 1)], "theta": [10_000.0, 500_000.0, 1_000_000.0][n(gen, 0, 2)],
+           "eps": [1e-6, 1e-5, 0.05, 0.3][n(gen, 0, 3)], "tie_weights": bool(n(gen, 0, 1))}
+    cfg.update(fixed)
+    return cfg

@@ -1,6 +1,6 @@
 """Exercise 22: grouped-query attention with QK-norm, RoPE and a sliding window.
 
-Oracle: a functional version written here in float64 (``F.linear``, ``F.rms_norm``, the
+Oracle: ``gpt_oracle.gqa``, a functional version in float64 (``F.linear``, ``F.rms_norm``, the
 complex-number RoPE of gpt_oracle.py, ``repeat_interleave`` of the kv heads, an explicit mask),
 on fresh random sizes, weights and inputs. The learner's module is built with the course's
 reference RMSNorm and RoPE (parts/rmsnorm.py, parts/rope.py), so a mistake in 19 or 21 costs this
@@ -8,11 +8,8 @@ exercise nothing. The worker refuses ``F.scaled_dot_product_attention`` and
 ``nn.MultiheadAttention``.
 """
 
-import math
-
 import torch
-import torch.nn.functional as F
-from gpt_oracle import rope_rotate
+from gpt_oracle import gqa
 
 from harness.compare import (Mistake, assert_close, assert_gradients_close, assert_true, autograd_through,
                              expect_value_error)
@@ -20,7 +17,6 @@ from harness.draw import n
 
 EXERCISE = "22"
 PARTS = ("rmsnorm", "rope")
-EPS = 1e-6
 
 
 def config(gen, qk_norm=False, window=None, min_kv=2):
@@ -42,42 +38,6 @@ def params(gen, cfg):
         p["q_norm.weight"] = 1 + 0.3 * torch.randn(d, generator=gen)
         p["k_norm.weight"] = 1 + 0.3 * torch.randn(d, generator=gen)
     return p
-
-
-def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True):
-    """The oracle (with its keyword arguments at their defaults) and, with them changed, the mistakes."""
-    h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
-    b, t, _ = x.shape
-    x = x.double()
-    p = {k: v.double() for k, v in p.items()}
-    q = F.linear(x, p["W_query.weight"]).view(b, t, h, d)
-    k = F.linear(x, p["W_key.weight"]).view(b, t, kv, d)
-    v = F.linear(x, p["W_value.weight"]).view(b, t, kv, d).transpose(1, 2)
-    pos = torch.arange(t)
-
-    def norm(z, which):
-        return F.rms_norm(z, (d,), p[f"{which}_norm.weight"], EPS) if cfg["qk_norm"] else z
-
-    if not norm_after_rope:
-        q, k = norm(q, "q"), norm(k, "k")
-    q, k = q.transpose(1, 2), k.transpose(1, 2)
-    q = rope_rotate(q, pos, cfg["theta"])
-    k = rope_rotate(k, pos, cfg["theta"]) if rope_keys else k
-    if norm_after_rope:
-        q, k = norm(q, "q"), norm(k, "k")
-    group = h // kv
-    if repeat == "interleave":
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    else:  # the groups in the wrong order: kv head h % n_kv_heads
-        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale else 1.0)
-    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
-    allowed = j <= i
-    if cfg["window"] is not None:
-        allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
-    w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    out = (w @ v).transpose(1, 2).reshape(b, t, h * d)
-    return F.linear(out, p["out_proj.weight"])
 
 
 def mistakes(x, p, cfg):

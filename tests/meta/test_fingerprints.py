@@ -151,6 +151,32 @@ MODEL_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------- the modern decoder (23, 24)
+
+M_ATT = "x = x + self.att(self.norm1(x))  # (batch, num_tokens, emb_dim): the branch reads a normalised copy"
+M_FF = "return x + self.ff(self.norm2(x))  # the residual stream itself is never normalised inside a block"
+M_TIE = "        if cfg.tie_weights:\n            self.out_head.weight = self.tok_emb.weight  # one matrix reads tokens in and writes them out\n"
+M_EMB = "x = self.tok_emb(in_idx)  # (batch"
+M_GATE_UP = '("gate_proj", block.ff.gate), ("up_proj", block.ff.up)'
+M_KV = '("k_proj", att.W_key), ("v_proj", att.W_value)'
+MODERN_CASES = [
+    ("the residual connections are missing", "modern.py", [(M_ATT, "x = self.att(self.norm1(x))"), (M_FF, "return self.ff(self.norm2(x))")], "test_23_modern_model", "test_modern_block_matches_oracle"),
+    ("post-norm", "modern.py", [(M_ATT, "x = self.norm1(x + self.att(x))"), (M_FF, "return self.norm2(x + self.ff(x))")], "test_23_modern_model", "test_modern_block_matches_oracle"),
+    ("norm1 used before both branches", "modern.py", [(M_FF, "return x + self.ff(self.norm1(x))")], "test_23_modern_model", "test_modern_block_matches_oracle"),
+    ("parallel branches", "modern.py", [(M_ATT, "pass"), (M_FF, "return x + self.att(self.norm1(x)) + self.ff(self.norm2(x))")], "test_23_modern_model", "test_modern_model_matches_oracle"),
+    ("the final RMSNorm is missing", "modern.py", [("return self.out_head(self.final_norm(x))", "return self.out_head(x)")], "test_23_modern_model", "test_modern_model_matches_oracle"),
+    ("the embeddings scaled by sqrt(emb_dim)", "modern.py", [(M_EMB, "x = self.tok_emb(in_idx) * math.sqrt(self.cfg.emb_dim)  # (batch")], "test_23_modern_model", "test_modern_backward_reaches_every_parameter"),
+    ("the output head is not tied to the token embedding", "modern.py", [(M_TIE, "")], "test_23_modern_model", "test_modern_parameters_are_named_and_shaped"),
+    ("the head is not tied to the embedding", "modern.py", [(M_TIE, "")], "test_23_modern_model", "test_presets_have_the_published_parameter_counts"),
+    ("qk_norm was not passed", "modern.py", [("cfg.head_dim, cfg.qk_norm, cfg.window", "cfg.head_dim, False, cfg.window")], "test_23_modern_model", "test_modern_parameters_are_named_and_shaped"),
+    ("gate_proj and up_proj swapped", "hf_weights.py", [(M_GATE_UP, '("gate_proj", block.ff.up), ("up_proj", block.ff.gate)')], "test_24_hf_weights", "test_random_checkpoint_matches_oracle"),
+    ("input_layernorm and post_attention_layernorm swapped", "hf_weights.py", [('"input_layernorm.weight", block.norm1.weight', '"input_layernorm.weight", block.norm2.weight'), ('"post_attention_layernorm.weight", block.norm2.weight', '"post_attention_layernorm.weight", block.norm1.weight')], "test_24_hf_weights", "test_llama_logits_match_transformers"),
+    ("k_proj and v_proj swapped", "hf_weights.py", [(M_KV, '("k_proj", att.W_value), ("v_proj", att.W_key)')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
+    ("q_norm and k_norm swapped", "hf_weights.py", [('"self_attn.q_norm.weight", att.q_norm.weight', '"self_attn.q_norm.weight", att.k_norm.weight'), ('"self_attn.k_norm.weight", att.k_norm.weight', '"self_attn.k_norm.weight", att.q_norm.weight')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
+    ("lm_head.weight ignored", "hf_weights.py", [('take("", model.out_head.weight, full_key="lm_head.weight")', 'used.add("lm_head.weight"); take("embed_tokens.weight", model.out_head.weight)')], "test_24_hf_weights", "test_llama_logits_match_transformers"),
+    ("rope_theta is at the top level", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], "test_24_hf_weights", "test_config_from_hf"),
+]
+
 ROPE_LATER = [
     ("compute the angles in float32", "rope.py", [("angles = positions.to(torch.float32)[:, None] * rope_frequencies(x.size(-1), theta)[None, :]",
                                                  "angles = positions.to(x.dtype)[:, None] * rope_frequencies(x.size(-1), theta).to(x.dtype)[None, :]")],
@@ -158,7 +184,7 @@ ROPE_LATER = [
     ("return x's dtype", "rope.py", [(ROPE_OUT, "return xf * cos.float() + rotated * sin.float()")], "test_21_rope", "test_apply_rope_keeps_bfloat16"),
 ]
 
-ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES + ROPE_LATER
+ALL_LATER = TOKEN_CASES + MODEL_CASES + CACHE_CASES + ROPE_LATER + MODERN_CASES
 
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
@@ -202,6 +228,30 @@ def test_mistakes_in_19_and_21_cost_grouped_query_attention_nothing(tmp_path):
                                              "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")],
                                 "rmsnorm.py": [("        xf = x.float()", "        xf = x.float() - x.float().mean(-1, keepdim=True)")]})
     tests, impl = impl_for(tree, "test_22_gqa")
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in SEEDS:
+            run_check(getattr(tests, name), impl, seed)
+
+
+def test_mistakes_in_19_to_22_cost_the_modern_model_nothing(tmp_path):
+    """23 builds on RMSNorm, SwiGLU, RoPE and grouped-query attention, graded with the reference
+    parts: broken ones change nothing."""
+    tree = make_tree(tmp_path, {"rmsnorm.py": [("        xf = x.float()", "        xf = x.float() - x.float().mean(-1, keepdim=True)")],
+                                "swiglu.py": [("hidden = silu(self.gate(x)) * self.up(x)", "hidden = silu(self.up(x)) * self.gate(x)")],
+                                "rope.py": [("rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)",
+                                             "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")],
+                                "gqa.py": [("k = k.repeat_interleave(group, dim=1)", "k = k.repeat(1, group, 1, 1)")]})
+    tests, impl = impl_for(tree, "test_23_modern_model")
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in SEEDS:
+            run_check(getattr(tests, name), impl, seed)
+
+
+def test_mistakes_in_23_cost_loading_checkpoints_nothing(tmp_path):
+    """24 loads into the reference ModernModel: a post-norm, untied learner model changes nothing."""
+    tree = make_tree(tmp_path, {"modern.py": [(M_ATT, "x = self.norm1(x + self.att(x))"), (M_FF, "return self.norm2(x + self.ff(x))"),
+                                              (M_TIE, "")]})
+    tests, impl = impl_for(tree, "test_24_hf_weights")
     for name in [k for k in vars(tests) if k.startswith("test_")]:
         for seed in SEEDS:
             run_check(getattr(tests, name), impl, seed)

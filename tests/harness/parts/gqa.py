@@ -1,0 +1,42 @@
+"""Reference part for exercise 22 (see parts/attention.py): ``GroupedQueryAttention`` with the
+exercise's attribute names and parameters, built on the reference RMSNorm and RoPE parts and
+``F.scaled_dot_product_attention`` with ``enable_gqa`` (which exercise 22 forbids, so this is no
+answer to 22; the exercises that use this part forbid nothing of it)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.worker.parts import load as load_part
+
+RMSNorm = load_part("rmsnorm").RMSNorm
+_rope = load_part("rope")
+
+
+class GroupedQueryAttention(nn.Module):
+    def __init__(self, emb_dim, n_heads, n_kv_heads, head_dim=None, qk_norm=False, window=None, theta=10_000.0, eps=1e-6):
+        super().__init__()
+        if n_kv_heads < 1 or n_heads % n_kv_heads:
+            raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim or emb_dim // n_heads
+        self.window, self.theta = window, theta
+        self.W_query = nn.Linear(emb_dim, n_heads * self.head_dim, bias=False)
+        self.W_key, self.W_value = (nn.Linear(emb_dim, n_kv_heads * self.head_dim, bias=False) for _ in range(2))
+        self.out_proj = nn.Linear(n_heads * self.head_dim, emb_dim, bias=False)
+        self.q_norm, self.k_norm = (RMSNorm(self.head_dim, eps) if qk_norm else None for _ in range(2))
+
+    def forward(self, x):
+        b, t, _ = x.shape
+
+        def heads(linear, n, norm):
+            z = linear(x).unflatten(-1, (n, self.head_dim))
+            return (norm(z) if norm is not None else z).transpose(1, 2)
+
+        q, k = heads(self.W_query, self.n_heads, self.q_norm), heads(self.W_key, self.n_kv_heads, self.k_norm)
+        v = heads(self.W_value, self.n_kv_heads, None)
+        cos, sin = _rope.rope_cos_sin(q, torch.arange(t, device=x.device), self.theta)
+        q, k = _rope.apply_rope(q, cos, sin), _rope.apply_rope(k, cos, sin)
+        lag = torch.arange(t, device=x.device)[:, None] - torch.arange(t, device=x.device)
+        visible = (lag >= 0) & (lag < (self.window or t + 1))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=True)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
