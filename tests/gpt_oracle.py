@@ -378,11 +378,13 @@ def rms_norm(x, weight, eps):
     return F.rms_norm(x, x.shape[-1:], weight, eps)
 
 
-def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True):
+def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True,
+        rope_positions=None):
     """Grouped-query attention (with its keyword arguments at their defaults) and, with them
     changed, its known mistakes. ``p`` holds ``W_query.weight`` .. ``out_proj.weight`` (and
     ``q_norm.weight``, ``k_norm.weight`` with ``qk_norm``); ``cfg`` the sizes, ``qk_norm``,
-    ``window``, ``theta`` and ``eps`` (1e-6 when absent)."""
+    ``window``, ``theta`` and ``eps`` (1e-6 when absent). ``rope_positions`` rotates each token
+    at another position than its own (a cache's mistake)."""
     h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
     b, t, _ = x.shape
     x = x.double()
@@ -390,7 +392,7 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     q = F.linear(x, p["W_query.weight"]).view(b, t, h, d)
     k = F.linear(x, p["W_key.weight"]).view(b, t, kv, d)
     v = F.linear(x, p["W_value.weight"]).view(b, t, kv, d).transpose(1, 2)
-    pos = torch.arange(t)
+    pos = torch.arange(t) if rope_positions is None else rope_positions
 
     def norm(z, which):
         return rms_norm(z, p[f"{which}_norm.weight"], cfg.get("eps", 1e-6)) if cfg["qk_norm"] else z
@@ -417,8 +419,9 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     return F.linear(out, p["out_proj.weight"])
 
 
-def modern_block(x, p, cfg, variant=""):
-    """One Llama/Qwen3 block in float64; ``variant`` names a known mistake."""
+def modern_block(x, p, cfg, variant="", **attention):
+    """One Llama/Qwen3 block in float64; ``variant`` names a known mistake, ``attention`` passes
+    keyword arguments (mistakes) to ``gqa``."""
     x = x.double()
     p = {k: v.double() for k, v in p.items()}
     eps = cfg["eps"]
@@ -427,29 +430,32 @@ def modern_block(x, p, cfg, variant=""):
         n2 = n1
     att = sub(p, "att.")
 
+    def attend(z):
+        return gqa(z, att, cfg, **attention)
+
     def ff(z):
         return F.linear(F.silu(F.linear(z, p["ff.gate.weight"])) * F.linear(z, p["ff.up.weight"]), p["ff.down.weight"])
 
     if variant == "post_norm":  # the original transformer's order: normalise the stream after each branch
-        x = rms_norm(x + gqa(x, att, cfg), n1, eps)
+        x = rms_norm(x + attend(x), n1, eps)
         return rms_norm(x + ff(x), n2, eps)
     if variant == "no_residual":
-        x = gqa(rms_norm(x, n1, eps), att, cfg)
+        x = attend(rms_norm(x, n1, eps))
         return ff(rms_norm(x, n2, eps))
     if variant == "parallel":  # GPT-J's parallel branches, both reading the same input
-        return x + gqa(rms_norm(x, n1, eps), att, cfg) + ff(rms_norm(x, n2, eps))
-    x = x + gqa(rms_norm(x, n1, eps), att, cfg)
+        return x + attend(rms_norm(x, n1, eps)) + ff(rms_norm(x, n2, eps))
+    x = x + attend(rms_norm(x, n1, eps))
     return x + ff(rms_norm(x, n2, eps))
 
 
-def modern(idx, params, cfg, variant=""):
+def modern(idx, params, cfg, variant="", **attention):
     """The Llama/Qwen3 model in float64: logits ``(batch, num_tokens, vocab_size)``."""
     p = {k: v.double() for k, v in params.items()}
     x = F.embedding(idx, p["tok_emb.weight"])
     if variant == "scaled_embedding":  # Gemma's, not Llama's or Qwen3's
         x = x * math.sqrt(cfg["emb_dim"])
     for i in range(cfg["n_layers"]):
-        x = modern_block(x, sub(p, f"trf_blocks.{i}."), cfg, variant)
+        x = modern_block(x, sub(p, f"trf_blocks.{i}."), cfg, variant, **attention)
     if variant != "no_final_norm":
         x = rms_norm(x, p["final_norm.weight"], cfg["eps"])
     return F.linear(x, p["out_head.weight"] if "out_head.weight" in p else p["tok_emb.weight"])

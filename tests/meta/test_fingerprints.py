@@ -174,6 +174,9 @@ MODERN_CASES = [
     ("k_proj and v_proj swapped", "hf_weights.py", [(M_KV, '("k_proj", att.W_value), ("v_proj", att.W_key)')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
     ("q_norm and k_norm swapped", "hf_weights.py", [('"self_attn.q_norm.weight", att.q_norm.weight', '"self_attn.q_norm.weight", att.k_norm.weight'), ('"self_attn.k_norm.weight", att.k_norm.weight', '"self_attn.k_norm.weight", att.q_norm.weight')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
     ("lm_head.weight ignored", "hf_weights.py", [('take("", model.out_head.weight, full_key="lm_head.weight")', 'used.add("lm_head.weight"); take("embed_tokens.weight", model.out_head.weight)')], "test_24_hf_weights", "test_llama_logits_match_transformers"),
+    ("RoPE at positions 0, 1, ... in every chunk", "modern_cache.py", [("cos, sin = rope_cos_sin(q, positions, att.theta)", "cos, sin = rope_cos_sin(q, positions - start, att.theta)")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
+    ("the QK-norm skipped in the cached attention", "modern_cache.py", [("    if att.q_norm is not None:\n        q, k = att.q_norm(q), att.k_norm(k)\n", "")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
+    ("the window one token too wide", "modern_cache.py", [("(key_positions[None, :] > positions[:, None] - att.window)", "(key_positions[None, :] >= positions[:, None] - att.window)")], "test_25_modern_cache", "test_sliding_window_cache_keeps_only_the_window"),
     ("rope_theta is at the top level", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], "test_24_hf_weights", "test_config_from_hf"),
 ]
 
@@ -252,6 +255,18 @@ def test_mistakes_in_23_cost_loading_checkpoints_nothing(tmp_path):
     tree = make_tree(tmp_path, {"modern.py": [(M_ATT, "x = self.norm1(x + self.att(x))"), (M_FF, "return self.norm2(x + self.ff(x))"),
                                               (M_TIE, "")]})
     tests, impl = impl_for(tree, "test_24_hf_weights")
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in SEEDS:
+            run_check(getattr(tests, name), impl, seed)
+
+
+def test_mistakes_in_21_to_23_cost_the_modern_cache_nothing(tmp_path):
+    """25 drives the reference ModernModel with the reference RoPE: broken 21, 22 and 23 change nothing."""
+    tree = make_tree(tmp_path, {"rope.py": [("rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)",
+                                             "rotated = torch.cat([xf[..., half:], -xf[..., :half]], dim=-1)")],
+                                "gqa.py": [("allowed = allowed & (j > i - self.window)", "allowed = allowed & (j >= i - self.window)")],
+                                "modern.py": [(M_ATT, "x = self.norm1(x + self.att(x))")]})
+    tests, impl = impl_for(tree, "test_25_modern_cache")
     for name in [k for k in vars(tests) if k.startswith("test_")]:
         for seed in SEEDS:
             run_check(getattr(tests, name), impl, seed)

@@ -3,6 +3,8 @@ with the exercise's attribute names and parameters, built from the reference RMS
 grouped-query attention parts; exercise 24 loads checkpoints into it. ``cfg`` is a dict or an
 object with the fields of ``ModernConfig`` (head_dim, qk_norm and window may be left out)."""
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -36,6 +38,7 @@ class ModernModel(nn.Module):
         super().__init__()
         width, vocab = field(cfg, "emb_dim"), field(cfg, "vocab_size")
         self.context_length = field(cfg, "context_length")
+        self.cfg = SimpleNamespace(context_length=self.context_length)  # what the KV cache of exercise 25 reads
         self.tok_emb = nn.Embedding(vocab, width)
         self.trf_blocks = nn.Sequential(*(ModernBlock(cfg) for _ in range(field(cfg, "n_layers"))))
         self.final_norm = RMSNorm(width, field(cfg, "eps", 1e-5))
