@@ -209,6 +209,25 @@ def gpt2(session: nox.Session) -> None:
     session.run(py, "-m", f"{tree}.pretrained", "--ranks", _gpt2_ranks(session, py), *args, external=True)
 
 
+@nox.session
+def hf(session: nox.Session) -> None:
+    """A Llama or Qwen3 checkpoint through a tree's modern model, loader and KV cache (19-25):
+    `nox -s hf -- Qwen/Qwen3-0.6B "The capital of France is"`.
+
+    MODEL is a Hugging Face Hub repository (read from the Hub's cache, downloaded once where the
+    Hub can be reached) or a local directory. Options (after --): --max-new-tokens N,
+    --temperature T, --top-k K, --top-p P, --seed S, --dtype float32|bfloat16,
+    --device auto|cpu|cuda|mps, --impl solutions|exercises.
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", _default_tree())
+    _check_tree(session, tree)
+    if not args or args[0].startswith("-"):
+        session.error('give a model first: nox -s hf -- Qwen/Qwen3-0.6B "The capital of France is"')
+    py = kata_env(session, extras=("hub",))
+    session.run(py, "-m", f"{tree}.hf_complete", *args, external=True)
+
+
 def _take_option(session: nox.Session, args: list[str], name: str, default: str | None = None) -> str | None:
     """Remove `name VALUE` (or `name=VALUE`) from args and return VALUE (default when absent)."""
     for i, arg in enumerate(args):

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .config import GPTConfig
 from .device import pick_device
 from .generate import generate
-from .model import GPTModel
 from .resume import load_checkpoint
-from .train import OneLineErrors, read_extra, tokenizer_from_state
+from .train import OneLineErrors, make_model, read_extra, tokenizer_from_state
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    cfg = GPTConfig(**extra["config"])
-    model = GPTModel(cfg)
+    model = make_model(extra.get("arch", "gpt2"), extra["config"])
+    cfg = model.cfg
     load_checkpoint(args.checkpoint, model=model)  # the weights only: no optimizer
     model.to(device).eval()
 

@@ -78,13 +78,14 @@ import torch
 import torch.distributed
 
 from .bpe import train_bpe
-from .config import GPTConfig
+from .config import GPTConfig, ModernConfig
 from .data import get_batch
 from .device import pick_device
 from .distributed import DistInfo, cleanup, mean_over_processes, setup_distributed, shard, wrap_model
 from .generate import generate
 from .loss import calc_loss_loader, perplexity
 from .model import GPTModel
+from .modern import ModernModel
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import learning_rate
 from .tokenizer import Tokenizer
@@ -94,7 +95,9 @@ DEFAULT_OUT = Path("out") / "train"
 CHECKPOINT = "ckpt.pt"
 PLOT = "loss.png"
 # The options of the model's shape: a resumed run takes them from the checkpoint.
-MODEL_OPTIONS = ("context_length", "emb_dim", "n_layers", "n_heads", "dropout", "vocab_size", "tokenizer")
+MODEL_OPTIONS = ("arch", "context_length", "emb_dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "dropout", "vocab_size",
+                 "tokenizer")
+DEFAULT_DROPOUT = 0.2  # GPT-2's; the modern model has none
 
 
 # --- the corpus and the tokenizer -------------------------------------------------------------
@@ -177,11 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--vocab-size", type=int, default=1024, help="the BPE's vocabulary size (--tokenizer bpe)")
     data.add_argument("--ranks", help="GPT-2's ranks, gpt2.tiktoken (--tokenizer gpt2; nox -s train finds them)")
     model = p.add_argument_group("model")
+    model.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2",
+                       help="gpt2: GPTModel (09); llama: ModernModel (23): RMSNorm, RoPE, grouped-query attention, SwiGLU, no dropout")
     model.add_argument("--context-length", type=int, default=128)
     model.add_argument("--emb-dim", type=int, default=192)
     model.add_argument("--n-layers", type=int, default=4)
     model.add_argument("--n-heads", type=int, default=6)
-    model.add_argument("--dropout", type=float, default=0.2)
+    model.add_argument("--n-kv-heads", type=int, help="--arch llama: key/value heads (default: a third of --n-heads, at least 1)")
+    model.add_argument("--hidden-dim", type=int,
+                       help="--arch llama: SwiGLU's width (default: the one that gives the GPT's parameter count)")
+    model.add_argument("--dropout", type=float, help=f"--arch gpt2 only (default {DEFAULT_DROPOUT})")
     model.add_argument("--grad-checkpointing", action="store_true", help="recompute the blocks' activations in the backward pass")
     model.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler on a CPU; slow to start)")
     opt = p.add_argument_group("optimization")
@@ -243,7 +251,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--warmup {args.warmup} must be between 0 and --steps {args.steps}")
     if not 0 <= args.min_lr <= args.lr:
         parser.error(f"--min-lr {args.min_lr} must be between 0 and --lr {args.lr}")
-    if not 0 <= args.dropout < 1:
+    if args.arch == "llama":
+        if args.dropout:
+            parser.error(f"--dropout {args.dropout}: the llama architecture has no dropout (leave the option out)")
+        args.n_kv_heads = args.n_kv_heads or max(1, args.n_heads // 3)
+        if args.n_kv_heads < 1 or args.n_heads % args.n_kv_heads:
+            parser.error(f"--n-kv-heads {args.n_kv_heads} must divide --n-heads {args.n_heads}")
+        if (args.emb_dim // args.n_heads) % 2:
+            parser.error(f"--emb-dim {args.emb_dim} / --n-heads {args.n_heads} is odd: RoPE rotates features in pairs")
+        args.hidden_dim = args.hidden_dim or matched_hidden_dim(args)
+        if args.hidden_dim < 1:
+            parser.error(f"--hidden-dim must be at least 1, got {args.hidden_dim}")
+    else:
+        if args.n_kv_heads is not None or args.hidden_dim is not None:
+            parser.error("--n-kv-heads and --hidden-dim are options of --arch llama")
+        args.dropout = DEFAULT_DROPOUT if args.dropout is None else args.dropout
+    if not 0 <= (args.dropout or 0.0) < 1:
         parser.error(f"--dropout {args.dropout} must be in [0, 1)")
     if args.data and not Path(args.data).is_file():
         parser.error(f"--data {args.data}: no such file")
@@ -368,7 +391,7 @@ class Setup:
     args: argparse.Namespace
     info: DistInfo
     data: Data
-    raw_model: GPTModel  # the module itself: what is saved, evaluated and sampled
+    raw_model: GPTModel | ModernModel  # the module itself: what is saved, evaluated and sampled
     model: torch.nn.Module  # what trains: raw_model, compiled (--compile), wrapped for data parallelism (torchrun)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
@@ -377,7 +400,7 @@ class Setup:
     train_eval_batches: list
 
     @property
-    def cfg(self) -> GPTConfig:
+    def cfg(self) -> GPTConfig | ModernConfig:
         return self.raw_model.cfg
 
     @property
@@ -452,14 +475,40 @@ def estimate_batches(args, data: Data, context_length: int) -> tuple[list, list]
 
 # --- the model and the optimizer --------------------------------------------------------------
 
-def build_model(args, extra: dict | None, tok: Tokenizer, device: torch.device) -> GPTModel:
-    """A new GPTModel of the options' shape (the checkpoint's, when resuming: its weights are loaded later)."""
-    cfg = GPTConfig(vocab_size=vocab_size_of(tok), context_length=args.context_length, emb_dim=args.emb_dim,
-                    n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False, tie_weights=True)
-    if extra is not None:
-        cfg = GPTConfig(**extra["config"])
-    model = GPTModel(cfg).to(device)
-    if args.grad_checkpointing:
+def matched_hidden_dim(args) -> int:
+    """SwiGLU's width that gives ``--arch llama`` the parameter count of ``--arch gpt2`` with the
+    same options (the same embedding, blocks and heads; the vocabulary cancels out): GPT-2's
+    blocks spend 12 emb^2 + 10 emb on weights, biases and norms, plus the position embedding, where the
+    modern block spends ``2 emb^2 (1 + kv / heads) + 2 emb`` on attention and norms and
+    ``3 emb hidden`` on SwiGLU."""
+    e, layers, context = args.emb_dim, args.n_layers, args.context_length
+    gpt = context * e + layers * (12 * e * e + 10 * e) + 2 * e  # position embedding, blocks (qkv without bias), final norm
+    modern = layers * (2 * e * e + 2 * e * e * args.n_kv_heads // args.n_heads + 2 * e) + e  # attention, norms, final norm
+    return max(1, round((gpt - modern) / (3 * e * layers)))
+
+
+def build_model(args, extra: dict | None, tok: Tokenizer, device: torch.device) -> GPTModel | ModernModel:
+    """A new model of the options' shape (the checkpoint's, when resuming: its weights are loaded later)."""
+    return make_model(args.arch, extra["config"] if extra is not None else model_config(args, vocab_size_of(tok)),
+                      args.grad_checkpointing).to(device)
+
+
+def model_config(args, vocab_size: int) -> dict:
+    """The model's configuration from the options, as a dict (what the checkpoint keeps)."""
+    if args.arch == "llama":
+        return dataclasses.asdict(ModernConfig(vocab_size=vocab_size, context_length=args.context_length, emb_dim=args.emb_dim,
+                                               n_heads=args.n_heads, n_kv_heads=args.n_kv_heads, n_layers=args.n_layers,
+                                               hidden_dim=args.hidden_dim, tie_weights=True))
+    return dataclasses.asdict(GPTConfig(vocab_size=vocab_size, context_length=args.context_length, emb_dim=args.emb_dim,
+                                        n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False,
+                                        tie_weights=True))
+
+
+def make_model(arch: str, config: dict, grad_checkpointing: bool = False) -> GPTModel | ModernModel:
+    """``GPTModel`` (``arch`` "gpt2") or ``ModernModel`` ("llama") of ``config``; also what
+    ``sample.py`` builds from a checkpoint."""
+    model = ModernModel(ModernConfig(**config)) if arch == "llama" else GPTModel(GPTConfig(**config))
+    if grad_checkpointing:
         use_gradient_checkpointing(model)
     return model
 
@@ -494,9 +543,12 @@ def log_start(setup: Setup, state: RunState, n_chars: int) -> None:
     log(info, f"data: {n_chars:,} characters -> {len(data.ids):,} tokens "
               f"({len(data.train_ids):,} train, {len(data.val_ids):,} validation), "
               f"{data.tok_state['kind']} tokenizer of {cfg.vocab_size:,} tokens ({data.seconds:.1f} s)")
+    shape = (f"llama: {cfg.n_layers} layers, {cfg.n_heads} heads sharing {cfg.n_kv_heads} kv heads, {cfg.emb_dim} features, "
+             f"SwiGLU {cfg.hidden_dim}, context {cfg.context_length}" if isinstance(cfg, ModernConfig) else
+             f"gpt2: {cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} features, context {cfg.context_length}, "
+             f"dropout {cfg.drop_rate}")
     log(info, f"model: {setup.raw_model.num_parameters():,} parameters "
-              f"({cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} features, "
-              f"context {cfg.context_length}, dropout {cfg.drop_rate}); {info.world_size} process(es) on {info.device}, "
+              f"({shape}); {info.world_size} process(es) on {info.device}, "
               f"{torch.get_num_threads()} thread(s) each; {setup.tokens_per_step:,} tokens per step; amp {setup.args.amp}")
     if state.step:
         log(info, f"resumed from {setup.args.resume} at step {state.step}")
@@ -604,7 +656,8 @@ def checkpoint(setup: Setup, state: RunState) -> None:
     cfg, tokens_seen = setup.cfg, state.step * setup.tokens_per_step
     save_checkpoint(setup.out / CHECKPOINT, model=setup.raw_model, optimizer=setup.optimizer, step=state.step, scaler=setup.scaler,
                     data_state={"generator": setup.data_gen.get_state(), "tokens_seen": tokens_seen},
-                    extra={"config": dataclasses.asdict(cfg), "tokenizer": setup.data.tok_state, "args": vars(setup.args),
+                    extra={"config": dataclasses.asdict(cfg), "arch": setup.args.arch, "tokenizer": setup.data.tok_state,
+                           "args": vars(setup.args),
                            "val_loss": state.val_loss, "train_loss": state.train_loss, "tokens_seen": tokens_seen,
                            "train_seconds": state.train_seconds, "history": state.history, "evals": state.evals,
                            "scaler": setup.scaler is not None})

@@ -131,6 +131,26 @@ def test_sample_completes_a_prompt_from_the_checkpoint(runner, first_run):
     assert out.startswith("The ") and len(out.strip()) > len("The"), f"sample.py printed {out!r}"
 
 
+def test_the_llama_architecture_trains_resumes_and_samples(runner):
+    """`--arch llama`: the modern model (19-25) in the same loop, with the GPT's parameter count."""
+    out = runner.workdir / "llama"
+    stdout = ok(runner("train", *TINY, "--arch", "llama", "--steps", "6", "--eval-every", "3", "--out", str(out)), "--arch llama")
+    assert "llama: 2 layers, 2 heads sharing 1 kv heads" in stdout, stdout
+    state = read_checkpoint(out / "ckpt.pt")
+    extra, cfg = state["extra"], state["extra"]["config"]
+    assert extra["arch"] == "llama" and (cfg["n_kv_heads"], cfg["emb_dim"], cfg["n_layers"]) == (1, 32, 2)
+    assert "trf_blocks.0.ff.gate.weight" in state["model"] and not any("pos_emb" in k for k in state["model"])
+    gpt = read_checkpoint(runner.workdir / "run" / "ckpt.pt") if (runner.workdir / "run" / "ckpt.pt").is_file() else None
+    if gpt is not None and gpt["extra"]["config"]["vocab_size"] == cfg["vocab_size"]:
+        counts = [sum(t.numel() for k, t in s["model"].items() if k != "out_head.weight") for s in (gpt, state)]
+        assert abs(counts[0] - counts[1]) <= 3 * 32 * 2, f"the default --hidden-dim should match the GPT's parameter count: {counts}"
+    assert extra["val_loss"] < torch.log(torch.tensor(float(cfg["vocab_size"]))).item()
+    resumed = ok(runner("train", "--resume", str(out / "ckpt.pt"), "--steps", "8"), "--resume of a llama run")
+    assert "resumed from" in resumed and "llama:" in resumed, resumed
+    said = ok(runner("sample", str(out / "ckpt.pt"), "The ", "--max-new-tokens", "8"), "sample.py on a llama checkpoint")
+    assert said.startswith("The "), said
+
+
 def test_two_processes_train_data_parallel(runner):
     out = runner.workdir / "ddp"
     res = runner("train", *TINY, "--steps", "4", "--eval-every", "4", "--out", str(out), nproc=2)
@@ -146,8 +166,11 @@ def test_two_processes_train_data_parallel(runner):
         (["--data", "no-such-file.txt"], "no such file"),
         (["--data", "short.txt"], "too short"),
         (["--tokenizer", "gpt2"], "--ranks"),
+        (["--arch", "llama", "--dropout", "0.1"], "no dropout"),
+        (["--arch", "llama", "--n-kv-heads", "3"], "must divide"),
+        (["--n-kv-heads", "1"], "--arch llama"),
     ],
-    ids=["missing-data", "text-too-short", "gpt2-without-ranks"],
+    ids=["missing-data", "text-too-short", "gpt2-without-ranks", "llama-with-dropout", "llama-kv-heads", "kv-heads-without-llama"],
 )
 def test_bad_input_is_a_one_line_error(runner, args, message):
     (runner.workdir / "short.txt").write_text("Far too short to train on.\n", encoding="utf-8")
