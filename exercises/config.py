@@ -53,14 +53,19 @@ class GPTConfig:
 def as_config(cfg) -> GPTConfig:
     """``cfg`` as a ``GPTConfig``: a ``GPTConfig`` is returned as it is, a dict of its fields is
     converted (missing fields take their defaults; an unknown field is a ``TypeError``)."""
-    if isinstance(cfg, GPTConfig):
+    return _as(GPTConfig, cfg)
+
+
+def _as(cls, cfg):
+    """``cfg`` as a ``cls`` (a config dataclass): itself, or built from a dict of its fields."""
+    if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, dict):
-        unknown = set(cfg) - {f.name for f in fields(GPTConfig)}
+        unknown = set(cfg) - {f.name for f in fields(cls)}
         if unknown:
-            raise TypeError(f"GPTConfig has no field(s) {', '.join(sorted(unknown))}")
-        return GPTConfig(**cfg)
-    raise TypeError(f"expected a GPTConfig or a dict of its fields, got {type(cfg).__name__}")
+            raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        return cls(**cfg)
+    raise TypeError(f"expected a {cls.__name__} or a dict of its fields, got {type(cfg).__name__}")
 
 
 # The modern decoders of the modern-architecture track (19-24), from each model's published
@@ -127,11 +132,4 @@ class ModernConfig:
 def as_modern_config(cfg) -> ModernConfig:
     """``cfg`` as a ``ModernConfig``: one is returned as it is, a dict of its fields is converted
     (missing fields take their defaults; an unknown field is a ``TypeError``)."""
-    if isinstance(cfg, ModernConfig):
-        return cfg
-    if isinstance(cfg, dict):
-        unknown = set(cfg) - {f.name for f in fields(ModernConfig)}
-        if unknown:
-            raise TypeError(f"ModernConfig has no field(s) {', '.join(sorted(unknown))}")
-        return ModernConfig(**cfg)
-    raise TypeError(f"expected a ModernConfig or a dict of its fields, got {type(cfg).__name__}")
+    return _as(ModernConfig, cfg)

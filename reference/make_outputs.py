@@ -31,6 +31,10 @@ running it twice writes byte-identical files.
                     Qwen3's tied) with weights drawn from fixed seeds. Needs transformers.
 24_hf_tiny.npz      those models' configurations (in ModernConfig's field names), their logits for
                     fixed token ids and their greedy continuations of two prompts (generate).
+26_moe.npz          transformers' Qwen3MoeSparseMoeBlock (6 experts, 2 per token) with weights drawn
+                    from a fixed seed, both with and without renormalised top-k weights: its
+                    inputs, weights (the experts' fused gate_up_proj and down_proj), outputs and
+                    router logits, and load_balancing_loss_func on those logits. Needs transformers.
 """
 
 from __future__ import annotations
@@ -305,16 +309,44 @@ def hf_outputs() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+MOE = {"hidden_size": 16, "moe_intermediate_size": 12, "num_experts": 6, "num_experts_per_tok": 2}
+
+
+def moe_outputs() -> dict[str, np.ndarray]:
+    from transformers import Qwen3MoeConfig
+    from transformers.models.qwen3_moe import modeling_qwen3_moe
+
+    out = {}
+    g = torch.Generator().manual_seed(26)
+    for norm in (True, False):
+        cfg = Qwen3MoeConfig(**MOE, norm_topk_prob=norm)
+        cfg._experts_implementation = "eager"  # the plain loop over the chosen experts
+        block = modeling_qwen3_moe.Qwen3MoeSparseMoeBlock(cfg).eval()
+        with torch.no_grad():
+            for p in block.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+            x = torch.randn(3, 9, MOE["hidden_size"], generator=g)
+            y = block(x)
+            logits = block.gate(x.reshape(-1, MOE["hidden_size"]))[0]
+            aux = modeling_qwen3_moe.load_balancing_loss_func((logits,), MOE["num_experts"], MOE["num_experts_per_tok"])
+        key = "norm" if norm else "raw"
+        out.update({f"{key}/x": x, f"{key}/router": block.gate.weight, f"{key}/gate_up_proj": block.experts.gate_up_proj,
+                    f"{key}/down_proj": block.experts.down_proj, f"{key}/out": y, f"{key}/router_logits": logits,
+                    f"{key}/aux_loss": aux})
+    out.update({f"config/{k}": torch.tensor(v) for k, v in MOE.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
               "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run,
               "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
-              "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs}
+              "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs, "26_moe": moe_outputs}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
 NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "23_modern_presets",
-                      "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny"}
+                      "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny", "26_moe"}
 
 
 def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:

@@ -177,6 +177,12 @@ MODERN_CASES = [
     ("RoPE at positions 0, 1, ... in every chunk", "modern_cache.py", [("cos, sin = rope_cos_sin(q, positions, att.theta)", "cos, sin = rope_cos_sin(q, positions - start, att.theta)")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
     ("the QK-norm skipped in the cached attention", "modern_cache.py", [("    if att.q_norm is not None:\n        q, k = att.q_norm(q), att.k_norm(k)\n", "")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
     ("the window one token too wide", "modern_cache.py", [("(key_positions[None, :] > positions[:, None] - att.window)", "(key_positions[None, :] >= positions[:, None] - att.window)")], "test_25_modern_cache", "test_sliding_window_cache_keeps_only_the_window"),
+    ("every expert ran on every token, weighted by its full softmax", "moe.py", [("weights, chosen = probs.topk(self.top_k, dim=-1)  # (tokens, top_k) each", "weights, chosen = probs, torch.arange(self.num_experts).expand(probs.shape)")], "test_26_moe", "test_moe_matches_oracle"),
+    ("every expert ran on every token. Gather", "moe.py", [("y = self.experts[e](tokens[token_idx]) * weights[token_idx, slot, None]\n            out.index_add_(0, token_idx, y)", "y = self.experts[e](tokens)\n            out.index_add_(0, token_idx, (y[token_idx] * weights[token_idx, slot, None]))"), ("for e in chosen.unique().tolist():", "for e in range(self.num_experts):")], "test_26_moe", "test_moe_dispatches_tokens_to_their_experts_only"),
+    ("the top-k probabilities were not renormalised", "moe.py", [("        if self.norm_topk_prob:\n            weights = weights / weights.sum(dim=-1, keepdim=True)\n", "")], "test_26_moe", "test_moe_matches_transformers"),
+    ("the router's logits used as weights", "moe.py", [("probs = torch.softmax(logits.float(), dim=-1)\n        weights", "probs = logits.float()\n        weights")], "test_26_moe", "test_moe_backward_reaches_the_router_and_the_chosen_experts"),
+    ("the num_experts factor is missing", "moe.py", [("return num_experts * (f * p).sum()", "return (f * p).sum()")], "test_26_moe", "test_load_balancing_loss_matches_transformers"),
+    ("f_e divided by top_k", "moe.py", [("return num_experts * (f * p).sum()", "return num_experts * (f / top_k * p).sum()")], "test_26_moe", "test_load_balancing_loss_matches_transformers"),
     ("rope_theta is at the top level", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], "test_24_hf_weights", "test_config_from_hf"),
 ]
 
@@ -267,6 +273,15 @@ def test_mistakes_in_21_to_23_cost_the_modern_cache_nothing(tmp_path):
                                 "gqa.py": [("allowed = allowed & (j > i - self.window)", "allowed = allowed & (j >= i - self.window)")],
                                 "modern.py": [(M_ATT, "x = self.norm1(x + self.att(x))")]})
     tests, impl = impl_for(tree, "test_25_modern_cache")
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in SEEDS:
+            run_check(getattr(tests, name), impl, seed)
+
+
+def test_a_mistake_in_20_costs_the_mixture_of_experts_nothing(tmp_path):
+    """26's experts are the reference SwiGLU: a broken 20 changes nothing."""
+    tree = make_tree(tmp_path, {"swiglu.py": [("hidden = silu(self.gate(x)) * self.up(x)", "hidden = silu(self.up(x)) * self.gate(x)")]})
+    tests, impl = impl_for(tree, "test_26_moe")
     for name in [k for k in vars(tests) if k.startswith("test_")]:
         for seed in SEEDS:
             run_check(getattr(tests, name), impl, seed)
