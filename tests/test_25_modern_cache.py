@@ -66,6 +66,10 @@ def check_chunks(impl, cfg, idx, params, chunks, **kw):
     assert_close(res.out["logits"], modern(idx, params, cfg).float(), describe(cfg, idx, chunks), oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg, chunks),
                  context=f"the {idx.size(1)}-token sequence in one forward pass, rows for the same positions")
+    want = [size for size in chunks for _ in range(cfg["n_layers"])]
+    assert_true(res.out["fed"] == want, f"{describe(cfg, idx, chunks)[:-15]}: the blocks were fed {res.out['fed']} tokens per call (a hook "
+                                        f"on each block's norm1 counted them); expected each chunk's own tokens, {want}: the cache holds "
+                                        "the past, so each call runs the model on the new tokens only")
     return res.out
 
 

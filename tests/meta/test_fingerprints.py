@@ -285,3 +285,19 @@ def test_a_mistake_in_20_costs_the_mixture_of_experts_nothing(tmp_path):
     for name in [k for k in vars(tests) if k.startswith("test_")]:
         for seed in SEEDS:
             run_check(getattr(tests, name), impl, seed)
+
+
+RECOMPUTE = [("    x = model.tok_emb(in_idx)  # (batch, num_tokens, emb_dim)\n",
+              "    full = torch.cat([cache.history, in_idx], 1) if cache.length else in_idx\n"
+              "    cache.history, real, n = full, cache, in_idx.size(1)\n"
+              "    cache, in_idx = ModernKVCache.for_model(model, full.size(0)), full\n"
+              "    x = model.tok_emb(in_idx)  # (batch, num_tokens, emb_dim)\n"),
+             ("    return model.out_head(model.final_norm(x))\n    # END SOLUTION",
+              "    real.advance(n)\n    return model.out_head(model.final_norm(x))[:, -n:]\n    # END SOLUTION")]
+
+
+def test_a_cache_that_recomputes_the_whole_sequence_is_caught(tmp_path):
+    """A modern_cached that keeps the token ids and runs the full model each time gives the right
+    logits: the hook on the blocks' norms shows it."""
+    assert_mistake_named(tmp_path, "each call runs the model on the new tokens only", "modern_cache.py", RECOMPUTE,
+                         "test_25_modern_cache", "test_cached_logits_equal_the_full_pass")

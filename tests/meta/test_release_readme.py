@@ -28,6 +28,7 @@ EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("grade", r"--in-process", 1, ("not a valid grade", "next: ")),
     ("grade", r".*", 1, ("not started", "next: ", "Session grade failed")),
     ("gpt2", r".*", 1, ("network connection",)),  # no network here: it says how to get the weights
+    ("hf", r".*", 1, ("Qwen/Qwen3-0.6B", "Hugging Face")),  # nor Qwen3's weights: it says they are not there
     ("train", r"--data my\.txt", 1, ("--data my.txt: no such file",)),
     ("train", r"--resume", 1, ("out/train/ckpt.pt",)),
     ("train", r"--nproc", 1, ("still a stub", "exercise 18 (ddp)")),  # torchrun: 18's setup comes first

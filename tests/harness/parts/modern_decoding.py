@@ -4,7 +4,8 @@ on the learner's 19-23), gives it the weights the grader sent, and drives the le
 ``ModernKVCache`` and ``modern_cached``:
 
 - ``cached_logits`` feeds token ids chunk by chunk through one cache and returns the logits of
-  every chunk, concatenated, and what the cache held after each chunk;
+  every chunk, concatenated, what the cache held after each chunk, and how many tokens each
+  block was fed (a hook on every block's first norm);
 - ``traced_generate`` runs the given greedy ``generate_modern`` with a hook on every block's
   first norm that records how many tokens each block was fed.
 """
@@ -37,18 +38,20 @@ def cached_logits(learner, cfg, state_dict, idx, chunk_sizes, max_len=None, rese
     model = _model(cfg, state_dict)
     cache = learner("modern_cache.ModernKVCache").for_model(model, idx.size(0), max_len)
     step = learner("modern_cache.modern_cached")
-    out, held = [], []
+    out, held, fed = [], [], []
     with torch.no_grad():
         if reset_after:
             step(model, idx.flip(1)[:, :reset_after], cache)
             cache.reset()
+        for block in model.trf_blocks:  # what each block is fed from here on: the new tokens only
+            block.norm1.register_forward_pre_hook(lambda module, args: fed.append(int(args[0].size(1))))
         start = 0
         for size in chunk_sizes:
             out.append(step(model, idx[:, start:start + size], cache))
             held.append(_held(cache))
             start += size
     buffers = [tuple(k.shape) for k in cache.keys] if isinstance(cache.keys, list) else None
-    return {"logits": torch.cat(out, dim=1), "held": held, "buffers": buffers}
+    return {"logits": torch.cat(out, dim=1), "held": held, "buffers": buffers, "fed": fed}
 
 
 def traced_generate(learner, cfg, state_dict, idx, max_new_tokens, eos_id=None):
