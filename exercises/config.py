@@ -71,11 +71,12 @@ def _as(cls, cfg):
 # The modern decoders of the modern-architecture track (19-24), from each model's published
 # config.json (the Hugging Face hub): the names count parameters with the head tied.
 MODERN_PRESETS = {
-    # meta-llama/Llama-3.2-1B. Its checkpoint also scales RoPE's low frequencies ("rope_scaling":
-    # llama3, factor 32) for long contexts; ModernConfig has no field for that (see hf_weights.py).
+    # meta-llama/Llama-3.2-1B, whose RoPE slows its low frequencies ("rope_scaling": llama3) to
+    # reach 131,072 tokens from a training context of 8,192.
     "llama3.2-1b": {"vocab_size": 128_256, "context_length": 131_072, "emb_dim": 2048, "n_heads": 32, "n_kv_heads": 8,
                     "n_layers": 16, "hidden_dim": 8192, "head_dim": 64, "qk_norm": False, "theta": 500_000.0, "eps": 1e-5,
-                    "tie_weights": True},
+                    "tie_weights": True, "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                          "original_max_position_embeddings": 8192}},
     # Qwen/Qwen3-0.6B: QK-norm, and heads of 128 features although 16 x 128 != 1024.
     "qwen3-0.6b": {"vocab_size": 151_936, "context_length": 40_960, "emb_dim": 1024, "n_heads": 16, "n_kv_heads": 8,
                    "n_layers": 28, "hidden_dim": 3072, "head_dim": 128, "qk_norm": True, "theta": 1_000_000.0, "eps": 1e-6,
@@ -104,6 +105,8 @@ class ModernConfig:
         theta: RoPE's base.
         eps: every RMSNorm's eps.
         tie_weights: whether the output head shares its weight with the token embedding.
+        rope_scaling: Llama 3.1's RoPE frequency scaling (``rope.llama3_frequencies``' keyword
+            arguments), or None.
     """
 
     vocab_size: int = 50257
@@ -119,6 +122,7 @@ class ModernConfig:
     theta: float = 10_000.0
     eps: float = 1e-5
     tie_weights: bool = True
+    rope_scaling: dict | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ModernConfig":

@@ -2,7 +2,7 @@
 loader and KV cache (given, not an exercise).
 
     python -m solutions.hf_complete Qwen/Qwen3-0.6B "The capital of France is"    # or: nox -s hf -- ...
-    python -m solutions.hf_complete ./my-llama "Once upon a time" --max-new-tokens 60
+    python -m solutions.hf_complete meta-llama/Llama-3.2-1B "Once upon a time" --max-new-tokens 60
 
 ``MODEL`` is a Hub repository (found in the Hugging Face cache, else downloaded once where the Hub
 can be reached) or a local directory, holding ``config.json``, the weights (``model.safetensors``
@@ -12,9 +12,8 @@ goes through ``config_from_hf`` (24), the weights through ``load_hf_weights`` (2
 (sampling, ``--temperature`` above 0, through ``generate`` of 10). Only the text's tokenizer is
 Hugging Face's own (the ``tokenizers`` library): the model is yours.
 
-Llama 3.1 and 3.2 checkpoints scale RoPE's frequencies ("rope_scaling": llama3), which the
-course's RoPE does not: ``config_from_hf`` refuses them with a message. Qwen3's checkpoints, and
-Llama models without RoPE scaling (SmolLM2, TinyLlama, Llama 2 in Hugging Face's layout), run.
+Qwen3's checkpoints and Llama's (Llama 3.1 and 3.2 with their RoPE scaling, SmolLM2, TinyLlama)
+run; other RoPE scalings, biases or activations are refused by ``config_from_hf`` with a message.
 """
 
 import argparse

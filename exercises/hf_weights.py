@@ -6,6 +6,8 @@ import torch
 from .config import ModernConfig
 
 SUPPORTED = ("llama", "qwen3")
+# The four numbers of Llama 3.1's RoPE scaling, by their names in config.json.
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 # Older checkpoints also store each layer's RoPE frequencies; the model computes its own.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -79,17 +81,22 @@ def config_from_hf(hf: dict) -> ModernConfig:
     ``rms_norm_eps``                                   ``eps``
     ``tie_word_embeddings`` (absent: false)            ``tie_weights``
     ``model_type`` "qwen3"                             ``qk_norm=True`` ("llama": False)
+    ``rope_type`` "llama3" and its four numbers        ``rope_scaling`` (else None)
     =================================================  ======================================
 
-    Older files give ``rope_theta`` at the top level; transformers 5 writes ``rope_parameters``
-    (``{"rope_type": "default", "rope_theta": ...}``). No sliding window (``window=None``). Keys
-    not in the table are ignored.
+    Older files give ``rope_theta`` at the top level and the scaling apart, in ``rope_scaling``
+    (``{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192}``, the type sometimes under ``"type"``);
+    transformers 5 writes both in ``rope_parameters`` (``{"rope_type": "llama3", "rope_theta":
+    500000.0, "factor": 32.0, ...}``). ``rope_scaling`` is the dict of the four numbers, as
+    ``rope.llama3_frequencies`` takes them. No sliding window (``window=None``). Keys not in the
+    table are ignored.
 
     Raises:
         ValueError, naming the key and its value, for what this model cannot reproduce:
-            a ``model_type`` other than "llama" or "qwen3"; RoPE scaling (``rope_scaling`` not
-            null, or a ``rope_type`` other than "default": Llama 3.1 and 3.2 scale the low
-            frequencies with "llama3"); ``attention_bias`` or ``mlp_bias`` true; a
-            ``hidden_act`` other than "silu"; Qwen3's ``use_sliding_window`` true.
+            a ``model_type`` other than "llama" or "qwen3"; a ``rope_type`` other than "default"
+            and "llama3" ("linear", "dynamic", "yarn", ...), or a "llama3" one that lacks one of
+            its four numbers; ``attention_bias`` or ``mlp_bias`` true; a ``hidden_act`` other
+            than "silu"; Qwen3's ``use_sliding_window`` true.
     """
-    raise NotImplementedError("exercise 24 (hf_weights), config_from_hf: refuse what the model cannot reproduce, then map each key (rope_theta in either place)")
+    raise NotImplementedError("exercise 24 (hf_weights), config_from_hf: refuse what the model cannot reproduce, then map each key (RoPE's numbers in either place)")

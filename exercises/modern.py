@@ -27,7 +27,7 @@ class ModernBlock(nn.Module):
     Attributes (graded by name; the names of Hugging Face's checkpoints are in hf_weights.py):
         norm1, norm2: ``RMSNorm(emb_dim, eps)``, before the attention and before the feed-forward.
         att: ``GroupedQueryAttention(emb_dim, n_heads, n_kv_heads, head_dim, qk_norm, window,
-            theta, eps)``.
+            theta, eps, rope_scaling)``.
         ff: ``SwiGLU(emb_dim, hidden_dim)``.
     """
 

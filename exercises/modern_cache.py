@@ -88,7 +88,7 @@ def gqa_cached(att, x: torch.Tensor, cache: ModernKVCache, layer: int) -> torch.
     ``q <= p`` (and ``q > p - att.window`` with a window), by their ``positions``. Returns the
     last ``num_tokens`` rows of ``att`` over the whole sequence. Uses ``att``'s parts by name:
     ``W_query``, ``W_key``, ``W_value``, ``out_proj``, ``q_norm``, ``k_norm``, ``n_heads``,
-    ``n_kv_heads``, ``head_dim``, ``window``, ``theta``.
+    ``n_kv_heads``, ``head_dim``, ``window``, ``theta``, ``rope_scaling``.
     """
     raise NotImplementedError("exercise 25 (modern_cache), gqa_cached: project, QK-norm, RoPE at absolute positions, cache the kv heads, repeat them, mask by positions")
 

@@ -21,14 +21,17 @@ running it twice writes byte-identical files.
                     micro-batches, clip_grad_norm_), on fixed token ids: the learning rate, loss
                     and gradient norm of every step and the logits after the last. Needs
                     transformers.
+21_llama3_rope.npz  Llama 3.1's RoPE frequency scaling as transformers computes it
+                    (ROPE_INIT_FUNCTIONS["llama3"]) for three scalings, three head sizes and bases.
+                    Needs transformers.
 23_modern_presets.npz  the parameter counts of transformers' LlamaForCausalLM and Qwen3ForCausalLM
                     built on the meta device in the published configurations of Llama 3.2 1B and
                     Qwen3 0.6B (their config.json's sizes, written below). Needs transformers.
 24_llama_tiny.safetensors, 24_qwen3_tiny.safetensors  checkpoints in Hugging Face's layout
                     (LlamaForCausalLM.state_dict(), Qwen3ForCausalLM.state_dict() without a tied
                     lm_head.weight): tiny configurations (2 layers, grouped-query heads, Qwen3's
-                    QK-norm and head_dim apart from hidden_size / heads; Llama's head untied,
-                    Qwen3's tied) with weights drawn from fixed seeds. Needs transformers.
+                    QK-norm and head_dim apart from hidden_size / heads; Llama's head untied and
+                    its RoPE scaled as Llama 3.1's, Qwen3's head tied) with weights drawn from fixed seeds. Needs transformers.
 24_hf_tiny.npz      those models' configurations (in ModernConfig's field names), their logits for
                     fixed token ids and their greedy continuations of two prompts (generate).
 26_moe.npz          transformers' Qwen3MoeSparseMoeBlock (6 experts, 2 per token) with weights drawn
@@ -211,6 +214,32 @@ def training_run() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+# Llama 3.1's RoPE frequency scaling as transformers computes it, for exercise 21: Llama 3.1/3.2's
+# own numbers and two others, each over a few head sizes and bases.
+LLAMA3_CASES = [
+    {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    {"factor": 4.0, "low_freq_factor": 0.5, "high_freq_factor": 2.0, "original_max_position_embeddings": 64},
+]
+
+
+def llama3_rope() -> dict[str, np.ndarray]:
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    out = {}
+    for i, scaling in enumerate(LLAMA3_CASES):
+        for head_dim, theta in ((64, 500000.0), (128, 10000.0), (16, 1000000.0)):
+            cfg = LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, head_dim=head_dim, max_position_embeddings=131072,
+                              rope_parameters={"rope_type": "llama3", "rope_theta": theta, **scaling})
+            inv_freq, attention_factor = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+            assert attention_factor == 1.0, "llama3 scaling leaves the cosines and sines unscaled"
+            key = f"case{i}/d{head_dim}"
+            out.update({f"{key}/inv_freq": inv_freq, f"{key}/theta": torch.tensor(theta, dtype=torch.float64)})
+        out.update({f"case{i}/{k}": torch.tensor(v, dtype=torch.float64) for k, v in scaling.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
 # The published sizes (each model's config.json on the Hugging Face hub) of the presets that
 # exercise 23 counts; the keys are transformers' config names.
 PRESET_CONFIGS = {
@@ -241,11 +270,13 @@ def modern_presets() -> dict[str, np.ndarray]:
 
 
 # Tiny checkpoints of both architectures, in transformers' config names. Llama: grouped heads (4
-# query, 2 kv), an untied head, theta 500,000. Qwen3: one kv head for four query heads (multi-query
+# query, 2 kv), an untied head, Llama 3.1's RoPE scaling (LLAMA3_SCALING, over a training context
+# of 16 positions so that it shows within 20 tokens). Qwen3: one kv head for four query heads (multi-query
 # attention), QK-norm, heads of 16 features although 4 x 16 != 32, a tied head, theta 1e6.
+LLAMA3_SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 HF_TINY = {
     "llama": {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 72, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, "rope_theta": 500000.0,
+              "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, "rope_theta": 10000.0,
               "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
     "qwen3": {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64, "rope_theta": 1000000.0,
@@ -260,7 +291,8 @@ def _hf_tiny(kind: str):
     config_cls, model_cls = _hf_classes(kind)
     sizes = dict(HF_TINY[kind])
     theta = sizes.pop("rope_theta")
-    cfg = config_cls(**sizes, rope_parameters={"rope_type": "default", "rope_theta": theta}, attention_dropout=0.0,
+    rope = {"rope_type": "llama3", "rope_theta": theta, **LLAMA3_SCALING} if kind == "llama" else {"rope_type": "default", "rope_theta": theta}
+    cfg = config_cls(**sizes, rope_parameters=rope, attention_dropout=0.0,
                      bos_token_id=None, eos_token_id=None, pad_token_id=None, attn_implementation="eager")
     model = model_cls(cfg).eval()
     g = torch.Generator().manual_seed({"llama": 23, "qwen3": 24}[kind])
@@ -304,6 +336,8 @@ def hf_outputs() -> dict[str, np.ndarray]:
                "n_heads": sizes["num_attention_heads"], "n_kv_heads": sizes["num_key_value_heads"], "n_layers": sizes["num_hidden_layers"],
                "hidden_dim": sizes["intermediate_size"], "head_dim": sizes["head_dim"], "qk_norm": int(kind == "qwen3"),
                "theta": sizes["rope_theta"], "eps": sizes["rms_norm_eps"], "tie_weights": int(sizes["tie_word_embeddings"])}
+        if kind == "llama":
+            cfg.update({f"rope_scaling/{k}": v for k, v in LLAMA3_SCALING.items()})
         out.update({f"{kind}/config/{k}": torch.tensor(v, dtype=torch.float64 if isinstance(v, float) else torch.int64)
                     for k, v in cfg.items()})
     return {k: _np(v) for k, v in out.items()}
@@ -339,13 +373,13 @@ def moe_outputs() -> dict[str, np.ndarray]:
 
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
               "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run,
-              "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
+              "21_llama3_rope": llama3_rope, "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
               "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs, "26_moe": moe_outputs}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
-NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "23_modern_presets",
+NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "21_llama3_rope", "23_modern_presets",
                       "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny", "26_moe"}
 
 

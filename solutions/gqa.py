@@ -27,7 +27,7 @@ class GroupedQueryAttention(nn.Module):
     2. with ``qk_norm`` (Qwen3), ``q_norm`` and ``k_norm`` (``RMSNorm(head_dim)``) normalise each
        head's queries and keys, *before* RoPE;
     3. RoPE (``rope.rope_cos_sin`` and ``rope.apply_rope``, positions ``0 .. num_tokens - 1``,
-       ``theta``) rotates queries and keys, not values;
+       ``theta`` and ``rope_scaling``) rotates queries and keys, not values;
     4. scores ``q @ k^T / sqrt(head_dim)``; query ``i`` sees keys ``j <= i``, and with a ``window``
        (Mistral, Gemma) only ``i - window < j <= i``: the ``window`` latest tokens, itself included;
     5. softmax over the keys, the weights times the values, the heads concatenated in order, and
@@ -40,6 +40,8 @@ class GroupedQueryAttention(nn.Module):
         window: the sliding window's length, or None for full causal attention.
         theta: RoPE's base.
         eps: the QK-norms' eps.
+        rope_scaling: Llama 3.1's frequency scaling, passed to ``rope_cos_sin`` as its
+            ``scaling`` (None: plain RoPE).
 
     Raises:
         ValueError: if ``n_heads`` is not a multiple of ``n_kv_heads``.
@@ -49,18 +51,18 @@ class GroupedQueryAttention(nn.Module):
         W_key, W_value: ``nn.Linear(emb_dim, n_kv_heads * head_dim, bias=False)``.
         out_proj: ``nn.Linear(n_heads * head_dim, emb_dim, bias=False)``.
         q_norm, k_norm: ``RMSNorm(head_dim, eps)`` with ``qk_norm``, else None.
-        n_heads, n_kv_heads, head_dim, window, theta: as given.
+        n_heads, n_kv_heads, head_dim, window, theta, rope_scaling: as given.
     """
 
     def __init__(self, emb_dim: int, n_heads: int, n_kv_heads: int, head_dim: int | None = None, qk_norm: bool = False,
-                 window: int | None = None, theta: float = 10_000.0, eps: float = 1e-6):
+                 window: int | None = None, theta: float = 10_000.0, eps: float = 1e-6, rope_scaling: dict | None = None):
         super().__init__()
         # BEGIN SOLUTION 22: check the head counts, make the projections (keys and values per kv head) and the optional QK-norms
         if n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = head_dim or emb_dim // n_heads
-        self.window, self.theta = window, theta
+        self.window, self.theta, self.rope_scaling = window, theta, rope_scaling
         self.W_query = nn.Linear(emb_dim, n_heads * self.head_dim, bias=False)
         self.W_key = nn.Linear(emb_dim, n_kv_heads * self.head_dim, bias=False)
         self.W_value = nn.Linear(emb_dim, n_kv_heads * self.head_dim, bias=False)
@@ -78,7 +80,7 @@ class GroupedQueryAttention(nn.Module):
         if self.q_norm is not None:  # Qwen3 normalises each head's queries and keys before rotating them
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (b, heads, t, head_dim)
-        cos, sin = rope_cos_sin(q, torch.arange(t, device=x.device), self.theta)  # (t, head_dim) each
+        cos, sin = rope_cos_sin(q, torch.arange(t, device=x.device), self.theta, self.rope_scaling)  # (t, head_dim) each
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, in q and k only
         group = self.n_heads // self.n_kv_heads
         k = k.repeat_interleave(group, dim=1)  # (b, n_heads, t, head_dim): query head h reads kv head h // group

@@ -6,6 +6,8 @@ import torch
 from .config import ModernConfig
 
 SUPPORTED = ("llama", "qwen3")
+# The four numbers of Llama 3.1's RoPE scaling, by their names in config.json.
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 # Older checkpoints also store each layer's RoPE frequencies; the model computes its own.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -123,28 +125,38 @@ def config_from_hf(hf: dict) -> ModernConfig:
     ``rms_norm_eps``                                   ``eps``
     ``tie_word_embeddings`` (absent: false)            ``tie_weights``
     ``model_type`` "qwen3"                             ``qk_norm=True`` ("llama": False)
+    ``rope_type`` "llama3" and its four numbers        ``rope_scaling`` (else None)
     =================================================  ======================================
 
-    Older files give ``rope_theta`` at the top level; transformers 5 writes ``rope_parameters``
-    (``{"rope_type": "default", "rope_theta": ...}``). No sliding window (``window=None``). Keys
-    not in the table are ignored.
+    Older files give ``rope_theta`` at the top level and the scaling apart, in ``rope_scaling``
+    (``{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192}``, the type sometimes under ``"type"``);
+    transformers 5 writes both in ``rope_parameters`` (``{"rope_type": "llama3", "rope_theta":
+    500000.0, "factor": 32.0, ...}``). ``rope_scaling`` is the dict of the four numbers, as
+    ``rope.llama3_frequencies`` takes them. No sliding window (``window=None``). Keys not in the
+    table are ignored.
 
     Raises:
         ValueError, naming the key and its value, for what this model cannot reproduce:
-            a ``model_type`` other than "llama" or "qwen3"; RoPE scaling (``rope_scaling`` not
-            null, or a ``rope_type`` other than "default": Llama 3.1 and 3.2 scale the low
-            frequencies with "llama3"); ``attention_bias`` or ``mlp_bias`` true; a
-            ``hidden_act`` other than "silu"; Qwen3's ``use_sliding_window`` true.
+            a ``model_type`` other than "llama" or "qwen3"; a ``rope_type`` other than "default"
+            and "llama3" ("linear", "dynamic", "yarn", ...), or a "llama3" one that lacks one of
+            its four numbers; ``attention_bias`` or ``mlp_bias`` true; a ``hidden_act`` other
+            than "silu"; Qwen3's ``use_sliding_window`` true.
     """
-    # BEGIN SOLUTION 24: refuse what the model cannot reproduce, then map each key (rope_theta in either place)
+    # BEGIN SOLUTION 24: refuse what the model cannot reproduce, then map each key (RoPE's numbers in either place)
     kind = hf.get("model_type")
     if kind not in SUPPORTED:
         raise ValueError(f"model_type {kind!r} is not supported: only {' and '.join(SUPPORTED)}")
-    rope = dict(hf.get("rope_parameters") or {})
-    scaling = hf.get("rope_scaling")
-    if scaling is not None or rope.get("rope_type", "default") != "default":
-        raise ValueError(f"RoPE scaling is not supported: rope_scaling={scaling!r}, rope_type={rope.get('rope_type')!r} "
-                         "(the model rotates with plain frequencies)")
+    rope = {**(hf.get("rope_parameters") or {}), **(hf.get("rope_scaling") or {})}  # older files: the scaling apart
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    scaling = None
+    if rope_type == "llama3":
+        missing = [k for k in LLAMA3_KEYS if k not in rope]
+        if missing:
+            raise ValueError(f"rope_type 'llama3' needs {', '.join(LLAMA3_KEYS)}; this config.json lacks {', '.join(missing)}")
+        scaling = {k: rope[k] for k in LLAMA3_KEYS}
+    elif rope_type != "default":
+        raise ValueError(f"rope_type {rope_type!r} is not supported: only 'default' and 'llama3' (Llama 3.1's frequency scaling)")
     for key in ("attention_bias", "mlp_bias", "use_sliding_window"):
         if hf.get(key):
             raise ValueError(f"{key}={hf[key]!r} is not supported: the model has no biases and no sliding window for {kind}")
@@ -156,5 +168,5 @@ def config_from_hf(hf: dict) -> ModernConfig:
         n_kv_heads=hf.get("num_key_value_heads") or heads, n_layers=hf["num_hidden_layers"], hidden_dim=hf["intermediate_size"],
         head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, qk_norm=kind == "qwen3", window=None,
         theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))), eps=hf["rms_norm_eps"],
-        tie_weights=bool(hf.get("tie_word_embeddings", False)))
+        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope_scaling=scaling)
     # END SOLUTION

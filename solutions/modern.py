@@ -27,7 +27,7 @@ class ModernBlock(nn.Module):
     Attributes (graded by name; the names of Hugging Face's checkpoints are in hf_weights.py):
         norm1, norm2: ``RMSNorm(emb_dim, eps)``, before the attention and before the feed-forward.
         att: ``GroupedQueryAttention(emb_dim, n_heads, n_kv_heads, head_dim, qk_norm, window,
-            theta, eps)``.
+            theta, eps, rope_scaling)``.
         ff: ``SwiGLU(emb_dim, hidden_dim)``.
     """
 
@@ -37,7 +37,7 @@ class ModernBlock(nn.Module):
         # BEGIN SOLUTION 23: two RMSNorms, the grouped-query attention and the SwiGLU, from the config
         self.norm1 = RMSNorm(cfg.emb_dim, cfg.eps)
         self.att = GroupedQueryAttention(cfg.emb_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.window,
-                                         cfg.theta, cfg.eps)
+                                         cfg.theta, cfg.eps, cfg.rope_scaling)
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.eps)
         self.ff = SwiGLU(cfg.emb_dim, cfg.hidden_dim)
         # END SOLUTION

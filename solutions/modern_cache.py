@@ -120,7 +120,7 @@ def gqa_cached(att, x: torch.Tensor, cache: ModernKVCache, layer: int) -> torch.
     ``q <= p`` (and ``q > p - att.window`` with a window), by their ``positions``. Returns the
     last ``num_tokens`` rows of ``att`` over the whole sequence. Uses ``att``'s parts by name:
     ``W_query``, ``W_key``, ``W_value``, ``out_proj``, ``q_norm``, ``k_norm``, ``n_heads``,
-    ``n_kv_heads``, ``head_dim``, ``window``, ``theta``.
+    ``n_kv_heads``, ``head_dim``, ``window``, ``theta``, ``rope_scaling``.
     """
     # BEGIN SOLUTION 25: project, QK-norm, RoPE at absolute positions, cache the kv heads, repeat them, mask by positions
     b, num_tokens, _ = x.shape
@@ -132,7 +132,7 @@ def gqa_cached(att, x: torch.Tensor, cache: ModernKVCache, layer: int) -> torch.
         q, k = att.q_norm(q), att.k_norm(k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (b, heads, num_tokens, head_dim)
     positions = torch.arange(start, start + num_tokens, device=x.device)  # absolute, so RoPE turns as in the full pass
-    cos, sin = rope_cos_sin(q, positions, att.theta)
+    cos, sin = rope_cos_sin(q, positions, att.theta, att.rope_scaling)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     keys, values, key_positions = cache.update(layer, k, v)  # (b, n_kv_heads, S, head_dim), (S,)
     group = att.n_heads // att.n_kv_heads

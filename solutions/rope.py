@@ -1,6 +1,8 @@
 """Exercise 21: rotary position embeddings (RoPE), as Llama, Qwen3 and Mistral place tokens (the
 modern-architecture track)."""
 
+import math
+
 import torch
 
 
@@ -21,7 +23,35 @@ def rope_frequencies(head_dim: int, theta: float = 10_000.0) -> torch.Tensor:
     # END SOLUTION
 
 
-def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_position_embeddings: int) -> torch.Tensor:
+    """Llama 3.1's RoPE scaling ("rope_type": "llama3"), which stretches a model trained on
+    ``original_max_position_embeddings`` tokens (8,192) to 16 times as many by slowing its slow
+    pairs. A pair's wavelength is ``2 pi / inv_freq``, the positions one turn takes, and with
+    ``low = original / low_freq_factor`` and ``high = original / high_freq_factor``:
+
+    - wavelength ``< high`` (fast pairs, which tell near positions apart): unchanged;
+    - wavelength ``> low`` (slow pairs, which place far positions): divided by ``factor``;
+    - in between: ``(1 - s) * inv_freq / factor + s * inv_freq`` with
+      ``s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)``,
+      which goes from the first case to the second smoothly (``s`` = 1 at ``high``, 0 at ``low``).
+
+    Returns a tensor of ``inv_freq``'s shape and dtype (computed in float32).
+    """
+    # BEGIN SOLUTION 21: each pair's wavelength decides: keep it, divide it by factor, or blend the two
+    f = inv_freq.float()
+    wavelength = 2 * math.pi / f
+    low_wavelength = original_max_position_embeddings / low_freq_factor
+    high_wavelength = original_max_position_embeddings / high_freq_factor
+    s = (original_max_position_embeddings / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - s) * f / factor + s * f
+    out = torch.where(wavelength > low_wavelength, f / factor, torch.where(wavelength < high_wavelength, f, blended))
+    return out.to(inv_freq.dtype)
+    # END SOLUTION
+
+
+def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000.0,
+                 scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The cosines and sines of the angles ``positions[t] * inv_freq[i]`` for the queries or keys
     ``x`` (``(..., seq, head_dim)``: its last size and its dtype are used, as Hugging Face's rotary
     embedding takes them), laid out for ``apply_rope``: each ``(len(positions), head_dim)`` in
@@ -32,9 +62,16 @@ def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000
     n - 1`` and rotates each token as the full pass does. The angles are computed in float32
     whatever ``x``'s dtype is (at position 8,000 a bf16 angle is off by tens of radians); only the
     cosines and sines are cast to it.
+
+    ``scaling``: None, or Llama 3.1's frequency scaling as a dict of ``llama3_frequencies``'
+    keyword arguments (``factor``, ``low_freq_factor``, ``high_freq_factor``,
+    ``original_max_position_embeddings``), applied to the frequencies before the angles.
     """
     # BEGIN SOLUTION 21: angles in float32 (positions times frequencies), both halves, then cos and sin in x's dtype
-    angles = positions.to(torch.float32)[:, None] * rope_frequencies(x.size(-1), theta)[None, :]  # (seq, head_dim // 2)
+    inv_freq = rope_frequencies(x.size(-1), theta)
+    if scaling is not None:
+        inv_freq = llama3_frequencies(inv_freq, **scaling)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (seq, head_dim // 2)
     angles = torch.cat([angles, angles], dim=-1)  # (seq, head_dim): feature i and i + head_dim / 2 share pair i's angle
     return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     # END SOLUTION

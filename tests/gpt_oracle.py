@@ -346,23 +346,35 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """RoPE's frequencies in float64: ``theta ** (-2i / head_dim)``, ``(head_dim // 2,)``."""
-    return theta ** (-torch.arange(0, head_dim // 2, dtype=torch.float64) * 2 / head_dim)
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """RoPE's frequencies in float64: ``theta ** (-2i / head_dim)``, ``(head_dim // 2,)``; with
+    ``scaling``, Llama 3.1's (``llama3_inv_freq``)."""
+    inv = theta ** (-torch.arange(0, head_dim // 2, dtype=torch.float64) * 2 / head_dim)
+    return inv if scaling is None else llama3_inv_freq(inv, **scaling)
 
 
-def rope_angles(head_dim: int, positions: torch.Tensor, theta: float) -> torch.Tensor:
+def llama3_inv_freq(inv, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+    """Llama 3.1's RoPE scaling in float64, written as one blend: each pair keeps the share
+    ``s = clamp((original / wavelength - low) / (high - low), 0, 1)`` of its frequency and takes
+    the rest divided by ``factor`` (s = 1: fast pairs unchanged; s = 0: slow pairs slowed)."""
+    inv = inv.double()
+    s = ((original_max_position_embeddings * inv / (2 * math.pi) - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(0, 1)
+    return s * inv + (1 - s) * inv / factor
+
+
+def rope_angles(head_dim: int, positions: torch.Tensor, theta: float, scaling: dict | None = None) -> torch.Tensor:
     """RoPE's angles in float64: ``positions[t] * theta ** (-2i / head_dim)``, ``(seq, head_dim // 2)``."""
-    return positions.double()[:, None] * rope_inv_freq(head_dim, theta)[None, :]
+    return positions.double()[:, None] * rope_inv_freq(head_dim, theta, scaling)[None, :]
 
 
-def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float, interleaved: bool = False) -> torch.Tensor:
+def rope_rotate(x: torch.Tensor, positions: torch.Tensor, theta: float, interleaved: bool = False,
+                scaling: dict | None = None) -> torch.Tensor:
     """RoPE's rotation in float64, written with complex numbers: pair (i, i + d/2) of the last
     dimension (Llama's half-split pairing; with ``interleaved``, the paper's (2i, 2i + 1)) as
     ``x[first] + j x[second]``, turned by ``rope_angles``."""
     half = x.size(-1) // 2
     first, second = (x[..., 0::2], x[..., 1::2]) if interleaved else (x[..., :half], x[..., half:])
-    a = rope_angles(x.size(-1), positions, theta)
+    a = rope_angles(x.size(-1), positions, theta, scaling)
     turned = torch.complex(first.double(), second.double()) * torch.polar(torch.ones_like(a), a)
     if interleaved:
         return torch.stack([turned.real, turned.imag], dim=-1).flatten(-2)
@@ -400,8 +412,9 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     if not norm_after_rope:
         q, k = norm(q, "q"), norm(k, "k")
     q, k = q.transpose(1, 2), k.transpose(1, 2)
-    q = rope_rotate(q, pos, cfg["theta"])
-    k = rope_rotate(k, pos, cfg["theta"]) if rope_keys else k
+    scaling = cfg.get("rope_scaling")
+    q = rope_rotate(q, pos, cfg["theta"], scaling=scaling)
+    k = rope_rotate(k, pos, cfg["theta"], scaling=scaling) if rope_keys else k
     if norm_after_rope:
         q, k = norm(q, "q"), norm(k, "k")
     group = h // kv
@@ -489,7 +502,8 @@ def modern_params(gen, cfg):
 
 def modern_config(gen, **fixed):
     """A random tiny ``ModernConfig`` as a dict, ``head_dim`` set (sometimes apart from
-    ``emb_dim // n_heads``, as Qwen3's), eps large enough that a lost one shows."""
+    ``emb_dim // n_heads``, as Qwen3's), eps large enough that a lost one shows, and half the
+    time Llama 3.1's RoPE scaling over a training context short enough that it shows."""
     n_kv = n(gen, 1, 3)
     n_heads = n_kv * n(gen, 1, 3)
     head_dim = 2 * n(gen, 2, 5)
@@ -497,6 +511,8 @@ def modern_config(gen, **fixed):
     cfg = {"vocab_size": n(gen, 11, 60), "context_length": n(gen, 4, 16), "emb_dim": emb, "n_heads": n_heads, "n_kv_heads": n_kv,
            "n_layers": n(gen, 1, 3), "hidden_dim": n(gen, 4, 40), "head_dim": head_dim, "qk_norm": bool(n(gen, 0, 1)),
            "window": [None, n(gen, 1, 4)][n(gen, 0, 1)], "theta": [10_000.0, 500_000.0, 1_000_000.0][n(gen, 0, 2)],
-           "eps": [1e-6, 1e-5, 0.05, 0.3][n(gen, 0, 3)], "tie_weights": bool(n(gen, 0, 1))}
+           "eps": [1e-6, 1e-5, 0.05, 0.3][n(gen, 0, 3)], "tie_weights": bool(n(gen, 0, 1)),
+           "rope_scaling": [None, {"factor": [4.0, 8.0][n(gen, 0, 1)], "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": n(gen, 8, 32)}][n(gen, 0, 1)]}
     cfg.update(fixed)
     return cfg

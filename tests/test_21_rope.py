@@ -3,22 +3,26 @@
 Oracle: written here in another form than the solution's: each pair ``(x[i], x[i + d/2])`` as the
 complex number ``x[i] + j x[i + d/2]``, multiplied by ``exp(j * position * theta ** (-2i/d))``, in
 float64, on fresh random shapes, positions and thetas. ``apply_rope`` is checked with the oracle's
-cosines and sines, so a mistake in ``rope_cos_sin`` costs only its own checks.
+cosines and sines, so a mistake in ``rope_cos_sin`` costs only its own checks. Llama 3.1's
+frequency scaling is checked against transformers' own (reference/21_llama3_rope.npz) and against
+``gpt_oracle.llama3_inv_freq``, the same rule written as one clamped blend, on random scalings.
 """
 
 import torch
+from gpt_oracle import llama3_inv_freq
 from gpt_oracle import rope_angles as angles
 from gpt_oracle import rope_inv_freq as inv_freq
 from gpt_oracle import rope_rotate as rotate
 
 from harness.compare import Mistake, assert_close, assert_true, expect_value_error
 from harness.draw import n
+from harness.reference import load_reference
 
 EXERCISE = "21"
 
 
-def cos_sin(d: int, positions: torch.Tensor, theta: float):
-    a = angles(d, positions, theta)
+def cos_sin(d: int, positions: torch.Tensor, theta: float, scaling=None):
+    a = angles(d, positions, theta, scaling)
     a = torch.cat([a, a], dim=-1)
     return a.cos(), a.sin()
 
@@ -122,3 +126,68 @@ def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
                  f"apply_rope on positions {start} .. {seq - 1} of {seq} (a cached decode)", oracle="the same rows of the full pass",
                  mistakes=[Mistake("the positions start at 0, not at the ones given", "A cached decode rotates token t at its absolute "
                                    "position: pass torch.arange(start, start + n).", lambda: rotate(tail, torch.arange(seq - start), theta))])
+
+
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def llama3_mistakes(inv, scaling):
+    f, low, high, original = (scaling[k] for k in LLAMA3_KEYS)
+    wavelength = 2 * torch.pi / inv.double()
+    s = ((original / wavelength - low) / (high - low)).clamp(0, 1)
+    return [
+        Mistake("the slow pairs multiplied by factor instead of divided", "Slow pairs (wavelength > original / low_freq_factor) turn "
+                "factor times slower: inv_freq / factor.", lambda: s * inv + (1 - s) * inv * f),
+        Mistake("the blend reversed: the fast pairs slowed and the slow ones kept", "Pairs whose wavelength is under original / "
+                "high_freq_factor are unchanged; those over original / low_freq_factor are divided by factor.",
+                lambda: (1 - s) * inv + s * inv / f),
+        Mistake("the pairs in between not blended (only the two ends scaled)", "Between the two wavelengths, use (1 - s) * inv_freq / "
+                "factor + s * inv_freq with s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor).",
+                lambda: torch.where(wavelength > original / low, inv / f, inv)),
+    ]
+
+
+def test_llama3_frequencies_match_transformers(impl, gen):
+    ref = {k: torch.from_numpy(v) for k, v in load_reference("21_llama3_rope").items()}
+    cases = sorted({k.split("/")[0] for k in ref})
+    case_ = cases[n(gen, 0, len(cases) - 1)]
+    scaling = {k: float(ref[f"{case_}/{k}"].reshape(-1)[0]) for k in LLAMA3_KEYS}
+    scaling["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
+    for key in sorted({k.rsplit("/", 1)[0] for k in ref if k.startswith(case_ + "/d")}):
+        d, theta = int(key.split("/d")[1]), float(ref[f"{key}/theta"].reshape(-1)[0])
+        base = inv_freq(d, theta).float()
+        got = impl.call("rope.llama3_frequencies", base, **scaling).out
+        assert_close(got, ref[f"{key}/inv_freq"], f"llama3_frequencies(rope_frequencies({d}, {theta:g}), {scaling})",
+                     oracle="transformers' llama3 RoPE initialisation", rtol=1e-5, atol=1e-9, mistakes=llama3_mistakes(base, scaling))
+
+
+def random_scaling(gen):
+    low = [0.5, 1.0][n(gen, 0, 1)]
+    return {"factor": [2.0, 8.0, 32.0][n(gen, 0, 2)], "low_freq_factor": low, "high_freq_factor": low * [2.0, 4.0][n(gen, 0, 1)],
+            "original_max_position_embeddings": n(gen, 16, 4096)}
+
+
+def test_llama3_frequencies_match_oracle(impl, gen):
+    d, theta, scaling = 2 * n(gen, 4, 64), [10_000.0, 500_000.0][n(gen, 0, 1)], random_scaling(gen)
+    base = inv_freq(d, theta).float()
+    got = impl.call("rope.llama3_frequencies", base, **scaling).out
+    assert_close(got, llama3_inv_freq(base, **scaling).float(), f"llama3_frequencies(rope_frequencies({d}, {theta:g}), {scaling})",
+                 oracle="each pair keeping the share clamp((original / wavelength - low) / (high - low), 0, 1) of its frequency",
+                 rtol=1e-5, atol=1e-9, mistakes=llama3_mistakes(base, scaling))
+    assert_true(got.dtype == torch.float32, f"llama3_frequencies of float32 frequencies returned {got.dtype}; expected float32")
+
+
+def test_rope_cos_sin_with_llama3_scaling(impl, gen):
+    d, start, seq = 2 * n(gen, 4, 16), n(gen, 0, 50), n(gen, 1, 10)
+    theta, scaling = [10_000.0, 500_000.0][n(gen, 0, 1)], random_scaling(gen)
+    scaling["original_max_position_embeddings"] = n(gen, 8, 64)  # the scaling shows at these positions
+    positions = torch.arange(start, start + seq)
+    like = torch.randn(1, seq, d, generator=gen)
+    res = impl.call("rope.rope_cos_sin", like, positions, theta, scaling, returns="data").out
+    assert_true(isinstance(res, (tuple, list)) and len(res) == 2, f"rope_cos_sin returned {type(res).__name__}; expected (cos, sin)")
+    want, plain = cos_sin(d, positions, theta, scaling), cos_sin(d, positions, theta)
+    what = f"rope_cos_sin(x with head_dim {d}, positions {start} .. {start + seq - 1}, theta={theta:g}, scaling={scaling})"
+    for name, got, w, p in (("cos", res[0], want[0], plain[0]), ("sin", res[1], want[1], plain[1])):
+        assert_close(got, w.float(), f"{what}: its {name}", oracle="the angles of the scaled frequencies", atol=1e-5, rtol=1e-5,
+                     mistakes=[Mistake("the scaling ignored", "With scaling, inv_freq = llama3_frequencies(inv_freq, **scaling) before the "
+                                       "angles.", lambda p=p: p.float())])

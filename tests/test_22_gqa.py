@@ -51,6 +51,9 @@ def mistakes(x, p, cfg):
     if cfg["qk_norm"]:
         out.append(Mistake("the QK-norm applied after RoPE", "Qwen3 normalises each head's queries and keys first, then rotates them.",
                            lambda: gqa(x, p, cfg, norm_after_rope=True)))
+    if cfg.get("rope_scaling") is not None:
+        out.append(Mistake("rope_scaling not passed to rope_cos_sin", "Keep rope_scaling and give it to rope_cos_sin(q, positions, "
+                           "self.theta, self.rope_scaling).", lambda: gqa(x, p, {**cfg, "rope_scaling": None})))
     if cfg["window"] is not None:
         out.append(Mistake("the window one token too wide (j >= i - window)",
                            "Query i sees the window latest keys, itself included: i - window < j <= i.",
@@ -59,7 +62,7 @@ def mistakes(x, p, cfg):
 
 
 def init(cfg):
-    return {k: cfg[k] for k in ("head_dim", "qk_norm", "window", "theta")}
+    return {k: cfg[k] for k in ("head_dim", "qk_norm", "window", "theta", "rope_scaling") if k in cfg}
 
 
 def run(impl, gen, cfg, **kwargs):
@@ -127,3 +130,12 @@ def test_gqa_refuses_heads_that_do_not_group(impl, gen):
     expect_value_error(lambda: impl.call("gqa.GroupedQueryAttention", 8 * h, h, kv, substitute=PARTS, returns="data"),
                        f"GroupedQueryAttention(emb_dim={8 * h}, n_heads={h}, n_kv_heads={kv})",
                        why=": n_heads must be a multiple of n_kv_heads, so that each kv head serves a whole group")
+
+
+def test_gqa_with_llama3_rope_scaling(impl, gen):
+    cfg = config(gen)
+    cfg["rope_scaling"] = {"factor": [4.0, 8.0, 32.0][n(gen, 0, 2)], "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": n(gen, 8, 32)}  # a context short enough that the scaling shows
+    x, p, res = run(impl, gen, cfg)
+    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x) + f" and rope_scaling={cfg['rope_scaling']}",
+                 oracle="RoPE of Llama 3.1's scaled frequencies, in float64", mistakes=mistakes(x, p, cfg))

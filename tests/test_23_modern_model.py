@@ -24,10 +24,11 @@ ORACLE = "F.embedding, F.rms_norm, grouped-query attention with RoPE, SwiGLU and
 PRESETS = {
     "llama3.2-1b": {"vocab_size": 128_256, "context_length": 131_072, "emb_dim": 2048, "n_heads": 32, "n_kv_heads": 8, "n_layers": 16,
                     "hidden_dim": 8192, "head_dim": 64, "qk_norm": False, "window": None, "theta": 500_000.0, "eps": 1e-5,
-                    "tie_weights": True},
+                    "tie_weights": True, "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                          "original_max_position_embeddings": 8192}},
     "qwen3-0.6b": {"vocab_size": 151_936, "context_length": 40_960, "emb_dim": 1024, "n_heads": 16, "n_kv_heads": 8, "n_layers": 28,
                    "hidden_dim": 3072, "head_dim": 128, "qk_norm": True, "window": None, "theta": 1_000_000.0, "eps": 1e-6,
-                   "tie_weights": True},
+                   "tie_weights": True, "rope_scaling": None},
 }
 # What the model cards say, rounded: Llama 3.2 1B "1.23B" (1.24B on the hub's page), Qwen3-0.6B
 # "0.6B" with "0.44B" non-embedding. The exact counts come from transformers (reference/).
@@ -57,16 +58,18 @@ def mistakes(idx, params, cfg):
     def wrong(variant):
         return lambda: modern(idx, params, cfg, variant)
 
-    return block_mistakes(wrong) + [
+    scaled = [Mistake("rope_scaling not passed to the attention", "GroupedQueryAttention(..., cfg.eps, cfg.rope_scaling): Llama 3.1's "
+                      "frequencies come from the config.", lambda: modern(idx, params, {**cfg, "rope_scaling": None}))] if cfg["rope_scaling"] else []
+    return block_mistakes(wrong) + scaled + [
         Mistake("the final RMSNorm is missing", "Apply self.final_norm after the blocks, before out_head.", wrong("no_final_norm")),
         Mistake("the embeddings scaled by sqrt(emb_dim) (Gemma's convention)", "Llama and Qwen3 feed tok_emb(in_idx) to the blocks as it is.",
                 wrong("scaled_embedding")),
     ]
 
 
-def case(gen, **fixed):
+def case(gen, min_tokens=1, **fixed):
     cfg = modern_config(gen, **fixed)
-    idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 3), n(gen, 1, cfg["context_length"])), generator=gen)
+    idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 3), n(gen, min_tokens, cfg["context_length"])), generator=gen)
     return cfg, idx, modern_params(gen, cfg)
 
 
@@ -85,7 +88,9 @@ def test_modern_block_matches_oracle(impl, gen):
 
 
 def test_modern_model_matches_oracle(impl, gen):
-    cfg, idx, params = case(gen)
+    cfg, idx, params = case(gen, rope_scaling={"factor": [4.0, 8.0, 32.0][n(gen, 0, 2)], "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": n(gen, 8, 32)}, min_tokens=4,
+                              window=[None, n(gen, 3, 6)][n(gen, 0, 1)])  # Llama 3.1's scaling, where it shows
     res = impl.module("modern.ModernModel", idx, init_args=(cfg,), params=params, substitute=PARTS)
     if cfg["tie_weights"] and "out_head.weight" in res.initial:
         raise Mismatch("with tie_weights=True, out_head.weight is a parameter of its own.\nThis looks like: the output head is not "

@@ -26,8 +26,9 @@ CHECKPOINTS = {kind: read_safetensors(REFERENCE / f"24_{kind}_tiny.safetensors")
 
 def committed(kind):
     ref = load_reference("24_hf_tiny")
-    cfg = {k.rsplit("/", 1)[1]: v.reshape(-1)[0].item() for k, v in ref.items() if k.startswith(f"{kind}/config/")}
-    cfg.update(qk_norm=bool(cfg["qk_norm"]), tie_weights=bool(cfg["tie_weights"]), window=None)
+    cfg = {k.rsplit("/", 1)[1]: v.reshape(-1)[0].item() for k, v in ref.items() if k.startswith(f"{kind}/config/") and "/rope_scaling/" not in k}
+    scaling = {k.rsplit("/", 1)[1]: v.reshape(-1)[0].item() for k, v in ref.items() if k.startswith(f"{kind}/config/rope_scaling/")}
+    cfg.update(qk_norm=bool(cfg["qk_norm"]), tie_weights=bool(cfg["tie_weights"]), window=None, rope_scaling=scaling or None)
     return cfg, {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in ref.items() if k.startswith(f"{kind}/")}
 
 
@@ -244,23 +245,26 @@ def test_shape_mismatch_names_the_key(impl, gen):
 
 # config_from_hf: the docstring's table, on random config.json dicts.
 FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_kv_heads", "n_layers", "hidden_dim", "head_dim", "qk_norm", "window",
-          "theta", "eps", "tie_weights")
+          "theta", "eps", "tie_weights", "rope_scaling")
 
 
-def random_hf_config(gen):
+def random_hf_config(gen, older_format=None):
     kind = KINDS[n(gen, 0, 1)]
-    cfg = modern_config(gen, window=None, qk_norm=kind == "qwen3")
+    cfg = modern_config(gen, window=None, qk_norm=kind == "qwen3", theta=[500_000.0, 1_000_000.0][n(gen, 0, 1)])
+    if kind == "qwen3":
+        cfg["rope_scaling"] = None
     hf = {"model_type": kind, "architectures": [f"{'Llama' if kind == 'llama' else 'Qwen3'}ForCausalLM"], "vocab_size": cfg["vocab_size"],
           "max_position_embeddings": cfg["context_length"], "hidden_size": cfg["emb_dim"], "num_attention_heads": cfg["n_heads"],
           "num_key_value_heads": cfg["n_kv_heads"], "num_hidden_layers": cfg["n_layers"], "intermediate_size": cfg["hidden_dim"],
           "rms_norm_eps": cfg["eps"], "tie_word_embeddings": cfg["tie_weights"], "hidden_act": "silu", "attention_bias": False,
           "bos_token_id": n(gen, 0, 9), "eos_token_id": n(gen, 0, 9), "torch_dtype": "bfloat16", "use_cache": True,
           "initializer_range": 0.02, "attention_dropout": 0.0}
-    if n(gen, 0, 1):
+    scaling = cfg["rope_scaling"]
+    if older_format if older_format is not None else n(gen, 0, 1):  # theta at the top level, the scaling apart ("rope_type" or "type")
         hf["rope_theta"] = cfg["theta"]
-        hf["rope_scaling"] = None
+        hf["rope_scaling"] = None if scaling is None else {["rope_type", "type"][n(gen, 0, 1)]: "llama3", **scaling}
     else:  # transformers 5's way
-        hf["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["theta"]}
+        hf["rope_parameters"] = {"rope_type": "default" if scaling is None else "llama3", "rope_theta": cfg["theta"], **(scaling or {})}
     if cfg["head_dim"] * cfg["n_heads"] == cfg["emb_dim"] and n(gen, 0, 1):
         hf["head_dim"] = [None, "absent"][n(gen, 0, 1)]  # left out or null: hidden_size // heads
         if hf["head_dim"] == "absent":
@@ -280,8 +284,8 @@ def read_config(impl, hf):
 
 
 def test_config_from_hf(impl, gen):
-    for _ in range(3):
-        cfg, hf = random_hf_config(gen)
+    for older_format in (True, False, bool(n(gen, 0, 1))):
+        cfg, hf = random_hf_config(gen, older_format)
         got = read_config(impl, hf)
         wrong = [f"{f} is {got[f]!r}, expected {cfg[f]!r}" for f in FIELDS if got[f] != cfg[f]]
         if wrong:
@@ -292,14 +296,17 @@ def test_config_from_hf(impl, gen):
                 hints.append("head_dim comes from the file when it is there and not null, else hidden_size // num_attention_heads")
             if got["qk_norm"] != cfg["qk_norm"]:
                 hints.append("qk_norm is model_type == 'qwen3'")
+            if got["rope_scaling"] != cfg["rope_scaling"]:
+                hints.append("rope_scaling is None for the 'default' rope_type and the dict of factor, low_freq_factor, high_freq_factor "
+                             "and original_max_position_embeddings for 'llama3', read from rope_scaling or rope_parameters")
             raise Mismatch(f"config_from_hf({hf}): " + "; ".join(wrong) + (".\n" + "; ".join(hints) if hints else ""))
 
 
 REFUSED = [
     ("model_type", {"model_type": "mistral"}, "mistral"),
-    ("rope_scaling", {"rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                       "original_max_position_embeddings": 8192}}, "rope"),
-    ("rope_parameters", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0}}, "llama3"),
+    ("rope_scaling", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "yarn"),
+    ("rope_parameters", {"rope_parameters": {"rope_type": "linear", "rope_theta": 500000.0, "factor": 2.0}}, "linear"),
+    ("rope_parameters", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0}}, "low_freq_factor"),
     ("attention_bias", {"attention_bias": True}, "attention_bias"),
     ("mlp_bias", {"mlp_bias": True}, "mlp_bias"),
     ("hidden_act", {"hidden_act": "gelu_pytorch_tanh"}, "hidden_act"),

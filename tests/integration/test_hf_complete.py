@@ -1,12 +1,13 @@
 """Ungraded: `nox -s hf`, the modern model of 19-25 on a checkpoint in the Hugging Face Hub's
 layout, end to end and offline.
 
-A made-up Hub cache holds reference/24_qwen3_tiny.safetensors (made by transformers), its
-config.json and a word-level tokenizer.json whose tokens are "w0" .. "w95": the tree's
-``hf_complete`` must find the snapshot in the cache, load it and continue the prompt exactly as
-transformers' own generate did (reference/24_hf_tiny.npz). A model that is not in the cache, with
-the Hub out of reach, stops within seconds with a message; so does a checkpoint whose RoPE
-scaling the course's model does not reproduce. Skipped while an exercise the chain needs is a stub.
+A made-up Hub cache holds reference/24_qwen3_tiny.safetensors and 24_llama_tiny.safetensors (made
+by transformers; the Llama one with Llama 3.1's RoPE scaling, written in the older config.json
+way), their config.json and a word-level tokenizer.json whose tokens are "w0" .. "w95": the
+tree's ``hf_complete`` must find each snapshot in the cache, load it and continue the prompt
+exactly as transformers' own generate did (reference/24_hf_tiny.npz). A model that is not in the
+cache, with the Hub out of reach, stops within seconds with a message; so does a checkpoint whose
+RoPE scaling (YaRN) the course's model does not reproduce. Skipped while an exercise the chain needs is a stub.
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ pytest.importorskip("tokenizers", reason="hf_complete needs tokenizers (`nox -s 
 pytest.importorskip("huggingface_hub", reason="hf_complete needs huggingface_hub (`nox -s tests` installs the dev extra)")
 pytest.importorskip("safetensors", reason="hf_complete needs safetensors (`nox -s tests` installs the dev extra)")
 
+LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 96, "hidden_size": 32, "intermediate_size": 72,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64,
+         "rope_theta": 10000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                 "original_max_position_embeddings": 16},
+         "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False}
 CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64,
           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "hidden_act": "silu", "torch_dtype": "float32"}
 
 
-def snapshot(cache, repo, config):
+def snapshot(cache, repo, config, weights="24_qwen3_tiny.safetensors"):
     """A repository in the Hub cache's layout: refs/main names a snapshot holding the files."""
     root = cache / f"models--{repo.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -37,7 +43,7 @@ def snapshot(cache, repo, config):
     snap.mkdir(parents=True)
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text(commit)
-    shutil.copy(REFERENCE / "24_qwen3_tiny.safetensors", snap / "model.safetensors")
+    shutil.copy(REFERENCE / weights, snap / "model.safetensors")
     (snap / "config.json").write_text(json.dumps(config))
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
@@ -56,7 +62,8 @@ def hub(kata, tmp_path_factory):
     work = tmp_path_factory.mktemp("hf_complete")
     cache = work / "hub"
     snapshot(cache, "kata/tiny-qwen3", CONFIG)
-    snapshot(cache, "kata/scaled-rope", {**CONFIG, "model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 32.0}})
+    snapshot(cache, "kata/tiny-llama", LLAMA, "24_llama_tiny.safetensors")
+    snapshot(cache, "kata/yarn", {**CONFIG, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}})
     (work / "launch_tree.py").write_text(LAUNCHER)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 
@@ -67,10 +74,11 @@ def hub(kata, tmp_path_factory):
     return run
 
 
-def test_a_cached_checkpoint_continues_as_transformers_did(hub):
+@pytest.mark.parametrize("kind, repo", [("qwen3", "kata/tiny-qwen3"), ("llama", "kata/tiny-llama")])
+def test_a_cached_checkpoint_continues_as_transformers_did(hub, kind, repo):
     ref = load_reference("24_hf_tiny")
-    prompt, greedy = ref["qwen3/prompt"][0].tolist(), ref["qwen3/greedy"][0].tolist()
-    res = hub("kata/tiny-qwen3", " ".join(f"w{i}" for i in prompt), "--max-new-tokens", str(len(greedy) - len(prompt)))
+    prompt, greedy = ref[f"{kind}/prompt"][1].tolist(), ref[f"{kind}/greedy"][1].tolist()
+    res = hub(repo, " ".join(f"w{i}" for i in prompt), "--max-new-tokens", str(len(greedy) - len(prompt)))
     skip_if_unfinished(res)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split() == [f"w{i}" for i in greedy], f"printed {res.stdout!r}; transformers' generate gave {greedy}"
@@ -84,7 +92,6 @@ def test_a_model_absent_from_the_cache_is_named_within_seconds(hub):
 
 
 def test_rope_scaling_is_refused_with_a_message(hub):
-    res = hub("kata/scaled-rope", "w1 w2")
+    res = hub("kata/yarn", "w1 w2")
     skip_if_unfinished(res)
-    assert res.returncode != 0 and "not one the course's modern model can run" in res.stderr and "rope" in res.stderr.lower(), \
-        res.stderr[-2000:]
+    assert res.returncode != 0 and "not one the course's modern model can run" in res.stderr and "yarn" in res.stderr, res.stderr[-2000:]

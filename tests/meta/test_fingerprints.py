@@ -174,7 +174,7 @@ MODERN_CASES = [
     ("k_proj and v_proj swapped", "hf_weights.py", [(M_KV, '("k_proj", att.W_value), ("v_proj", att.W_key)')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
     ("q_norm and k_norm swapped", "hf_weights.py", [('"self_attn.q_norm.weight", att.q_norm.weight', '"self_attn.q_norm.weight", att.k_norm.weight'), ('"self_attn.k_norm.weight", att.k_norm.weight', '"self_attn.k_norm.weight", att.q_norm.weight')], "test_24_hf_weights", "test_qwen3_logits_match_transformers"),
     ("lm_head.weight ignored", "hf_weights.py", [('take("", model.out_head.weight, full_key="lm_head.weight")', 'used.add("lm_head.weight"); take("embed_tokens.weight", model.out_head.weight)')], "test_24_hf_weights", "test_llama_logits_match_transformers"),
-    ("RoPE at positions 0, 1, ... in every chunk", "modern_cache.py", [("cos, sin = rope_cos_sin(q, positions, att.theta)", "cos, sin = rope_cos_sin(q, positions - start, att.theta)")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
+    ("RoPE at positions 0, 1, ... in every chunk", "modern_cache.py", [("cos, sin = rope_cos_sin(q, positions, att.theta, att.rope_scaling)", "cos, sin = rope_cos_sin(q, positions - start, att.theta, att.rope_scaling)")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
     ("the QK-norm skipped in the cached attention", "modern_cache.py", [("    if att.q_norm is not None:\n        q, k = att.q_norm(q), att.k_norm(k)\n", "")], "test_25_modern_cache", "test_cached_logits_equal_the_full_pass"),
     ("the window one token too wide", "modern_cache.py", [("(key_positions[None, :] > positions[:, None] - att.window)", "(key_positions[None, :] >= positions[:, None] - att.window)")], "test_25_modern_cache", "test_sliding_window_cache_keeps_only_the_window"),
     ("every expert ran on every token, weighted by its full softmax", "moe.py", [("weights, chosen = probs.topk(self.top_k, dim=-1)  # (tokens, top_k) each", "weights, chosen = probs, torch.arange(self.num_experts).expand(probs.shape)")], "test_26_moe", "test_moe_matches_oracle"),
@@ -183,12 +183,17 @@ MODERN_CASES = [
     ("the router's logits used as weights", "moe.py", [("probs = torch.softmax(logits.float(), dim=-1)\n        weights", "probs = logits.float()\n        weights")], "test_26_moe", "test_moe_backward_reaches_the_router_and_the_chosen_experts"),
     ("the num_experts factor is missing", "moe.py", [("return num_experts * (f * p).sum()", "return (f * p).sum()")], "test_26_moe", "test_load_balancing_loss_matches_transformers"),
     ("f_e divided by top_k", "moe.py", [("return num_experts * (f * p).sum()", "return num_experts * (f / top_k * p).sum()")], "test_26_moe", "test_load_balancing_loss_matches_transformers"),
+    ("rope_scaling not passed to the attention", "modern.py", [("cfg.theta, cfg.eps, cfg.rope_scaling)", "cfg.theta, cfg.eps)")], "test_23_modern_model", "test_modern_model_matches_oracle"),
+    ("rope_scaling not passed to rope_cos_sin", "gqa.py", [("self.theta, self.rope_scaling)  # (t, head_dim) each", "self.theta)  # (t, head_dim) each")], "test_22_gqa", "test_gqa_with_llama3_rope_scaling"),
+    ("the slow pairs multiplied by factor instead of divided", "rope.py", [("blended = (1 - s) * f / factor + s * f", "blended = (1 - s) * f * factor + s * f"), ("torch.where(wavelength > low_wavelength, f / factor,", "torch.where(wavelength > low_wavelength, f * factor,")], "test_21_rope", "test_llama3_frequencies_match_oracle"),
+    ("the pairs in between not blended", "rope.py", [("torch.where(wavelength < high_wavelength, f, blended)", "f")], "test_21_rope", "test_llama3_frequencies_match_transformers"),
+    ("the scaling ignored", "rope.py", [("    if scaling is not None:\n        inv_freq = llama3_frequencies(inv_freq, **scaling)\n", "")], "test_21_rope", "test_rope_cos_sin_with_llama3_scaling"),
     ("rope_theta is at the top level", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], "test_24_hf_weights", "test_config_from_hf"),
 ]
 
 ROPE_LATER = [
-    ("compute the angles in float32", "rope.py", [("angles = positions.to(torch.float32)[:, None] * rope_frequencies(x.size(-1), theta)[None, :]",
-                                                 "angles = positions.to(x.dtype)[:, None] * rope_frequencies(x.size(-1), theta).to(x.dtype)[None, :]")],
+    ("compute the angles in float32", "rope.py", [("angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]",
+                                                 "angles = positions.to(x.dtype)[:, None] * inv_freq.to(x.dtype)[None, :]")],
      "test_21_rope", "test_rope_angles_stay_float32_in_bfloat16"),
     ("return x's dtype", "rope.py", [(ROPE_OUT, "return xf * cos.float() + rotated * sin.float()")], "test_21_rope", "test_apply_rope_keeps_bfloat16"),
 ]

@@ -14,12 +14,13 @@ _rope = load_part("rope")
 
 
 class GroupedQueryAttention(nn.Module):
-    def __init__(self, emb_dim, n_heads, n_kv_heads, head_dim=None, qk_norm=False, window=None, theta=10_000.0, eps=1e-6):
+    def __init__(self, emb_dim, n_heads, n_kv_heads, head_dim=None, qk_norm=False, window=None, theta=10_000.0, eps=1e-6,
+                 rope_scaling=None):
         super().__init__()
         if n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim or emb_dim // n_heads
-        self.window, self.theta = window, theta
+        self.window, self.theta, self.rope_scaling = window, theta, rope_scaling
         self.W_query = nn.Linear(emb_dim, n_heads * self.head_dim, bias=False)
         self.W_key, self.W_value = (nn.Linear(emb_dim, n_kv_heads * self.head_dim, bias=False) for _ in range(2))
         self.out_proj = nn.Linear(n_heads * self.head_dim, emb_dim, bias=False)
@@ -34,7 +35,7 @@ class GroupedQueryAttention(nn.Module):
 
         q, k = heads(self.W_query, self.n_heads, self.q_norm), heads(self.W_key, self.n_kv_heads, self.k_norm)
         v = heads(self.W_value, self.n_kv_heads, None)
-        cos, sin = _rope.rope_cos_sin(q, torch.arange(t, device=x.device), self.theta)
+        cos, sin = _rope.rope_cos_sin(q, torch.arange(t, device=x.device), self.theta, self.rope_scaling)
         q, k = _rope.apply_rope(q, cos, sin), _rope.apply_rope(k, cos, sin)
         lag = torch.arange(t, device=x.device)[:, None] - torch.arange(t, device=x.device)
         visible = (lag >= 0) & (lag < (self.window or t + 1))

@@ -25,7 +25,8 @@ class ModernBlock(nn.Module):
         width, eps = field(cfg, "emb_dim"), field(cfg, "eps", 1e-5)
         self.norm1, self.norm2 = RMSNorm(width, eps), RMSNorm(width, eps)
         self.att = GroupedQueryAttention(width, field(cfg, "n_heads"), field(cfg, "n_kv_heads"), field(cfg, "head_dim"),
-                                         bool(field(cfg, "qk_norm", False)), field(cfg, "window"), field(cfg, "theta", 10_000.0), eps)
+                                         bool(field(cfg, "qk_norm", False)), field(cfg, "window"), field(cfg, "theta", 10_000.0), eps,
+                                         field(cfg, "rope_scaling"))
         self.ff = SwiGLU(width, field(cfg, "hidden_dim"))
 
     def forward(self, x):

@@ -1,6 +1,8 @@
 """Reference part for exercise 21 (see parts/attention.py): the same API as the exercise's rope.py,
 the rotation written with complex numbers (torch.polar)."""
 
+import math
+
 import torch
 
 
@@ -10,8 +12,17 @@ def rope_frequencies(head_dim: int, theta: float = 10_000.0) -> torch.Tensor:
     return (theta ** (-torch.arange(0, head_dim // 2, dtype=torch.float64) * 2 / head_dim)).float()
 
 
-def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000.0):
-    angles = torch.outer(positions.double(), rope_frequencies(x.size(-1), theta).double())
+def llama3_frequencies(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+    turns = original_max_position_embeddings * inv_freq.double() / (2 * math.pi)  # the original context over the wavelength
+    keep = ((turns - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(0.0, 1.0)
+    return (keep * inv_freq.double() + (1 - keep) * inv_freq.double() / factor).to(inv_freq.dtype)
+
+
+def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000.0, scaling=None):
+    inv = rope_frequencies(x.size(-1), theta)
+    if scaling is not None:
+        inv = llama3_frequencies(inv, **scaling)
+    angles = torch.outer(positions.double(), inv.double())
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
 
