@@ -188,6 +188,10 @@ MODERN_CASES = [
     ("the slow pairs multiplied by factor instead of divided", "rope.py", [("blended = (1 - s) * f / factor + s * f", "blended = (1 - s) * f * factor + s * f"), ("torch.where(wavelength > low_wavelength, f / factor,", "torch.where(wavelength > low_wavelength, f * factor,")], "test_21_rope", "test_llama3_frequencies_match_oracle"),
     ("the pairs in between not blended", "rope.py", [("torch.where(wavelength < high_wavelength, f, blended)", "f")], "test_21_rope", "test_llama3_frequencies_match_transformers"),
     ("the scaling ignored", "rope.py", [("    if scaling is not None:\n        inv_freq = llama3_frequencies(inv_freq, **scaling)\n", "")], "test_21_rope", "test_rope_cos_sin_with_llama3_scaling"),
+    ("L2 regularisation", "adamw.py", [("p.mul_(1 - lr * decay)  # decoupled weight decay, before the Adam update", "g = g.add(p, alpha=decay)")], "test_27_adamw", "test_adamw_matches_torch"),
+    ("no bias correction", "adamw.py", [("denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)", "denom = v.sqrt().add_(eps)"), ("value=-lr / (1 - beta1 ** t))", "value=-lr)")], "test_27_adamw", "test_adamw_matches_torch"),
+    ("eps inside the square root", "adamw.py", [("denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)", "denom = (v / (1 - beta2 ** t)).add_(eps).sqrt_()")], "test_27_adamw", "test_adamw_state_dict_round_trip"),
+    ("the decay multiplied by lr squared", "adamw.py", [("p.mul_(1 - lr * decay)", "p.mul_(1 - lr * lr * decay)")], "test_27_adamw", "test_adamw_matches_torch"),
     ("rope_theta is at the top level", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], "test_24_hf_weights", "test_config_from_hf"),
 ]
 

@@ -1,9 +1,11 @@
 """The probes: what may come back from a tree, and the reference parts graded checks substitute."""
 
+import importlib
 import textwrap
 import warnings
 
 import pytest
+
 import torch
 
 from harness.impl import Impl, InProcessBackend, Part
@@ -258,6 +260,13 @@ def _forbidden_calls():
     logits, t = torch.randn(5, 7), torch.randint(0, 7, (5,))
     p = nn.Parameter(torch.randn(3))
     p.grad = torch.randn(3)
+
+    def adam_lists(step=0.0):  # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
+        return [torch.randn(3)], [torch.randn(3)], [torch.zeros(3)], [torch.zeros(3)], [], [torch.tensor(step)]
+
+    fused_kwargs = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.01, "eps": 1e-8, "amsgrad": False, "maximize": False}
+    adam_kwargs = {**fused_kwargs, "foreach": False, "capturable": False, "differentiable": False, "fused": None, "grad_scale": None,
+                   "found_inf": None, "has_complex": False}
     return {
         "torch.softmax": lambda: torch.softmax(x, -1),
         "torch.nn.functional.softmax": lambda: F.softmax(x, -1),
@@ -290,6 +299,12 @@ def _forbidden_calls():
         "torch.nn.utils.clip_grad_norm": lambda: torch.nn.utils.clip_grad_norm([p], 1.0),
         "torch.nn.utils.clip_grads_with_norm_": lambda: torch.nn.utils.clip_grads_with_norm_([p], 1.0, torch.tensor(2.0)),
         "torch.nn.utils.get_total_norm": lambda: torch.nn.utils.get_total_norm([p.grad]),
+        "torch.optim.AdamW": lambda: torch.optim.AdamW([p]).step(),
+        "torch.optim.Adam": lambda: torch.optim.Adam([p]).step(),
+        "torch.optim.adamw.adamw": lambda: importlib.import_module("torch.optim.adamw").adamw(*adam_lists(), **adam_kwargs),
+        "torch.optim.adam.adam": lambda: importlib.import_module("torch.optim.adam").adam(*adam_lists(), **adam_kwargs),
+        "torch._fused_adamw_": lambda: torch._fused_adamw_(*adam_lists(1.0), **fused_kwargs),
+        "torch._fused_adam_": lambda: torch._fused_adam_(*adam_lists(1.0), **fused_kwargs),
     }
 
 
