@@ -3,7 +3,7 @@ layout, end to end and offline.
 
 A made-up Hub cache holds reference/24_qwen3_tiny.safetensors and 24_llama_tiny.safetensors (made
 by transformers; the Llama one with Llama 3.1's RoPE scaling, written in the older config.json
-way), their config.json and a word-level tokenizer.json whose tokens are "w0" .. "w95": the
+way, also split into shards with an index; the Qwen3 one also as bf16 shards), their config.json and a word-level tokenizer.json whose tokens are "w0" .. "w95": the
 tree's ``hf_complete`` must find each snapshot in the cache, load it and continue the prompt
 exactly as transformers' own generate did (reference/24_hf_tiny.npz). A model that is not in the
 cache, with the Hub out of reach, stops within seconds with a message; so does a checkpoint whose
@@ -35,7 +35,7 @@ CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_s
           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "hidden_act": "silu", "torch_dtype": "float32"}
 
 
-def snapshot(cache, repo, config, weights="24_qwen3_tiny.safetensors"):
+def snapshot(cache, repo, config, weights="24_qwen3_tiny.safetensors", shards=1, dtype=None):
     """A repository in the Hub cache's layout: refs/main names a snapshot holding the files."""
     root = cache / f"models--{repo.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -43,7 +43,19 @@ def snapshot(cache, repo, config, weights="24_qwen3_tiny.safetensors"):
     snap.mkdir(parents=True)
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text(commit)
-    shutil.copy(REFERENCE / weights, snap / "model.safetensors")
+    if shards == 1 and dtype is None:
+        shutil.copy(REFERENCE / weights, snap / "model.safetensors")
+    else:  # the layout of larger checkpoints: shards listed in model.safetensors.index.json
+        from safetensors.torch import load_file, save_file
+
+        tensors = {k: v.to(dtype or v.dtype).contiguous() for k, v in load_file(REFERENCE / weights).items()}
+        names, weight_map = sorted(tensors), {}
+        for i in range(shards):
+            part = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            chunk = names[i::shards]
+            save_file({k: tensors[k] for k in chunk}, snap / part, metadata={"format": "pt"})
+            weight_map.update({k: part for k in chunk})
+        (snap / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     (snap / "config.json").write_text(json.dumps(config))
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
@@ -63,6 +75,10 @@ def hub(kata, tmp_path_factory):
     cache = work / "hub"
     snapshot(cache, "kata/tiny-qwen3", CONFIG)
     snapshot(cache, "kata/tiny-llama", LLAMA, "24_llama_tiny.safetensors")
+    snapshot(cache, "kata/sharded-llama", LLAMA, "24_llama_tiny.safetensors", shards=3)
+    import torch
+
+    snapshot(cache, "kata/bf16-qwen3", CONFIG, shards=2, dtype=torch.bfloat16)
     snapshot(cache, "kata/yarn", {**CONFIG, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}})
     (work / "launch_tree.py").write_text(LAUNCHER)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
@@ -74,7 +90,7 @@ def hub(kata, tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("kind, repo", [("qwen3", "kata/tiny-qwen3"), ("llama", "kata/tiny-llama")])
+@pytest.mark.parametrize("kind, repo", [("qwen3", "kata/tiny-qwen3"), ("llama", "kata/tiny-llama"), ("llama", "kata/sharded-llama")])
 def test_a_cached_checkpoint_continues_as_transformers_did(hub, kind, repo):
     ref = load_reference("24_hf_tiny")
     prompt, greedy = ref[f"{kind}/prompt"][1].tolist(), ref[f"{kind}/greedy"][1].tolist()
@@ -82,6 +98,17 @@ def test_a_cached_checkpoint_continues_as_transformers_did(hub, kind, repo):
     skip_if_unfinished(res)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split() == [f"w{i}" for i in greedy], f"printed {res.stdout!r}; transformers' generate gave {greedy}"
+
+
+def test_bfloat16_shards_load_and_run_in_either_dtype(hub):
+    """Checkpoints of real models are bf16 shards: they load into float32 parameters (the default)
+    or bfloat16 ones (--dtype bfloat16), and generate."""
+    for dtype in ("float32", "bfloat16"):
+        res = hub("kata/bf16-qwen3", "w3 w4 w5", "--max-new-tokens", "6", "--dtype", dtype)
+        skip_if_unfinished(res)
+        assert res.returncode == 0, res.stderr[-3000:]
+        words = res.stdout.split()
+        assert words[:3] == ["w3", "w4", "w5"] and len(words) == 9, f"--dtype {dtype} printed {res.stdout!r}"
 
 
 def test_a_model_absent_from_the_cache_is_named_within_seconds(hub):
