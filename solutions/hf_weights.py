@@ -64,8 +64,8 @@ def load_hf_weights(model, state_dict: dict[str, torch.Tensor]):
     prefix = "model." if any(k.startswith("model.") for k in state_dict) else ""
     used = set()
 
-    def take(key: str, param: torch.Tensor, full_key: str | None = None) -> None:
-        key = full_key or prefix + key
+    def take(key: str, param: torch.Tensor, key_prefix: str = prefix) -> None:
+        key = key_prefix + key
         if key not in state_dict:
             raise KeyError(f"the checkpoint has no {key!r}")
         value = state_dict[key]
@@ -97,7 +97,7 @@ def load_hf_weights(model, state_dict: dict[str, torch.Tensor]):
                                  "the embedding: build it with tie_weights=False")
             used.add("lm_head.weight")
         else:
-            take("", model.out_head.weight, full_key="lm_head.weight")
+            take("lm_head.weight", model.out_head.weight, key_prefix="")  # the head sits outside model.
     elif not tied:
         take("embed_tokens.weight", model.out_head.weight)
     unused = sorted(k for k in set(state_dict) - used if not k.endswith(IGNORED_SUFFIXES))

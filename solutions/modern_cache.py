@@ -84,7 +84,7 @@ class ModernKVCache:
         if self.window is not None:  # read first: the write below may overwrite keys the first new queries still see
             out = (torch.cat([self.keys[layer][:, :, :held], keys], dim=2), torch.cat([self.values[layer][:, :, :held], values], dim=2),
                    torch.cat([self.positions[:held], new_positions]))
-        kept = self._kept(num_tokens)
+        kept = new_positions[-self.capacity:]  # the new positions that stay (the last capacity of them)
         slots = kept % self.capacity  # (kept,): position p lives in slot p % capacity
         self.keys[layer][:, :, slots] = keys[:, :, -len(kept):]
         self.values[layer][:, :, slots] = values[:, :, -len(kept):]

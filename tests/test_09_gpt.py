@@ -10,7 +10,7 @@ reference attention, LayerNorm, multi-head attention and block parts.
 import torch
 from gpt_oracle import gpt, gpt_params, gpt_shapes, random_config, seeded
 
-from harness.compare import Mistake, assert_close, assert_true
+from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch, NotStarted
 from harness.reference import load_reference
@@ -86,22 +86,9 @@ def test_gpt_parameters_are_named_and_shaped(impl, gen):
         cfg, idx, _ = case(gen, tie_weights=tie)
         res = impl.module("model.GPTModel", idx, init_args=(cfg,), substitute=PARTS)
         got = {k: tuple(v.shape) for k, v in res.initial.items()}
-        want = gpt_shapes(cfg)
-        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        if missing or extra:
-            named = ""
-            if tie and extra == ["out_head.weight"] and not missing:
-                named = ("\nThis looks like: the output head is not tied to the token embedding. With tie_weights, share the "
-                         "parameter: self.out_head.weight = self.tok_emb.weight (named_parameters() then lists it once).")
-            elif not tie and missing == ["out_head.weight"] and not extra:
-                named = ("\nThis looks like: the output head is tied although tie_weights is False. Tie it only when "
-                         "cfg.tie_weights is set.")
-            raise Mismatch(f"GPTModel(tie_weights={tie})'s parameters differ from the docstring's: "
-                           + (f"missing {', '.join(missing[:6])}" if missing else "")
-                           + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else "") + named)
-        wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
-        assert_true(not wrong, f"GPTModel(vocab_size={cfg['vocab_size']}, context_length={cfg['context_length']}, emb_dim={cfg['emb_dim']}): "
-                               + "; ".join(wrong[:4]))
+        assert_parameter_shapes(got, gpt_shapes(cfg), f"GPTModel(tie_weights={tie})",
+                                f"GPTModel(vocab_size={cfg['vocab_size']}, context_length={cfg['context_length']}, emb_dim={cfg['emb_dim']})",
+                                tie=tie)
         want_out = (*idx.shape, cfg["vocab_size"])
         assert_true(tuple(res.out.shape) == want_out, f"the logits for token ids of shape {tuple(idx.shape)} have shape "
                                                       f"{tuple(res.out.shape)}, expected (batch, num_tokens, vocab_size) = {want_out}")

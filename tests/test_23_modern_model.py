@@ -11,7 +11,7 @@ RoPE, SwiGLU and grouped-query attention parts, so mistakes in 19-22 cost this e
 import torch
 from gpt_oracle import modern, modern_block, modern_config, modern_params, modern_shapes, sub
 
-from harness.compare import Mistake, assert_close, assert_true, autograd_through, expect_value_error
+from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, autograd_through, expect_value_error
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch, NotStarted
 from harness.reference import load_reference
@@ -99,31 +99,24 @@ def test_modern_model_matches_oracle(impl, gen):
                  mistakes=mistakes(idx, params, cfg))
 
 
+def unexpected_parameters(missing, extra):
+    """The known mistakes a ModernModel's parameter names show."""
+    if any(k.endswith("bias") for k in extra):
+        return "biases. Llama's and Qwen3's projections have none (bias=False)."
+    if any("pos_emb" in k for k in extra):
+        return "a position embedding. RoPE places the tokens inside the attention; the model has none."
+    if any("q_norm" in k for k in missing):
+        return "qk_norm was not passed to the attention (GroupedQueryAttention(..., cfg.qk_norm, ...))."
+    return ""
+
+
 def test_modern_parameters_are_named_and_shaped(impl, gen):
     for tie in (True, False):
         cfg, idx, _ = case(gen, tie_weights=tie, qk_norm=True)
         res = impl.module("modern.ModernModel", idx, init_args=(cfg,), substitute=PARTS)
         got = {k: tuple(v.shape) for k, v in res.initial.items()}
-        want = modern_shapes(cfg)
-        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        if missing or extra:
-            named = ""
-            if tie and extra == ["out_head.weight"] and not missing:
-                named = ("\nThis looks like: the output head is not tied to the token embedding. With tie_weights, share the "
-                         "parameter: self.out_head.weight = self.tok_emb.weight.")
-            elif not tie and missing == ["out_head.weight"] and not extra:
-                named = "\nThis looks like: the output head is tied although tie_weights is False. Tie it only when cfg.tie_weights is set."
-            elif any(k.endswith("bias") for k in extra):
-                named = "\nThis looks like: biases. Llama's and Qwen3's projections have none (bias=False)."
-            elif any("pos_emb" in k for k in extra):
-                named = "\nThis looks like: a position embedding. RoPE places the tokens inside the attention; the model has none."
-            elif any("q_norm" in k for k in missing):
-                named = "\nThis looks like: qk_norm was not passed to the attention (GroupedQueryAttention(..., cfg.qk_norm, ...))."
-            raise Mismatch(f"ModernModel(tie_weights={tie}, qk_norm=True)'s parameters differ from the docstring's: "
-                           + (f"missing {', '.join(missing[:6])}" if missing else "")
-                           + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else "") + named)
-        wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
-        assert_true(not wrong, f"{describe(cfg)}: " + "; ".join(wrong[:4]))
+        assert_parameter_shapes(got, modern_shapes(cfg), f"ModernModel(tie_weights={tie}, qk_norm=True)", describe(cfg), tie=tie,
+                                explain=unexpected_parameters)
         want_out = (*idx.shape, cfg["vocab_size"])
         assert_true(tuple(res.out.shape) == want_out, f"the logits for token ids of shape {tuple(idx.shape)} have shape "
                                                       f"{tuple(res.out.shape)}, expected (batch, num_tokens, vocab_size) = {want_out}")

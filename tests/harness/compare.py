@@ -158,6 +158,30 @@ def assert_gradients_close(res, x_grad: torch.Tensor, param_grads: dict, atol: f
         assert_close(res.param_grads[name], g, f"the gradient with respect to {name}", oracle=oracle, atol=atol, rtol=rtol)
 
 
+def assert_parameter_shapes(got: dict, want: dict, what: str, shapes_what: str, *, tie: bool | None = None,
+                            explain: Callable[[list[str], list[str]], str] | None = None) -> None:
+    """A module's parameters (``got``, name -> shape) are exactly ``want``'s, each of its shape.
+    ``what`` names the module in the message about names, ``shapes_what`` in the one about shapes.
+    With ``tie``, a head tied or untied against the config is named; ``explain(missing, extra)``
+    names other known mistakes ("" for none)."""
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        named = ""
+        if tie and extra == ["out_head.weight"] and not missing:
+            named = ("the output head is not tied to the token embedding. With tie_weights, share the parameter: "
+                     "self.out_head.weight = self.tok_emb.weight (named_parameters() then lists it once).")
+        elif tie is False and missing == ["out_head.weight"] and not extra:
+            named = "the output head is tied although tie_weights is False. Tie it only when cfg.tie_weights is set."
+        elif explain is not None:
+            named = explain(missing, extra)
+        raise Mismatch(f"{what}'s parameters differ from the docstring's: "
+                       + (f"missing {', '.join(missing[:6])}" if missing else "")
+                       + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else "")
+                       + (f"\nThis looks like: {named}" if named else ""))
+    wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
+    assert_true(not wrong, f"{shapes_what}: " + "; ".join(wrong[:4]))
+
+
 def expect_value_error(call: Callable, what: str, needles=(), why: str = "", missing: str = "") -> None:
     """``call()`` (an ``impl`` call) must raise a ValueError whose message gives each of
     ``needles`` (numbers match whole); ``why`` ends each failure (": because ..."), ``missing``
