@@ -265,6 +265,8 @@ def _forbidden_calls():
         return [torch.randn(3)], [torch.randn(3)], [torch.zeros(3)], [torch.zeros(3)], [], [torch.tensor(step)]
 
     fused_kwargs = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.01, "eps": 1e-8, "amsgrad": False, "maximize": False}
+    # the private single-tensor, multi-tensor and fused loops that adam() dispatches to
+    inner_kwargs = {**fused_kwargs, "has_complex": False, "capturable": False, "differentiable": False, "decoupled_weight_decay": True}
     adam_kwargs = {**fused_kwargs, "foreach": False, "capturable": False, "differentiable": False, "fused": None, "grad_scale": None,
                    "found_inf": None, "has_complex": False}
     return {
@@ -303,6 +305,11 @@ def _forbidden_calls():
         "torch.optim.Adam": lambda: torch.optim.Adam([p]).step(),
         "torch.optim.adamw.adamw": lambda: importlib.import_module("torch.optim.adamw").adamw(*adam_lists(), **adam_kwargs),
         "torch.optim.adam.adam": lambda: importlib.import_module("torch.optim.adam").adam(*adam_lists(), **adam_kwargs),
+        "torch.optim.adam._single_tensor_adam": lambda: importlib.import_module("torch.optim.adam")._single_tensor_adam(
+            *adam_lists(), None, None, **inner_kwargs),
+        "torch.optim.adam._multi_tensor_adam": lambda: importlib.import_module("torch.optim.adam")._multi_tensor_adam(
+            *adam_lists(), None, None, **inner_kwargs),
+        "torch.optim.adam._fused_adam": lambda: importlib.import_module("torch.optim.adam")._fused_adam(*adam_lists(), None, None, **inner_kwargs),
         "torch._fused_adamw_": lambda: torch._fused_adamw_(*adam_lists(1.0), **fused_kwargs),
         "torch._fused_adam_": lambda: torch._fused_adam_(*adam_lists(1.0), **fused_kwargs),
     }
