@@ -82,6 +82,7 @@ from .config import GPTConfig, ModernConfig
 from .data import get_batch
 from .device import pick_device
 from .distributed import DistInfo, cleanup, mean_over_processes, setup_distributed, shard, wrap_model
+from .fast import FastGPT
 from .generate import generate
 from .loss import calc_loss_loader, perplexity
 from .model import GPTModel
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--arch llama: SwiGLU's width (default: the one that gives the GPT's parameter count)")
     model.add_argument("--dropout", type=float, help=f"--arch gpt2 only (default {DEFAULT_DROPOUT})")
     model.add_argument("--grad-checkpointing", action="store_true", help="recompute the blocks' activations in the backward pass")
+    model.add_argument("--fused", action="store_true",
+                       help="--arch gpt2: the fast path, FastGPT (30: PyTorch's fused kernels, the vocabulary padded to 64), and fused AdamW")
     model.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler on a CPU; slow to start)")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--steps", type=int, default=1100, help="optimizer steps in all (a resumed run goes on to this step)")
@@ -254,6 +257,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.arch == "llama":
         if args.dropout:
             parser.error(f"--dropout {args.dropout}: the llama architecture has no dropout (leave the option out)")
+        if args.fused:
+            parser.error("--fused is the fast path of --arch gpt2 (FastGPT, exercise 30); the llama architecture has none")
         args.n_kv_heads = args.n_kv_heads or max(1, args.n_heads // 3)
         if args.n_kv_heads < 1 or args.n_heads % args.n_kv_heads:
             parser.error(f"--n-kv-heads {args.n_kv_heads} must divide --n-heads {args.n_heads}")
@@ -333,7 +338,7 @@ def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
 
     data = prepare_data(args, parser, extra, text)
     raw_model = build_model(args, extra, data.tok, info.device)
-    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, info.device)
+    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, info.device, fused=isinstance(raw_model, FastGPT))
     # fp16's small gradients underflow to zero unless the loss is scaled up first
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and info.device.type == "cuda" else None
     data_gen = torch.Generator().manual_seed(args.seed)  # the data stream: its state is the position in it
@@ -501,27 +506,33 @@ def model_config(args, vocab_size: int) -> dict:
                                                hidden_dim=args.hidden_dim, tie_weights=True))
     return dataclasses.asdict(GPTConfig(vocab_size=vocab_size, context_length=args.context_length, emb_dim=args.emb_dim,
                                         n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=False,
-                                        tie_weights=True))
+                                        tie_weights=True, fused=args.fused))
 
 
-def make_model(arch: str, config: dict, grad_checkpointing: bool = False) -> GPTModel | ModernModel:
-    """``GPTModel`` (``arch`` "gpt2") or ``ModernModel`` ("llama") of ``config``; also what
-    ``sample.py`` builds from a checkpoint."""
-    model = ModernModel(ModernConfig(**config)) if arch == "llama" else GPTModel(GPTConfig(**config))
+def make_model(arch: str, config: dict, grad_checkpointing: bool = False) -> GPTModel | FastGPT | ModernModel:
+    """``GPTModel`` (``arch`` "gpt2"; ``FastGPT`` when the config has ``fused``) or ``ModernModel``
+    ("llama") of ``config``; also what ``sample.py`` builds from a checkpoint."""
+    if arch == "llama":
+        model = ModernModel(ModernConfig(**config))
+    else:
+        cfg = GPTConfig(**config)
+        model = FastGPT(cfg) if cfg.fused else GPTModel(cfg)
     if grad_checkpointing:
         use_gradient_checkpointing(model)
     return model
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device,
+                   fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on the 2-D weights (matrices, embeddings) only; biases and the
-    LayerNorms' scale and shift are not decayed (nanoGPT's rule)."""
+    LayerNorms' scale and shift are not decayed (nanoGPT's rule). PyTorch's fused kernel (one
+    kernel for every parameter's update) on CUDA, and with ``fused`` (the fast path) on any device."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda" or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused or device.type == "cuda" or None)
 
 
 def resume_from_checkpoint(path: str, extra: dict, raw_model: torch.nn.Module, optimizer: torch.optim.Optimizer,

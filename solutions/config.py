@@ -30,6 +30,10 @@ class GPTConfig:
         drop_rate: dropout probability (embeddings, attention weights, residual branches).
         qkv_bias: whether the query, key and value projections have a bias (GPT-2's do).
         tie_weights: whether the output head shares its weight with the token embedding (GPT-2's does).
+        fused: the fast path (exercise 30): where a model is made from a config (``train.make_model``,
+            so ``nox -s train -- --fused`` and ``sample.py`` on its checkpoints), a ``FastGPT`` on
+            PyTorch's fused kernels with the vocabulary padded to a multiple of 64, instead of a
+            ``GPTModel``; the other modules ignore it.
     """
 
     vocab_size: int = 50257
@@ -40,6 +44,7 @@ class GPTConfig:
     drop_rate: float = 0.1
     qkv_bias: bool = True
     tie_weights: bool = True
+    fused: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":

@@ -151,6 +151,23 @@ def test_the_llama_architecture_trains_resumes_and_samples(runner):
     assert said.startswith("The "), said
 
 
+def test_the_fast_path_trains_resumes_and_samples(runner):
+    """`--fused`: FastGPT (30) with fused AdamW in the same loop; its checkpoint keeps the padded
+    vocabulary and the switch, so resuming and sampling build the fast model again."""
+    out = runner.workdir / "fused"
+    ok(runner("train", *TINY, "--fused", "--steps", "6", "--eval-every", "3", "--out", str(out)), "--fused")
+    state = read_checkpoint(out / "ckpt.pt")
+    cfg = state["extra"]["config"]
+    padded = -(-cfg["vocab_size"] // 64) * 64
+    assert cfg["fused"] is True and state["model"]["tok_emb.weight"].shape[0] == padded, (cfg, state["model"]["tok_emb.weight"].shape)
+    assert state["extra"]["val_loss"] < torch.log(torch.tensor(float(cfg["vocab_size"]))).item()
+    resumed = ok(runner("train", "--resume", str(out / "ckpt.pt"), "--steps", "8"), "--resume of a --fused run")
+    assert "resumed from" in resumed, resumed
+    assert read_checkpoint(out / "ckpt.pt")["step"] == 8
+    said = ok(runner("sample", str(out / "ckpt.pt"), "The ", "--max-new-tokens", "8"), "sample.py on a --fused checkpoint")
+    assert said.startswith("The "), said
+
+
 def test_two_processes_train_data_parallel(runner):
     out = runner.workdir / "ddp"
     res = runner("train", *TINY, "--steps", "4", "--eval-every", "4", "--out", str(out), nproc=2)
@@ -169,8 +186,10 @@ def test_two_processes_train_data_parallel(runner):
         (["--arch", "llama", "--dropout", "0.1"], "no dropout"),
         (["--arch", "llama", "--n-kv-heads", "3"], "must divide"),
         (["--n-kv-heads", "1"], "--arch llama"),
+        (["--arch", "llama", "--fused"], "--fused"),
     ],
-    ids=["missing-data", "text-too-short", "gpt2-without-ranks", "llama-with-dropout", "llama-kv-heads", "kv-heads-without-llama"],
+    ids=["missing-data", "text-too-short", "gpt2-without-ranks", "llama-with-dropout", "llama-kv-heads", "kv-heads-without-llama",
+         "llama-fused"],
 )
 def test_bad_input_is_a_one_line_error(runner, args, message):
     (runner.workdir / "short.txt").write_text("Far too short to train on.\n", encoding="utf-8")

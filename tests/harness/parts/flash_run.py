@@ -1,0 +1,112 @@
+"""Scenarios for exercises 28 and 29 (tiled attention), run in the worker: the learner's functions
+under a dispatch mode that follows every tensor storage PyTorch makes (added when an operator
+returns it, removed when it is freed), so the bytes held at the worst moment are known, and the
+largest single tensor made; and the process's peak resident memory (``VmHWM``, reset through
+``/proc/self/clear_refs``), which also sees memory made outside PyTorch. All the grader gets back
+is numbers and tensors."""
+
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+class PeakMemory(TorchDispatchMode):
+    """Bytes of tensor storage alive, at most and now, counting storages made while it is on."""
+
+    def __init__(self, *existing: torch.Tensor):
+        super().__init__()
+        self.before = {t.untyped_storage()._cdata for t in existing}  # views of these are not new memory
+        self.live: dict[int, int] = {}
+        self.now = self.peak = self.largest = 0
+
+    def _freed(self, key):
+        self.now -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key, size = storage._cdata, storage.nbytes()
+                if key not in self.live and key not in self.before and size:
+                    self.live[key] = size
+                    self.now += size
+                    self.peak = max(self.peak, self.now)
+                    self.largest = max(self.largest, size)
+                    weakref.finalize(storage, self._freed, key)
+        return out
+
+
+def _resident_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set size to the current one
+        return True
+    except OSError:
+        return False
+
+
+def _resident_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def forward(learner, q, k, v, is_causal, block_q, block_k):
+    """28: ``tiled_attention`` once under the tracker; its output, and what it held."""
+    fn = learner("flash.tiled_attention")
+    import gc
+    gc.collect()
+    with PeakMemory(q, k, v):  # the first call's costs (imports, threads, kernels) outside the measure
+        fn(q[..., :2 * block_q, :], k, v, is_causal=is_causal, block_q=block_q, block_k=block_k)
+    gc.collect()
+    reset = _resident_reset()
+    before = _resident_kib("VmRSS")
+    mode = PeakMemory(q, k, v)
+    with mode:
+        result = fn(q, k, v, is_causal=is_causal, block_q=block_q, block_k=block_k)
+    hwm = _resident_kib("VmHWM") if reset else None
+    out, lse = (result if isinstance(result, (tuple, list)) and len(result) == 2 else (result, None))
+    return {"out": out, "lse": lse, "peak": mode.peak, "largest": mode.largest,
+            "resident_growth": None if hwm is None or before is None else (hwm - before) * 1024}
+
+
+def backward(learner, q, k, v, is_causal, block_q, block_k, grad_out, track=True):
+    """29: ``TiledAttention.apply`` forward, then backward with ``grad_out``; the output, the
+    gradients, the bytes the forward left held (what the graph keeps: the output included), the
+    saved tensors' shapes, and the backward's peak and largest tensor."""
+    fn = learner("flash_grad.TiledAttention")
+    q, k, v = (t.clone().requires_grad_(True) for t in (q, k, v))
+    forward_mode = PeakMemory(q, k, v)
+    with forward_mode:
+        out = fn.apply(q, k, v, is_causal, block_q, block_k)
+    held = forward_mode.now
+    node = getattr(out, "grad_fn", None)
+    try:
+        saved = [tuple(t.shape) for t in node.saved_tensors]
+    except Exception:  # noqa: BLE001  (not a custom Function's node, or nothing saved)
+        saved = None
+    backward_mode = PeakMemory(q, k, v, grad_out, out, *(node.saved_tensors if saved is not None else ()))
+    if node is None:
+        grads = [None, None, None]
+    else:
+        with backward_mode if track else _null():
+            grads = torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+    return {"out": out.detach(), "grads": [None if g is None else g.detach() for g in grads], "held": held,
+            "node": type(node).__name__ if node is not None else None, "saved": saved,
+            "peak": backward_mode.peak, "largest": backward_mode.largest}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

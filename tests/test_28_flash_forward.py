@@ -1,0 +1,188 @@
+"""Exercise 28: tiled attention with an online softmax (FlashAttention's forward).
+
+Oracle: ``F.scaled_dot_product_attention`` in float64 in the grading process, and
+``torch.logsumexp`` of the scaled (masked) scores for ``lse``. Named mistakes come from the tiled
+loop written here in float64 with the mistake in it. Memory: a scenario (parts/flash_run.py)
+follows every tensor the learner's call makes and the process's peak resident memory, on 2,048
+queries and keys, where the scores of the whole matrix would take 32 MiB.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.draw import n
+from harness.failures import Mismatch
+
+EXERCISE = "28"
+ORACLE = "F.scaled_dot_product_attention (float64)"
+
+
+def scores(q, k, scale, is_causal, align="top_left"):
+    s = q.double() @ k.double().transpose(-2, -1) * scale
+    if is_causal:
+        L, S = s.shape[-2:]
+        shift = S - L if align == "bottom_right" else 0
+        s = s.masked_fill(torch.arange(S)[None, :] > torch.arange(L)[:, None] + shift, -math.inf)
+    return s
+
+
+def oracle(q, k, v, is_causal, scale=None):
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    out = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=is_causal, scale=scale)
+    return out, torch.logsumexp(scores(q, k, scale, is_causal), dim=-1)
+
+
+def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
+    """The online softmax in float64, with one known mistake (``variant``)."""
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if variant == "no_scale":
+        scale = 1.0
+    s_all = scores(q, k, scale, is_causal, "bottom_right" if variant == "bottom_right" else "top_left")
+    if variant == "diagonal_masked" and is_causal:
+        L, S = s_all.shape[-2:]
+        s_all = s_all.masked_fill(torch.arange(S)[None, :] == torch.arange(L)[:, None], -math.inf)
+    L, S = q.shape[-2], k.shape[-2]
+    outs, lses = [], []
+    for i0 in range(0, L, block_q):
+        s_i = s_all[..., i0:i0 + block_q, :]
+        m = torch.full(s_i.shape[:-1], -math.inf, dtype=torch.float64)
+        l = torch.zeros_like(m)
+        acc = torch.zeros(*s_i.shape[:-1], v.shape[-1], dtype=torch.float64)
+        for j0 in range(0, S, block_k):
+            s = s_i[..., j0:j0 + block_k]
+            m_new = torch.maximum(m, s.amax(-1))
+            safe = torch.where(torch.isinf(m_new), 0.0, m_new)
+            p = torch.exp(s - safe[..., None])
+            r = torch.exp(m - safe)
+            if variant == "no_rescale":
+                l, acc = l + p.sum(-1), acc + p @ v[..., j0:j0 + block_k, :].double()
+            elif variant == "acc_not_rescaled":
+                l, acc = r * l + p.sum(-1), acc + p @ v[..., j0:j0 + block_k, :].double()
+            else:
+                l, acc = r * l + p.sum(-1), r[..., None] * acc + p @ v[..., j0:j0 + block_k, :].double()
+            m = m_new
+        outs.append(acc / l[..., None])
+        lses.append(m if variant == "lse_is_max" else m + torch.log(l))
+    return torch.cat(outs, -2), torch.cat(lses, -1)
+
+
+def mistakes(q, k, v, is_causal, block_q, block_k, scale, which):
+    index = 0 if which == "out" else 1
+
+    def wrong(variant):
+        return lambda: tiled(q, k, v, is_causal, block_q, block_k, scale, variant)[index]
+
+    out = [Mistake("the running sum and output not rescaled when the maximum grows",
+                   "When a tile raises the row maximum from m to m_new, multiply l and acc by exp(m - m_new) before adding the tile.",
+                   wrong("no_rescale")),
+           Mistake("the running output not rescaled when the maximum grows",
+                   "acc = exp(m - m_new) * acc + p @ v_j: the output summed so far was weighted by exp(s - m), the old maximum.",
+                   wrong("acc_not_rescaled")),
+           Mistake("the scores not scaled", "s = q_i @ k_j^T * scale, with scale = 1 / sqrt(d) unless given.", wrong("no_scale"))]
+    if which == "lse":
+        out.append(Mistake("lse is the running maximum only", "lse = m + log(l): the log of the sum of exp(s) over the row.",
+                           wrong("lse_is_max")))
+    if is_causal:
+        out.append(Mistake("each query's own key masked too", "Mask keys j > i only: query i sees keys 0..i, itself included.",
+                           wrong("diagonal_masked")))
+        if q.shape[-2] != k.shape[-2]:
+            out.append(Mistake("the causal mask aligned to the bottom right",
+                               "PyTorch's is_causal aligns to the top left: query i sees keys 0..i, whatever S - L is.",
+                               wrong("bottom_right")))
+    return out
+
+
+def describe(q, k, v, is_causal, block_q, block_k, scale=None):
+    return (f"tiled_attention(q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, is_causal={is_causal}, "
+            f"block_q={block_q}, block_k={block_k}{'' if scale is None else f', scale={scale:.4g}'}) ({q.dtype})")
+
+
+def case(gen, is_causal, dtype=torch.float32, same_length=None):
+    lead = [n(gen, 1, 2), n(gen, 1, 3)]
+    L = n(gen, 1, 70)
+    S = L if (same_length if same_length is not None else n(gen, 0, 1)) else n(gen, 1, 70)
+    d, dv = n(gen, 2, 16), n(gen, 1, 12)
+    q, k = (torch.randn(*lead, m, d, generator=gen, dtype=dtype) * 1.5 for m in (L, S))
+    v = torch.randn(*lead, S, dv, generator=gen, dtype=dtype)
+    # blocks that leave ragged last tiles, and once in a while a block larger than the sequence
+    return q, k, v, n(gen, 1, 24), n(gen, 1, 24)
+
+
+def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5):
+    kwargs = {"is_causal": is_causal, "block_q": block_q, "block_k": block_k}
+    if scale is not None:
+        kwargs["scale"] = scale
+    got = impl.call("flash.tiled_attention", q, k, v, returns="data", **kwargs).out
+    what = describe(q, k, v, is_causal, block_q, block_k, scale)
+    assert_true(isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got),
+                f"{what} returned {type(got).__name__}; expected a tuple (out, lse) of two tensors")
+    out, lse = got
+    want_out, want_lse = oracle(q, k, v, is_causal, scale)
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    assert_true(out.dtype == q.dtype, f"{what}: out is {out.dtype}, expected q's dtype {q.dtype}")
+    assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 inputs)")
+    assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=atol, rtol=atol * 10, check_dtype=False,
+                 mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "out"))
+    assert_close(lse, want_lse.to(work), f"{what}: lse", oracle="torch.logsumexp of the scaled, masked scores", atol=atol,
+                 rtol=atol * 10, check_dtype=False, mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "lse"))
+
+
+def test_tiled_attention_matches_sdpa(impl, gen):
+    for _ in range(2):
+        q, k, v, bq, bk = case(gen, False)
+        check(impl, q, k, v, False, bq, bk)
+
+
+def test_tiled_attention_causal(impl, gen):
+    for same in (True, False):
+        q, k, v, bq, bk = case(gen, True, same_length=same)
+        check(impl, q, k, v, True, bq, bk)
+
+
+def test_tiled_attention_scale_and_float64(impl, gen):
+    is_causal = bool(n(gen, 0, 1))
+    q, k, v, bq, bk = case(gen, is_causal, dtype=torch.float64)
+    check(impl, q, k, v, is_causal, bq, bk, scale=0.05 + float(torch.rand(1, generator=gen)), atol=1e-10)
+
+
+def test_tiled_attention_memory_grows_with_the_tile(impl, gen):
+    """2,048 queries and keys, two heads: the whole score matrix is 32 MiB (16 MiB a head). The
+    tiles are 128 or 256 by 128; a row of tiles (block_q x 2,048) is already larger than four tiles."""
+    is_causal = bool(n(gen, 0, 1))
+    L = 2048
+    d = 16
+    q, k, v = (torch.randn(1, 2, L, d, generator=gen) for _ in range(3))
+    bq, bk = 128 * n(gen, 1, 2), 128  # few tiles: the dispatch mode costs per operator
+    res = impl.scenario("flash_run.forward", q, k, v, is_causal, bq, bk).out
+    what = describe(q, k, v, is_causal, bq, bk)
+    out = res["out"]
+    assert_true(isinstance(out, torch.Tensor), f"{what} did not return (out, lse)")
+    assert_close(out, oracle(q, k, v, is_causal)[0].float(), f"{what}: out", oracle=ORACLE, atol=1e-4, rtol=1e-3)
+    io = 4 * q.numel() * q.element_size()  # q, k, v and out
+    tile = q.shape[0] * q.shape[1] * bq * bk * 4
+    full = q.shape[0] * q.shape[1] * L * L * 4
+    largest_allowed = max(q.numel() * 4, 4 * tile)
+    if res["largest"] > largest_allowed:
+        raise Mismatch(f"{what} made a tensor of {res['largest'] / 2**20:.2f} MiB; the largest allowed is {largest_allowed / 2**20:.2f} MiB "
+                       f"(q's size, or 4 tiles of block_q x block_k per head). The whole score matrix would be {full / 2**20:.0f} MiB"
+                       + (" and one row of tiles (block_q x S) " f"{q.shape[1] * bq * L * 4 / 2**20:.1f} MiB" if res["largest"] < full else "")
+                       + ": compute the scores one block_q x block_k tile at a time, never a whole row or the whole matrix.")
+    allowed = 2 * io + 32 * tile
+    if res["peak"] > allowed:
+        raise Mismatch(f"{what} held {res['peak'] / 2**20:.2f} MiB of tensors at its peak; allowed: {allowed / 2**20:.2f} MiB (twice q, k, v "
+                       f"and out, plus 32 tiles), against {full / 2**20:.0f} MiB for the whole score matrix. Do not keep the tiles' "
+                       "scores or probabilities: only the running m, l and acc of the current block of queries.")
+    growth = res["resident_growth"]
+    if growth is not None and growth > 8 * 2**20:
+        raise Mismatch(f"{what}: the process's resident memory grew by {growth / 2**20:.1f} MiB during the call (allowed: 8 MiB; the "
+                       f"whole score matrix is {full / 2**20:.0f} MiB). Memory made outside PyTorch (NumPy, lists) counts too.")
+
+
+def test_tiled_attention_refuses_bad_blocks(impl, gen):
+    q, k, v, _, _ = case(gen, False)
+    bad = -n(gen, 0, 3)
+    expect_value_error(lambda: impl.call("flash.tiled_attention", q, k, v, returns="data", block_q=bad, block_k=8),
+                       f"tiled_attention(..., block_q={bad})", needles=(bad,))

@@ -1,0 +1,217 @@
+"""Exercise 30: the fast path, GPTModel on PyTorch's fused kernels with a padded vocabulary.
+
+Oracle: ``gpt_oracle.gpt`` (exercise 09's model written with ``torch.nn.functional``, float64 here)
+on the unpadded weights; the padded rows the grader adds are random, so a padded logit that is not
+masked shows. Autograd through it gives the loss's gradients. A dispatch mode in the worker
+(parts/fast_run.py) records the ATen operators the forward runs: the fused ones must be there and
+no softmax. Named mistakes come from the same model with the mistake in it.
+"""
+
+import torch
+import torch.nn.functional as F
+from gpt_oracle import gpt, gpt_params, gpt_shapes, layer_norm, linear, random_config, sub
+
+from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, expect_value_error
+from harness.draw import n
+from harness.failures import LearnerError, Mismatch
+
+EXERCISE = "30"
+ORACLE = "exercise 09's model in torch.nn.functional (float64), unpadded"
+
+
+def padded(v, multiple=64):
+    return (v + multiple - 1) // multiple * multiple
+
+
+def variant_model(idx, params, cfg, variant):
+    """The fast model's logits (unpadded columns) with one known mistake."""
+    x = F.embedding(idx, params["tok_emb.weight"]) + F.embedding(torch.arange(idx.size(1)), params["pos_emb.weight"])
+    heads = cfg["n_heads"]
+    for i in range(cfg["n_layers"]):
+        p = sub(params, f"trf_blocks.{i}.")
+        h = layer_norm(x, p, "norm1")
+        b, t, e = h.shape
+        q, k, v = (linear(h, p, f"att.W_{m}").view(b, t, heads, e // heads).transpose(1, 2) for m in ("query", "key", "value"))
+        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "not_causal")
+        x = x + linear(ctx.transpose(1, 2).reshape(b, t, e), p, "att.out_proj")
+        h = linear(layer_norm(x, p, "norm2"), p, "ff.layers.0")
+        h = F.gelu(h) if variant == "exact_gelu" else F.gelu(h, approximate="tanh")
+        x = x + linear(h, p, "ff.layers.2")
+    x = layer_norm(x, params, "final_norm")
+    return F.linear(x, params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"])
+
+
+def mistakes(idx, params, cfg):
+    def wrong(variant):
+        return lambda: variant_model(idx, params, cfg, variant)
+
+    return [Mistake("attention without the causal mask", "F.scaled_dot_product_attention(q, k, v, is_causal=True).", wrong("not_causal")),
+            Mistake("the exact GELU instead of GPT-2's tanh approximation",
+                    "nn.GELU(approximate=\"tanh\") (or F.gelu(x, approximate=\"tanh\")): GPT-2's GELU, exercise 02's formula.",
+                    wrong("exact_gelu"))]
+
+
+def case(gen, **fixed):
+    """A random tiny config whose vocabulary is not a multiple of 64, its weights (float64, for the
+    oracle), and the learner's: the same with random padded rows."""
+    cfg = random_config(gen, vocab_size=n(gen, 5, 200), **fixed)
+    if cfg["vocab_size"] % 64 == 0:
+        cfg["vocab_size"] += 1
+    params = {k: v.double() for k, v in gpt_params(gen, cfg).items()}
+    extra = padded(cfg["vocab_size"]) - cfg["vocab_size"]
+    learner = dict(params)
+    for key in ("tok_emb.weight", "out_head.weight"):
+        if key in params:
+            learner[key] = torch.cat([params[key], torch.randn(extra, cfg["emb_dim"], generator=gen, dtype=torch.float64)])
+    learner = {k: v.float() for k, v in learner.items()}
+    idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 3), n(gen, 1, cfg["context_length"])), generator=gen)
+    return cfg, idx, params, learner
+
+
+def describe(cfg, idx):
+    keys = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias", "tie_weights")
+    return f"FastGPT({', '.join(f'{k}={cfg[k]}' for k in keys)}) on token ids of shape {tuple(idx.shape)}"
+
+
+def check_padding(logits, cfg, what):
+    v, vp = cfg["vocab_size"], padded(cfg["vocab_size"])
+    assert_true(logits.shape[-1] == vp, f"{what}: the logits have {logits.shape[-1]} columns, expected padded_vocab_size({v}) = {vp}")
+    pad = logits[..., v:]
+    if not bool(torch.isneginf(pad).all()):
+        if bool((pad < -1e3).all()):
+            raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are large negative numbers, not -inf (one is "
+                           f"{float(pad.max()):.4g}).\nThis looks like: the padded logits are masked with a finite number. Use -inf, as "
+                           "the docstring says: exactly probability 0 for every sampler, in every dtype, whatever the real logits.")
+        worst = float(pad[~torch.isneginf(pad)].max())
+        raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are not all -inf (one is {worst:.4g}), so a sampler can pick "
+                       "an id that is no token and the loss gives them probability.\nThis looks like: the padded logits are not masked. "
+                       "Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as F.linear's bias).")
+
+
+def test_padded_vocab_size(impl, gen):
+    for _ in range(4):
+        v, multiple = n(gen, 1, 120_000), [64, 64, 8, 128, n(gen, 1, 100)][n(gen, 0, 4)]
+        got = impl.call("fast.padded_vocab_size", v, multiple, returns="data").out
+        assert_true(got == padded(v, multiple), f"padded_vocab_size({v}, {multiple}) returned {got!r}, expected {padded(v, multiple)}"
+                    + (" (a multiple is its own padded size)" if v % multiple == 0 else ""))
+    v = 64 * n(gen, 1, 100)
+    got = impl.call("fast.padded_vocab_size", v, returns="data").out
+    assert_true(got == v, f"padded_vocab_size({v}) returned {got!r}; {v} is already a multiple of 64")
+    bad = -n(gen, 0, 5)
+    expect_value_error(lambda: impl.call("fast.padded_vocab_size", bad, returns="data"), f"padded_vocab_size({bad})", needles=(bad,))
+
+
+def test_fast_layer_norm_and_attention(impl, gen):
+    e = n(gen, 2, 24)
+    x = torch.randn(n(gen, 1, 3), n(gen, 1, 9), e, generator=gen)
+    p = {"scale": 1 + 0.3 * torch.randn(e, generator=gen), "shift": 0.3 * torch.randn(e, generator=gen)}
+    g = torch.randn(x.shape, generator=gen)
+    res = impl.module("fast.FastLayerNorm", x, init_args=(e,), params=p, grad_output=g, grad_wrt=(0,))
+    want = F.layer_norm(x.double(), (e,), p["scale"].double(), p["shift"].double(), 1e-5)
+    assert_close(res.out, want.float(), f"FastLayerNorm({e}) on x of shape {tuple(x.shape)}", oracle="F.layer_norm (float64)",
+                 atol=1e-5, rtol=1e-4)
+    cfg, idx, params, _ = case(gen)
+    heads, e = cfg["n_heads"], cfg["emb_dim"]
+    att = {k[len("trf_blocks.0.att."):]: v.float() for k, v in params.items() if k.startswith("trf_blocks.0.att.")}
+    x = torch.randn(n(gen, 1, 3), n(gen, 1, 12), e, generator=gen)
+    g = torch.randn(x.shape, generator=gen)
+    res = impl.module("fast.FastAttention", x, init_args=(e, e, 0.0, heads, cfg["qkv_bias"]), params=att, grad_output=g, grad_wrt=(0,))
+    xx = x.double().requires_grad_(True)
+    pp = {k: v.double().requires_grad_(True) for k, v in att.items()}
+    b, t, _ = x.shape
+    q, k, v = (linear(xx, pp, f"W_{m}").view(b, t, heads, e // heads).transpose(1, 2) for m in ("query", "key", "value"))
+    what = f"FastAttention(d_in={e}, d_out={e}, dropout=0.0, num_heads={heads}, qkv_bias={cfg['qkv_bias']}) on x of shape {tuple(x.shape)}"
+
+    def attend(causal):
+        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return linear(ctx.transpose(1, 2).reshape(b, t, e), pp, "out_proj")
+
+    want, mistaken = attend(True), attend(False).detach().float()
+    assert_close(res.out, want.detach().float(), what, oracle="F.scaled_dot_product_attention (float64)", atol=1e-4, rtol=1e-4,
+                 mistakes=[Mistake("attention without the causal mask", "F.scaled_dot_product_attention(q, k, v, is_causal=True).", mistaken)])
+    want.backward(g.double())
+    assert_close(res.grad(0), xx.grad.float(), f"{what}: the gradient with respect to x", oracle="autograd (float64)", atol=1e-4, rtol=1e-4)
+    for name in att:
+        assert_close(res.param_grads[name], pp[name].grad.float(), f"{what}: the gradient with respect to {name}",
+                     oracle="autograd (float64)", atol=1e-4, rtol=1e-4)
+
+
+def test_fast_gpt_logits_match_and_padding_is_masked(impl, gen):
+    cfg, idx, params, learner = case(gen, drop_rate=round(0.3 * float(torch.rand(1, generator=gen)), 3))
+    res = impl.module("fast.FastGPT", idx, init_args=(cfg,), params=learner)
+    what = describe(cfg, idx) + ", in eval mode"
+    check_padding(res.out, cfg, what)
+    assert_close(res.out[..., :cfg["vocab_size"]], gpt(idx, params, cfg).float(), f"{what}: the first vocab_size logits", oracle=ORACLE,
+                 atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
+
+
+def test_fast_gpt_parameters_are_gptmodels_padded(impl, gen):
+    for tie in (True, False):
+        cfg, idx, _, _ = case(gen, tie_weights=tie)
+        res = impl.module("fast.FastGPT", idx, init_args=(cfg,))
+        want = gpt_shapes(cfg)
+        for key in ("tok_emb.weight", "out_head.weight"):
+            if key in want:
+                want[key] = (padded(cfg["vocab_size"]), cfg["emb_dim"])
+        got = {k: tuple(v.shape) for k, v in res.initial.items()}
+        assert_parameter_shapes(got, want, f"FastGPT(tie_weights={tie})",
+                                f"FastGPT(vocab_size={cfg['vocab_size']} padded to {padded(cfg['vocab_size'])}, emb_dim={cfg['emb_dim']})",
+                                tie=tie)
+
+
+def test_fast_gpt_loss_and_gradients_ignore_the_padding(impl, gen):
+    cfg, idx, params, learner = case(gen)
+    targets = torch.randint(0, cfg["vocab_size"], idx.shape, generator=gen)
+    res = impl.scenario("fast_run.loss", cfg, learner, idx, targets).out
+    pp = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    logits = gpt(idx, pp, cfg)
+    want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+    want.backward()
+    what = describe(cfg, idx) + ", in training mode, F.cross_entropy of its logits"
+    assert_close(res["loss"], want.detach().float(), f"{what}: the loss", oracle=ORACLE, atol=1e-4, rtol=1e-4)
+    v = cfg["vocab_size"]
+    for name, p in pp.items():
+        got = res["grads"].get(name)
+        assert_true(got is not None, f"{what}: {name} got no gradient")
+        if name in ("tok_emb.weight", "out_head.weight"):
+            pad = got[v:]
+            assert_true(bool((pad == 0).all()), f"{what}: the padded rows of {name} got a gradient (largest "
+                        f"{float(pad.abs().max()):.3g}): their logits must be -inf, so the loss never reaches them")
+            got = got[:v]
+        assert_close(got, p.grad.float(), f"{what}: the gradient of {name}", oracle="autograd through " + ORACLE, atol=1e-4, rtol=1e-3)
+
+
+def test_fast_gpt_runs_fused_kernels(impl, gen):
+    cfg, idx, params, learner = case(gen)
+    res = impl.scenario("fast_run.kernels", cfg, learner, idx).out
+    ops = set(res["ops"])
+    what = describe(cfg, idx)
+    missing = []
+    if not any(op.startswith("_scaled_dot_product") or op == "scaled_dot_product_attention" for op in ops):
+        missing.append("F.scaled_dot_product_attention (no _scaled_dot_product_* kernel ran)")
+    if "native_layer_norm" not in ops:
+        missing.append("F.layer_norm (no native_layer_norm kernel ran)")
+    if "gelu:tanh" not in ops:
+        missing.append("GELU's tanh kernel (F.gelu(x, approximate=\"tanh\") or nn.GELU(approximate=\"tanh\"))"
+                       + (": the exact GELU ran instead" if "gelu:none" in ops else ""))
+    if missing:
+        raise Mismatch(f"{what} in eval mode did not run {'; '.join(missing)}. The fast path is PyTorch's fused kernels. Kernels seen: "
+                       f"{', '.join(sorted(ops))}")
+    slow = sorted(op for op in ops if "softmax" in op or op in ("tanh", "pow", "var", "mean"))
+    assert_true(not slow, f"{what} in eval mode ran {', '.join(slow)}: attention, LayerNorm and GELU written op by op (exercises 01, 02, "
+                          "07), where the fast path calls one fused kernel for each")
+    check_padding(res["bf16_logits"], cfg, what + " under torch.autocast(\"cpu\", dtype=torch.bfloat16)")
+
+
+def test_fast_gpt_rejects_input_longer_than_context(impl, gen):
+    cfg, _, _, _ = case(gen)
+    ctx = cfg["context_length"]
+    idx = torch.randint(0, cfg["vocab_size"], (1, ctx + n(gen, 1, 5)), generator=gen)
+    try:
+        impl.module("fast.FastGPT", idx, init_args=(cfg,))
+    except LearnerError as e:
+        if e.message.startswith("ValueError"):
+            return
+        raise Mismatch(f"FastGPT(context_length={ctx}) on {idx.size(1)} tokens raised {e.message.split(' (')[0]}; expected a ValueError "
+                       f"that says {idx.size(1)} tokens do not fit the context of {ctx}") from None
+    raise Mismatch(f"FastGPT(context_length={ctx}) accepted {idx.size(1)} tokens: raise ValueError when num_tokens > context_length")
