@@ -198,13 +198,19 @@ def unpad_state_dict(state_dict: dict, vocab_size: int) -> dict:
 
 # --- decoding with a cache (given): what `nox -s bench -- fast` times against transformers' generate
 
-def _attention_cached(att: FastAttention, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
-    """``att`` for the tokens at positions ``start ..`` whose earlier keys and values are in the
-    preallocated ``keys`` / ``values`` (batch, heads, max_len, head_dim); writes the new ones there."""
-    b, num_tokens, _ = x.shape
-    weight = torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight])
+def _joined(att: FastAttention) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The query, key and value projections as one weight and bias (made once per decoding)."""
     bias = None if att.W_query.bias is None else torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias])
-    q, k, v = F.linear(x, weight, bias).view(b, num_tokens, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4)
+    return torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight]), bias
+
+
+def _attention_cached(att: FastAttention, qkv: tuple, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                      start: int) -> torch.Tensor:
+    """``att`` (its projections joined in ``qkv``) for the tokens at positions ``start ..`` whose
+    earlier keys and values are in the preallocated ``keys`` / ``values`` (batch, heads, max_len,
+    head_dim); writes the new ones there."""
+    b, num_tokens, _ = x.shape
+    q, k, v = F.linear(x, *qkv).view(b, num_tokens, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4)
     end = start + num_tokens
     keys[:, :, start:end], values[:, :, start:end] = k, v
     if num_tokens == 1 or start == 0:  # one new token sees everything held; a prefill is plain causal attention
@@ -228,13 +234,14 @@ def generate_fast(model: FastGPT, idx: torch.Tensor, max_new_tokens: int) -> tor
     weight = next(model.parameters())
     caches = [(weight.new_empty(batch, first.num_heads, total, first.head_dim), weight.new_empty(batch, first.num_heads, total, first.head_dim))
               for _ in model.trf_blocks]
+    joined = [_joined(block.att) for block in model.trf_blocks]  # not once per token: 4 x emb^2 numbers a layer to copy
     out = torch.empty(batch, total, dtype=idx.dtype, device=idx.device)
     out[:, :prompt] = idx
     fed = 0  # positions whose keys and values are cached
     for end in range(prompt, total):
         x = model.tok_emb(out[:, fed:end]) + model.pos_emb(torch.arange(fed, end, device=idx.device))
-        for block, (keys, values) in zip(model.trf_blocks, caches):
-            x = x + _attention_cached(block.att, block.norm1(x), keys, values, fed)
+        for block, qkv, (keys, values) in zip(model.trf_blocks, joined, caches):
+            x = x + _attention_cached(block.att, qkv, block.norm1(x), keys, values, fed)
             x = x + block.ff(block.norm2(x))
         fed = end
         head = F.linear(model.final_norm(x[:, -1]), model.out_head.weight, model.logit_mask.to(x.dtype))

@@ -67,9 +67,9 @@ class HFLogits(nn.Module):
 
 def default_config() -> tuple[GPTConfig, int]:
     """The model and the batch size that `nox -s train` uses by default (with a QKV bias)."""
-    args = build_parser().parse_args([])
+    args = build_parser().parse_args([])  # the options as given: --dropout's default is applied by train's own checks
     cfg = GPTConfig(vocab_size=VOCAB, context_length=args.context_length, emb_dim=args.emb_dim, n_heads=args.n_heads,
-                    n_layers=args.n_layers, drop_rate=args.dropout, qkv_bias=True)
+                    n_layers=args.n_layers, drop_rate=0.1 if args.dropout is None else args.dropout, qkv_bias=True)
     return cfg, args.batch_size
 
 
