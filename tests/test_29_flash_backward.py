@@ -152,6 +152,10 @@ def test_backward_memory_grows_with_the_tile(impl, gen):
     tile = 2 * bq * bk * 4
     full = 2 * L * L * 4
     largest_allowed = max(io, 4 * tile)
+    if res["forward_largest"] > largest_allowed:
+        raise Mismatch(f"{what}: the forward made a tensor of {res['forward_largest'] / 2**20:.2f} MiB; the largest allowed is "
+                       f"{largest_allowed / 2**20:.2f} MiB. The whole matrix is {full / 2**20:.0f} MiB: let tiled_attention (28) make "
+                       "the output and lse, one tile at a time.")
     if res["largest"] > largest_allowed:
         raise Mismatch(f"{what} made a tensor of {res['largest'] / 2**20:.2f} MiB; the largest allowed is {largest_allowed / 2**20:.2f} MiB "
                        f"(q's size, or 4 tiles). The whole matrix is {full / 2**20:.0f} MiB: remake p one block_q x block_k tile at a time.")

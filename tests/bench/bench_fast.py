@@ -592,6 +592,8 @@ def main() -> None:
                         help="a smoke run: few steps and tokens (also KATA_BENCH_QUICK=1)")
     parser.add_argument("--compile", action="store_true", default=os.environ.get("KATA_BENCH_COMPILE") == "1",
                         help="add a torch.compile row to the training tables (also KATA_BENCH_COMPILE=1; slow to start)")
+    parser.add_argument("--only", choices=["training", "decoding", "attention"], default=os.environ.get("KATA_BENCH_ONLY") or None,
+                        help="run one section (also KATA_BENCH_ONLY=decoding, ...)")
     args = parser.parse_args()
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     t0 = time.perf_counter()
@@ -600,6 +602,8 @@ def main() -> None:
     sections = {"training": lambda: cpu_training(args.quick, args.compile), "decoding": lambda: decoding(args.quick),
                 "attention": lambda: attention(args.quick)}
     for name, section in sections.items():
+        if args.only and name != args.only:
+            continue
         start = time.perf_counter()
         section()
         print(f"  ({name}: {time.perf_counter() - start:.0f} s)")

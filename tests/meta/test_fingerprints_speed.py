@@ -78,6 +78,12 @@ AUTOGRAD = ("        q, k, v, out, lse = ctx.saved_tensors\n",
             "                s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)\n"
             "            o = torch.exp(s - torch.logsumexp(s, -1, keepdim=True)) @ vv\n"
             "            return (*torch.autograd.grad(o, (qq, kk, vv), grad_out), None, None, None)\n")
+FULL_FORWARD = ("        out, lse = tiled_attention(q, k, v, is_causal=is_causal, block_q=block_q, block_k=block_k)\n",
+                "        s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+                "        if is_causal:\n"
+                "            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)\n"
+                "        lse = torch.logsumexp(s, -1)\n"
+                "        out = torch.exp(s - lse[..., None]) @ v\n")
 OP_BY_OP = ("context = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)",
             "s = (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)).masked_fill(torch.ones(num_tokens, num_tokens, dtype=torch.bool).triu(1), -math.inf)\n"
             "        context = torch.softmax(s, -1) @ v")
@@ -87,6 +93,7 @@ SHORTCUTS = [
     ("one row of tiles", FWD, [ROW_OF_TILES], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("Memory made outside PyTorch", FWD, [NUMPY], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("Keep nothing else on ctx", BWD, [KEEP_P], "test_29_flash_backward", "test_keeps_only_q_k_v_out_lse"),
+    ("let tiled_attention (28) make the output", BWD, [FULL_FORWARD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
     ("remake p one block_q x block_k tile at a time", BWD, [AUTOGRAD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
     ("did not run F.scaled_dot_product_attention", FAST, [OP_BY_OP], "test_30_fast_gpt", "test_fast_gpt_runs_fused_kernels"),
 ]

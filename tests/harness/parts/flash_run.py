@@ -101,7 +101,8 @@ def backward(learner, q, k, v, is_causal, block_q, block_k, grad_out, track=True
             grads = torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
     return {"out": out.detach(), "grads": [None if g is None else g.detach() for g in grads], "held": held,
             "node": type(node).__name__ if node is not None else None, "saved": saved,
-            "peak": backward_mode.peak, "largest": backward_mode.largest}
+            "peak": backward_mode.peak, "largest": backward_mode.largest,
+            "forward_peak": forward_mode.peak, "forward_largest": forward_mode.largest}
 
 
 class _null:
