@@ -38,6 +38,13 @@ running it twice writes byte-identical files.
                     from a fixed seed, both with and without renormalised top-k weights: its
                     inputs, weights (the experts' fused gate_up_proj and down_proj), outputs and
                     router logits, and load_balancing_loss_func on those logits. Needs transformers.
+33_lora.npz         Hugging Face peft's LoRA (get_peft_model, LoraConfig) on a small network of
+                    nn.Linear layers (two residual blocks, a LayerNorm and an output head, written
+                    below) with base weights and nonzero lora_A / lora_B drawn from a fixed seed,
+                    once on the blocks' layers only and once with the head too: the inputs, the
+                    base weights, the LoRA weights (peft's layout: lora_A (rank, in), lora_B (out,
+                    rank)), peft's outputs, its merged (merge_and_unload) outputs and weights, and
+                    its count of trainable parameters. Needs peft (and transformers).
 """
 
 from __future__ import annotations
@@ -371,16 +378,73 @@ def moe_outputs() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+LORA = {"d_in": 12, "d_hidden": 20, "d_out": 7, "n_blocks": 2}
+LORA_CASES = {"blocks": {"rank": 4, "alpha": 6.0, "head": False}, "head": {"rank": 3, "alpha": 12.0, "head": True}}
+
+
+class LoRANet(torch.nn.Module):
+    """The network exercise 33's checks adapt (harness/parts/lora_run.py builds the same one):
+    blocks.{i}.0 and blocks.{i}.2 are Linear layers, out_head the head."""
+
+    def __init__(self, d_in, d_hidden, d_out, n_blocks):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(d_in, d_hidden), torch.nn.GELU(), torch.nn.Linear(d_hidden, d_in)) for _ in range(n_blocks))
+        self.norm = torch.nn.LayerNorm(d_in)
+        self.out_head = torch.nn.Linear(d_in, d_out, bias=False)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out_head(self.norm(x))
+
+
+def lora_outputs() -> dict[str, np.ndarray]:
+    from peft import LoraConfig, get_peft_model
+
+    out = {}
+    g = torch.Generator().manual_seed(33)
+    for case, c in LORA_CASES.items():
+        base = LoRANet(**LORA)
+        with torch.no_grad():
+            for name, p in base.named_parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.2 if name.endswith("bias") else p.shape[-1] ** -0.5))
+        out.update({f"{case}/base/{name}": p.detach().clone() for name, p in base.named_parameters()})
+        targets = r"blocks\.\d+\.[02]" + (r"|out_head" if c["head"] else "")  # a full match of each module's name
+        config = LoraConfig(r=c["rank"], lora_alpha=c["alpha"], target_modules=targets, lora_dropout=0.0, bias="none")
+        model = get_peft_model(base, config).eval()
+        x = torch.randn(3, 5, LORA["d_in"], generator=g)
+        with torch.no_grad():
+            for name, module in model.base_model.model.named_modules():
+                if hasattr(module, "lora_A"):
+                    a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+                    a.copy_(torch.randn(a.shape, generator=g) * a.shape[1] ** -0.5)  # peft leaves lora_B at zero: draw both
+                    b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+                    out.update({f"{case}/lora/{name}/lora_A": a.clone(), f"{case}/lora/{name}/lora_B": b.clone()})
+            out[f"{case}/trainable"] = torch.tensor(model.get_nb_trainable_parameters()[0])
+            out[f"{case}/x"], out[f"{case}/out"] = x, model(x)
+            merged = model.merge_and_unload()
+            out[f"{case}/merged_out"] = merged(x)
+            out.update({f"{case}/merged/{name}": p.detach().clone() for name, p in merged.named_parameters()})
+        out.update({f"{case}/config/{k}": torch.tensor(c[k]) for k in ("rank", "alpha", "head")})
+    out.update({f"config/{k}": torch.tensor(v) for k, v in LORA.items()})
+    return {k: _np(v) for k, v in out.items()}
+
+
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
               "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run,
               "21_llama3_rope": llama3_rope, "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
-              "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs, "26_moe": moe_outputs}
+              "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs, "26_moe": moe_outputs,
+              "33_lora": lora_outputs}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
 NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "21_llama3_rope", "23_modern_presets",
-                      "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny", "26_moe"}
+                      "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny", "26_moe",
+                      "33_lora"}
+# These need peft too: the regeneration session installs it (noxfile.py); only there are they regenerated.
+NEEDS_PEFT = {"33_lora"}
 
 
 def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:

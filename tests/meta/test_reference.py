@@ -12,14 +12,15 @@ MAKE_OUTPUTS = ROOT / "reference" / "make_outputs.py"
 
 def _generators():
     gen = runpy.run_path(str(MAKE_OUTPUTS))
-    try:
-        import transformers  # noqa: F401
-
-        heavy = True
-    except ImportError:
-        heavy = False
-    names = {n for n in gen["GENERATORS"] if heavy or n not in gen["NEEDS_TRANSFORMERS"]}
+    heavy, peft = _importable("transformers"), _importable("peft")
+    names = {n for n in gen["GENERATORS"] if (heavy or n not in gen["NEEDS_TRANSFORMERS"]) and (peft or n not in gen["NEEDS_PEFT"])}
     return gen, names, heavy
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def test_generation_is_byte_identical_and_matches_committed(tmp_path):
@@ -29,7 +30,7 @@ def test_generation_is_byte_identical_and_matches_committed(tmp_path):
     gen["main"](second, only)
     files = sorted(p.name for p in first.iterdir())
     committed = sorted(p.name for p in (ROOT / "reference").iterdir() if p.suffix in (".npz", ".safetensors"))
-    expected = [f for f in committed if heavy or f.removesuffix(".npz") not in gen["NEEDS_TRANSFORMERS"]]
+    expected = sorted(f for f in committed if f.removesuffix(".npz") in only or f in only)
     assert files == expected, "run `nox -s reference` and commit"
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name} differs between two runs"

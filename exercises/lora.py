@@ -1,0 +1,107 @@
+"""Exercise 33: LoRA, low-rank adaptation (the assistant track's third; Hu et al. 2021, the
+LLMs-from-scratch book's appendix E).
+
+Fine-tuning every weight of a GPT costs an optimizer state per weight. LoRA freezes the
+pretrained weights and learns, beside each ``nn.Linear`` of weight ``W`` (``out x in``), a
+low-rank update: two small matrices ``A`` (``in x rank``) and ``B`` (``rank x out``), so that
+the layer computes::
+
+    linear(x) + (alpha / rank) * (x @ A @ B)
+
+``B`` starts at zero, so a fresh LoRA model computes exactly what the pretrained one did;
+training moves only ``A`` and ``B`` (``rank * (in + out)`` numbers instead of ``in * out``).
+After training, ``merge_lora`` folds the update into ``W`` (``W + (alpha / rank) * (A @ B)^T``)
+and the model is a plain one again, as fast as before.
+
+The scaling is ``alpha / rank`` as in the paper and in Hugging Face's ``peft``, so that changing
+the rank does not change how large the update starts out; the book's appendix E multiplies by
+``alpha`` alone (its ``alpha`` is this one's ``alpha / rank``).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRALayer(nn.Module):
+    """The low-rank update alone: ``forward(x) = scaling * (x @ A @ B)``, ``scaling = alpha / rank``.
+
+    Args:
+        in_dim, out_dim: the features of the linear layer it sits beside.
+        rank: the rank of the update, an int of at least 1.
+        alpha: the update's scale, a float (``scaling = alpha / rank``).
+
+    Attributes (graded by name):
+        A: ``nn.Parameter`` of shape ``(in_dim, rank)``, drawn as ``nn.Linear`` draws a weight:
+            ``nn.init.kaiming_uniform_(A, a=math.sqrt(5))`` (values within ``±1 / sqrt(rank)``;
+            ``peft``'s ``±1 / sqrt(in_dim)``, drawn on its ``(rank, in_dim)`` layout, is fine too).
+        B: ``nn.Parameter`` of shape ``(rank, out_dim)``, zeros: a fresh update adds nothing.
+        rank, alpha: as given; scaling: ``alpha / rank``, a float.
+
+    ``x`` is ``(..., in_dim)``; the output ``(..., out_dim)``, in ``x``'s dtype.
+
+    Raises:
+        ValueError: when ``rank`` is not an int of at least 1, naming it.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float):
+        super().__init__()
+        raise NotImplementedError("exercise 33 (lora), LoRALayer.__init__: check the rank; A drawn like a Linear's weight, B zeros, the scaling alpha / rank")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("exercise 33 (lora), LoRALayer.forward: the scaled low-rank product")
+
+
+class LinearWithLoRA(nn.Module):
+    """An ``nn.Linear`` and a ``LoRALayer`` beside it: ``forward(x) = linear(x) + lora(x)``.
+
+    Args:
+        linear: the ``nn.Linear`` to adapt (kept as it is, not copied).
+        rank, alpha: the ``LoRALayer``'s.
+
+    Attributes (graded by name):
+        linear: the layer given.
+        lora: ``LoRALayer(linear.in_features, linear.out_features, rank, alpha)``.
+
+    Raises:
+        ValueError: as ``LoRALayer`` does.
+    """
+
+    def __init__(self, linear: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        raise NotImplementedError("exercise 33 (lora), LinearWithLoRA.__init__: keep the linear layer; a LoRALayer of its sizes")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("exercise 33 (lora), LinearWithLoRA.forward: the frozen layer plus the update")
+
+
+def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, include_head: bool = False) -> int:
+    """Put LoRA on a model, in place, for fine-tuning: every ``nn.Linear`` inside ``model``, at
+    any depth (in ``nn.Sequential``, ``nn.ModuleList``, blocks...), is replaced by
+    ``LinearWithLoRA(that_linear, rank, alpha)``, then every parameter but the LoRA ones
+    (``A`` and ``B``) is frozen (``requires_grad = False``): weights, biases, embeddings, norms.
+
+    The output head, ``model.out_head`` (the course's ``GPTModel``'s), is replaced only with
+    ``include_head=True``; otherwise it is left as it is, frozen. (A new classification head
+    that should learn in full is unfrozen by the caller afterwards.) A model without
+    ``out_head`` has no head.
+
+    Returns:
+        The number of trainable parameters afterwards (elements, as ``p.numel()`` counts them):
+        ``sum(rank * (in + out))`` over the replaced layers.
+
+    Raises:
+        ValueError: when ``rank`` is not an int of at least 1, naming it (before anything changes).
+    """
+    raise NotImplementedError("exercise 33 (lora), replace_linear_with_lora: check the rank; freeze everything; replace the linear layers (the head only when asked); count")
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold each ``LinearWithLoRA`` inside ``model`` into its linear layer and put that plain
+    ``nn.Linear`` back in its place, in place: its weight becomes
+    ``W + scaling * (A @ B).T`` (``W`` is ``out x in``, ``A @ B`` is ``in x out``); the bias is
+    unchanged. The merged model computes what the LoRA model did (within float rounding) without
+    the extra matrix products. Returns ``model``.
+    """
+    raise NotImplementedError("exercise 33 (lora), merge_lora: at every depth, add the scaled transposed update to the weight and put the linear back")
