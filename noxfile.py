@@ -173,8 +173,8 @@ def new(session: nox.Session) -> None:
 
 @nox.session
 def reference(session: nox.Session) -> None:
-    """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers)."""
-    py = kata_env(session, extras=("reference",))
+    """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers, peft)."""
+    py = kata_env(session, extras=("reference", "peft"))
     session.run(py, str(ROOT / "reference" / "make_outputs.py"), *session.posargs, external=True)
 
 
