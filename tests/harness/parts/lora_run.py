@@ -95,7 +95,7 @@ def train(learner, sizes, params, rank, alpha, include_head, lora, x, target, lr
         loss = ((model(x) - target) ** 2).mean()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"before": before, "after": _params(model), "losses": losses}
 
 
