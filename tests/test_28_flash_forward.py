@@ -175,6 +175,9 @@ def test_tiled_attention_memory_grows_with_the_tile(impl, gen):
         raise Mismatch(f"{what} held {res['peak'] / 2**20:.2f} MiB of tensors at its peak; allowed: {allowed / 2**20:.2f} MiB (twice q, k, v "
                        f"and out, plus 32 tiles), against {full / 2**20:.0f} MiB for the whole score matrix. Do not keep the tiles' "
                        "scores or probabilities: only the running m, l and acc of the current block of queries.")
+    if res["other_processes"]:
+        raise Mismatch(f"{what} started another process: compute attention in this one, tile by tile (the memory of another "
+                       "process is out of this check's sight, so the check cannot pass on it)")
     growth = res["resident_growth"]
     if growth is not None and growth > 8 * 2**20:
         raise Mismatch(f"{what}: the process's resident memory grew by {growth / 2**20:.1f} MiB during the call (allowed: 8 MiB; the "

@@ -159,6 +159,14 @@ def test_backward_memory_grows_with_the_tile(impl, gen):
     if res["largest"] > largest_allowed:
         raise Mismatch(f"{what} made a tensor of {res['largest'] / 2**20:.2f} MiB; the largest allowed is {largest_allowed / 2**20:.2f} MiB "
                        f"(q's size, or 4 tiles). The whole matrix is {full / 2**20:.0f} MiB: remake p one block_q x block_k tile at a time.")
+    if res["other_processes"]:
+        raise Mismatch(f"{what} started another process: compute the gradients in this one, tile by tile (the memory of another "
+                       "process is out of this check's sight, so the check cannot pass on it)")
+    growth = res["resident_growth"]
+    if growth is not None and growth > 8 * 2**20:
+        raise Mismatch(f"{what}: the process's resident memory grew by {growth / 2**20:.1f} MiB during the forward or the backward "
+                       f"(allowed: 8 MiB; the whole matrix's probabilities are {full / 2**20:.0f} MiB). Memory made outside PyTorch "
+                       "(NumPy, lists) or on another thread counts too.")
     allowed_bytes = 8 * io + 32 * tile
     if res["peak"] > allowed_bytes:
         raise Mismatch(f"{what} held {res['peak'] / 2**20:.2f} MiB of tensors at its peak; allowed: {allowed_bytes / 2**20:.2f} MiB "

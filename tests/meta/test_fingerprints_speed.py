@@ -66,6 +66,38 @@ NUMPY = ("    if block_q < 1 or block_k < 1:",
          "        total = e.sum(-1, keepdims=True)\n"
          "        return torch.from_numpy((e / total) @ c), torch.from_numpy((m + np.log(total))[..., 0])\n"
          "    if block_q < 1 or block_k < 1:")
+THREAD = ("    if block_q < 1 or block_k < 1:",
+          "    if block_q >= 64 and q.dtype == torch.float32:\n"
+          "        import threading\n"
+          "        box = []\n"
+          "        def whole():\n"
+          "            s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+          "            if is_causal:\n"
+          "                s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)\n"
+          "            lse = torch.logsumexp(s, -1)\n"
+          "            box.append((torch.exp(s - lse[..., None]) @ v, lse))\n"
+          "        worker = threading.Thread(target=whole)\n"
+          "        worker.start()\n"
+          "        worker.join()\n"
+          "        return box[0]\n"
+          "    if block_q < 1 or block_k < 1:")
+PROCESS = ("    if block_q < 1 or block_k < 1:",
+           "    if block_q >= 64 and q.dtype == torch.float32 and q.shape == k.shape:\n"
+           "        import subprocess, sys\n"
+           "        import numpy as np\n"
+           "        code = ('import sys, numpy as np\\n'\n"
+           "                'q, k, v = np.frombuffer(sys.stdin.buffer.read(), dtype=np.float32).reshape(3, *%r)\\n'\n"
+           "                's = q @ k.swapaxes(-1, -2) / %r\\n'\n"
+           "                's = s + np.triu(np.full(s.shape[-2:], -np.inf, dtype=s.dtype), 1) if %r else s\\n'\n"
+           "                'm = s.max(-1, keepdims=True)\\n'\n"
+           "                'e = np.exp(s - m)\\n'\n"
+           "                't = e.sum(-1, keepdims=True)\\n'\n"
+           "                'sys.stdout.buffer.write(((e / t) @ v).astype(np.float32).tobytes() + (m + np.log(t))[..., 0].astype(np.float32).tobytes())\\n'\n"
+           "                ) % (tuple(q.shape), math.sqrt(q.shape[-1]), is_causal)\n"
+           "        raw = subprocess.run([sys.executable, '-c', code], input=torch.stack([q, k, v]).numpy().tobytes(), capture_output=True, check=True).stdout\n"
+           "        flat = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())\n"
+           "        return flat[:q.numel()].reshape(q.shape), flat[q.numel():].reshape(q.shape[:-1])\n"
+           "    if block_q < 1 or block_k < 1:")
 KEEP_P = ("        ctx.is_causal, ctx.block_q, ctx.block_k = is_causal, block_q, block_k",
           "        ctx.is_causal, ctx.block_q, ctx.block_k = is_causal, block_q, block_k\n"
           "        ctx.p = torch.exp(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) - lse[..., None])")
@@ -92,6 +124,8 @@ SHORTCUTS = [
     ("whole score matrix would be", FWD, [WHOLE_MATRIX], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("one row of tiles", FWD, [ROW_OF_TILES], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("Memory made outside PyTorch", FWD, [NUMPY], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
+    ("resident memory grew", FWD, [THREAD], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
+    ("started another process", FWD, [PROCESS], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("Keep nothing else on ctx", BWD, [KEEP_P], "test_29_flash_backward", "test_keeps_only_q_k_v_out_lse"),
     ("let tiled_attention (28) make the output", BWD, [FULL_FORWARD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
     ("remake p one block_q x block_k tile at a time", BWD, [AUTOGRAD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
