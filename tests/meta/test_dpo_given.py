@@ -65,7 +65,8 @@ def test_a_dataloader_feeds_dpo_batch_loss():
     policy, reference = GPTModel(cfg), GPTModel(cfg)
     reference.load_state_dict(policy.state_dict())
     policy.eval()  # no dropout: the policy equals the reference, so every reward is 0
-    loader = DataLoader(PreferenceDataset(DATA, WordTokenizer()), batch_size=2, collate_fn=functools.partial(collate_preferences, pad_token_id=0))
+    pad_with_0 = functools.partial(collate_preferences, pad_token_id=0)
+    loader = DataLoader(PreferenceDataset(DATA, WordTokenizer()), batch_size=2, collate_fn=pad_with_0)
     for batch in loader:
         loss, chosen, rejected = dpo_batch_loss(policy, reference.train(), batch, beta=0.2)
         assert torch.allclose(loss, torch.tensor(0.6931472), atol=1e-6)

@@ -44,6 +44,7 @@ CASES = [
     ("a mean over the tokens instead of their sum", DPO, MEAN, MODULE, BATCH),
     ("the log of the softmax", DPO, [(LOG_SOFTMAX, "torch.softmax(logits, dim=-1).log()")], MODULE, STABLE),
     ("the log of the softmax", DPO, [(LOG_SOFTMAX, "torch.softmax(logits.double(), dim=-1).log().to(logits.dtype)")], MODULE, STABLE),
+    ("the log of the softmax", DPO, [(LOG_SOFTMAX, "(logits - logits.exp().sum(dim=-1, keepdim=True).log())")], MODULE, STABLE),
     ("the margin's sign flipped", DPO, FLIPPED, MODULE, FORMULA),
     ("the margin's sign flipped", DPO, FLIPPED, MODULE, BATCH),
     ("the margin's sign flipped", DPO, FLIPPED, MODULE, TRAIN),
@@ -61,9 +62,9 @@ CASES = [
     ("the rewards not detached", DPO, ATTACHED, MODULE, BATCH),
     ("the reference not frozen: the loss's gradients reach it", DPO, NOT_FROZEN, MODULE, BATCH),
     ("the reference not in eval mode: its dropout is on", DPO, NO_EVAL, MODULE, BATCH),
-    ("the policy used as its own reference", DPO, [("reference_chosen = sequence_logprobs(reference(", "reference_chosen = sequence_logprobs(policy("),
-                                                    ("reference_rejected = sequence_logprobs(reference(",
-                                                     "reference_rejected = sequence_logprobs(policy(")], MODULE, BATCH),
+    ("the policy used as its own reference", DPO,
+     [(f"reference_{s} = sequence_logprobs(reference(", f"reference_{s} = sequence_logprobs(policy(") for s in ("chosen", "rejected")],
+     MODULE, BATCH),
 ]
 
 # Mistakes without a name, whose failure must still say what was expected: (words, file, edits, module, check)

@@ -85,17 +85,18 @@ def batch_loss(learner, cfg, policy_state, reference_state, policy_drop, policy_
     return report
 
 
-def train(learner, cfg, state, reference_drop, batch, beta, lr, steps):
+def train(learner, cfg, state, reference_drop, batch, beta, lr, eps, steps):
     """DPO training as a fine-tuning script runs it: the policy and the reference start from the
     same weights (the reference with dropout, handed over in training mode), the policy in
     training mode (no dropout, so that the run is deterministic), ``torch.optim.AdamW`` on the
-    policy's parameters; ``steps`` steps, each ``dpo_batch_loss``, ``backward``, ``step``, then one
-    more ``dpo_batch_loss`` to see where the steps led. Reports each call's return, the names of
+    policy's parameters (an ``eps`` above its default, so that a gradient near 0 does not move a
+    weight by a whole ``lr`` one way or the other); ``steps`` steps, each ``dpo_batch_loss``,
+    ``backward``, ``step``, then one more ``dpo_batch_loss`` to see where the steps led. Reports each call's return, the names of
     the reference's parameters that got a gradient or changed, and the policy's final weights."""
     policy = build(cfg, state, 0.0, True)
     reference = build(cfg, state, reference_drop, True)
     before = {name: p.detach().clone() for name, p in reference.named_parameters()}
-    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, eps=eps, weight_decay=0.0)
     fn = learner("dpo.dpo_batch_loss")
     calls = []
     for step in range(steps + 1):
