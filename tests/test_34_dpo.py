@@ -305,9 +305,9 @@ def check_loss(got, want, what, mistakes_of, atol=1e-5, rtol=1e-4):
 def check_detached(got, what):
     attached = [name for name in ("chosen", "rejected") if got[name]["requires_grad"]]
     if attached:
-        raise Mismatch(f"{what}: {' and '.join(n + '_rewards' for n in attached)} require(s) gradients (they carry the graph); expected "
-                       "them detached"
-                       f"\nThis looks like: {NOT_DETACHED[0]}. {NOT_DETACHED[1]}")
+        verb = "requires" if len(attached) == 1 else "require"
+        raise Mismatch(f"{what}: {' and '.join(n + '_rewards' for n in attached)} {verb} gradients (a graph comes with them); expected "
+                       f"them detached\nThis looks like: {NOT_DETACHED[0]}. {NOT_DETACHED[1]}")
 
 
 def test_dpo_loss_matches_the_formula(impl, gen):
