@@ -321,6 +321,45 @@ def sample(session: nox.Session) -> None:
 
 
 @nox.session
+def finetune(session: nox.Session) -> None:
+    """Fine-tune the model of `nox -s train` to answer questions about Python, offline:
+    `nox -s finetune` (every weight, about 4 minutes on a 2-core CPU), `-- --lora RANK`, `-- --dpo`.
+
+    Options after -- go to `python -m <tree>.finetune` (`-- --help` lists them: --base PATH|gpt2,
+    --steps N, --lr LR, --dpo-steps N, --beta B, --out DIR, ...), plus --impl solutions|exercises.
+    Writes out/finetune/: ckpt.pt, loss.png, responses.md and metrics.json.
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", _default_tree())
+    _check_tree(session, tree)
+    gpt2_base = _option(args, "--base") == "gpt2"
+    py = kata_env(session, extras=("train", "reference") if gpt2_base else ("train",))
+    if gpt2_base and _option(args, "--ranks") is None:
+        args += ["--ranks", _gpt2_ranks(session, py)]
+    session.run(py, "-m", f"{tree}.finetune", *args, external=True)
+
+
+@nox.session
+def chat(session: nox.Session) -> None:
+    """Talk to the model of `nox -s finetune` in the terminal (answers stream; /reset, /quit), or
+    answer one prompt: `nox -s chat -- "What does the pass statement do?"`.
+
+    Options after --: --checkpoint PATH (default out/finetune/ckpt.pt), --temperature T (0:
+    greedy), --top-k K, --top-p P, --max-new-tokens N, --seed S, --device auto|cpu|cuda|mps,
+    --impl solutions|exercises.
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", _default_tree())
+    _check_tree(session, tree)
+    py = kata_env(session, extras=("train",))
+    if _option(args, "--ranks") is None:
+        found = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True, success_codes=[0, 1])
+        if isinstance(found, str) and found.strip() and Path(found.strip().splitlines()[-1]).is_file():
+            args += ["--ranks", found.strip().splitlines()[-1]]
+    session.run(py, "-m", f"{tree}.chat", *args, external=True)
+
+
+@nox.session
 def hint(session: nox.Session) -> None:
     """The next hint for an exercise: `nox -s hint -- 01` (`--all` to see them again, `--reset`)."""
     py = kata_env(session)

@@ -115,7 +115,8 @@ def tokenizer_state(vocab: dict[int, bytes] | None = None, merges: list[tuple[by
     """What rebuilds a tokenizer, in plain data that ``torch.load(weights_only=True)`` reads.
 
     A trained BPE: ``{"kind": "bpe", "vocab": [token of id 0, 1, ...], "merges": [[a, b], ...]}``
-    with every byte string as a latin-1 ``str`` (one character per byte). GPT-2's:
+    with every byte string as a latin-1 ``str`` (one character per byte), and, once ``finetune.py``
+    has added an end-of-text token, ``"special_tokens": ["<|endoftext|>"]`` (tokens of the vocab). GPT-2's:
     ``{"kind": "gpt2", "ranks": path}`` (the ranks file is not copied, only where it was).
     """
     if vocab is None:
@@ -134,7 +135,7 @@ def tokenizer_from_state(state: dict, ranks: str | os.PathLike | None = None) ->
     if state["kind"] == "bpe":
         vocab = {i: token.encode("latin-1") for i, token in enumerate(state["vocab"])}
         merges = [(a.encode("latin-1"), b.encode("latin-1")) for a, b in state["merges"]]
-        return Tokenizer.from_merges(vocab, merges)
+        return Tokenizer.from_merges(vocab, merges, state.get("special_tokens", []))
     if state["kind"] == "gpt2":
         path = ranks or state.get("ranks")
         if not path or not Path(path).is_file():

@@ -34,6 +34,8 @@ EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("train", r"--nproc", 1, ("still a stub", "exercise 18 (ddp)")),  # torchrun: 18's setup comes first
     ("train", r".*", 1, ("still a stub", "exercise 04 (bpe_train)")),
     ("sample", r".*", 1, ("no checkpoint at", "nox -s train")),
+    ("finetune", r".*", 1, ("no such checkpoint", "nox -s train")),  # the release has no trained model yet
+    ("chat", r".*", 1, ("no checkpoint at", "nox -s finetune")),
     ("hint", r".*", 0, ("hint",)),
     ("bench", r".*", 1, ("not part of this release",)),
 ]
