@@ -166,6 +166,17 @@ def with_dropout(model: GPTModel, rate: float) -> GPTModel:
     return model
 
 
+def untie_head(model: GPTModel) -> None:
+    """Give the output head (or the linear layer inside its LoRA wrapper) a weight of its own,
+    a copy of the embedding it was tied to, so that merging LoRA into the head leaves the
+    embedding as it is; the configuration says the weights are untied from now on."""
+    head = model.out_head
+    linear = getattr(head, "linear", head)
+    if linear.weight is model.tok_emb.weight:
+        linear.weight = torch.nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+    model.cfg = dataclasses.replace(model.cfg, tie_weights=False)
+
+
 # --- data --------------------------------------------------------------------------------------
 
 def batches(dataset, batch_size: int, generator: torch.Generator):
@@ -253,7 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.lora:
         from .lora import merge_lora, replace_linear_with_lora
 
-        trainable = replace_linear_with_lora(model, args.lora, args.lora_alpha or 2.0 * args.lora)
+        # The head too: a model whose end-of-text token is new has only its (frozen) mean row to
+        # stop with, and the head's low-rank update is what lets it learn when to stop.
+        trainable = replace_linear_with_lora(model, args.lora, args.lora_alpha or 2.0 * args.lora, include_head=True)
         model.to(device)
     else:
         trainable = total
@@ -276,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(chosen over rejected); token F1 {metrics['dpo_f1']:.3f}")
 
     if args.lora:
+        untie_head(model)  # the head's update must not change the embedding it shares a tensor with
         merge_lora(model)  # a plain GPTModel again: what chat and sample read
     model.eval()
     extra = {"config": dataclasses.asdict(model.cfg), "arch": "gpt2", "tokenizer": base.tok_state,

@@ -146,6 +146,12 @@ def test_lora_with_dpo_trains_adapters_and_saves_plain_weights(runner, base):
     before = read_checkpoint(base)["model"]
     assert torch.equal(state["model"]["pos_emb.weight"], before["pos_emb.weight"]), "LoRA must leave the position embedding frozen"
     assert not torch.equal(state["model"]["trf_blocks.0.att.W_query.weight"], before["trf_blocks.0.att.W_query.weight"])
+    # the head learned through LoRA too, and merging it must not leak into the embedding it was tied to
+    vocab = before["tok_emb.weight"].shape[0]
+    embedding = state["model"]["tok_emb.weight"]
+    assert torch.equal(embedding[:vocab], before["tok_emb.weight"]), "the token embedding changed: LoRA merged into a head still tied to it?"
+    assert torch.allclose(embedding[vocab], before["tok_emb.weight"].mean(dim=0), atol=1e-6), "the new end-of-text row should be the mean row"
+    assert not torch.equal(state["model"]["out_head.weight"][:vocab], embedding[:vocab]) and not state["extra"]["config"]["tie_weights"]
     said = ok(runner("sample", str(out / "ckpt.pt"), "The ", "--max-new-tokens", "4"), "sample.py on a fine-tuned checkpoint")
     assert said.startswith("The "), said
 
