@@ -60,7 +60,7 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--ranks", help="GPT-2's ranks (gpt2.tiktoken), for --base gpt2 or a model trained with --tokenizer gpt2")
     p.add_argument("--lora", type=int, metavar="RANK", help="train LoRA adapters of this rank instead of every weight")
     p.add_argument("--lora-alpha", type=float, help="LoRA's alpha (default: twice the rank)")
-    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps")
+    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps (0 with --dpo: DPO alone, on a fine-tuned --base)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-3 with --lora; 1e-4 for --base gpt2)")
     p.add_argument("--dropout", type=float, default=0.1, help="the model's dropout while fine-tuning")
@@ -226,7 +226,9 @@ def mean_loss(model, batch_list, device) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "eval_every", "max_new_tokens"):
+    if args.steps < (0 if args.dpo else 1):
+        parser.error(f"--steps is {args.steps}; expected at least 1 (or 0 with --dpo: DPO alone, on a fine-tuned --base)")
+    for name in ("batch_size", "eval_every", "max_new_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} is {getattr(args, name)}; expected at least 1")
     if args.lora is not None and args.lora < 1:
@@ -274,12 +276,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fine-tuning {'LoRA rank %d' % args.lora if args.lora else 'every weight'}: {trainable:,} of {total:,} "
           f"parameters trainable ({100 * trainable / total:.2f}%), {args.steps} steps of {args.batch_size}, peak lr {lr:g}")
 
-    sft_seconds, history, evals = finetune(model, tok, splits, eos_id, args, lr, device)
-    metrics.update(finetune_seconds=sft_seconds, val_loss=evals[-1]["val_loss"])
-    metrics["finetuned_f1"], answers = score(model, tok, test, eos_id, args.max_new_tokens, device, "score fine-tuned")
-    print(f"fine-tuned model on the test questions: token F1 {metrics['finetuned_f1']:.3f}"
-          + (f" (base {metrics['base_f1']:.3f})" if "base_f1" in metrics else "") + f"; {sft_seconds:.0f} s of fine-tuning")
-    columns = {"base": base_answers, "fine-tuned": answers}
+    if args.steps:
+        sft_seconds, history, evals = finetune(model, tok, splits, eos_id, args, lr, device)
+        metrics.update(finetune_seconds=sft_seconds, val_loss=evals[-1]["val_loss"])
+        metrics["finetuned_f1"], answers = score(model, tok, test, eos_id, args.max_new_tokens, device, "score fine-tuned")
+        print(f"fine-tuned model on the test questions: token F1 {metrics['finetuned_f1']:.3f}"
+              + (f" (base {metrics['base_f1']:.3f})" if "base_f1" in metrics else "") + f"; {sft_seconds:.0f} s of fine-tuning")
+        columns = {"base": base_answers, "fine-tuned": answers}
+    else:  # --steps 0 --dpo: DPO alone, on a model fine-tuned before
+        history, evals, columns = {"step": [], "loss": []}, [], {"base": base_answers}
 
     if args.dpo:
         dpo_metrics = run_dpo(model, tok, splits, eos_id, args, (args.dpo_lr or lr / 10), device)

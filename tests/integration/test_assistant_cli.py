@@ -156,6 +156,18 @@ def test_lora_with_dpo_trains_adapters_and_saves_plain_weights(runner, base):
     assert said.startswith("The "), said
 
 
+def test_dpo_alone_on_a_finetuned_checkpoint_keeps_its_vocabulary(runner, tuned):
+    out, _ = tuned
+    again = runner.workdir / "dpo_only"
+    stdout = ok(runner("finetune", "--base", str(out / "ckpt.pt"), "--steps", "0", "--dpo", "--dpo-steps", "2", "--max-test", "2",
+                       "--max-new-tokens", "8", "--out", str(again)), "finetune.py --steps 0 --dpo")
+    assert "after DPO: held-out reward margin" in stdout and "fine-tuned model on the test" not in stdout, stdout[-2000:]
+    before, after = read_checkpoint(out / "ckpt.pt"), read_checkpoint(again / "ckpt.pt")
+    assert after["extra"]["config"]["vocab_size"] == before["extra"]["config"]["vocab_size"], "a second run must not add another end-of-text token"
+    assert after["extra"]["tokenizer"] == before["extra"]["tokenizer"]
+    assert not torch.equal(after["model"]["trf_blocks.0.att.W_query.weight"], before["model"]["trf_blocks.0.att.W_query.weight"]), "DPO changed nothing"
+
+
 def test_chat_answers_one_prompt(runner, tuned):
     out, _ = tuned
     said = ok(runner("chat", QUESTION, "--checkpoint", str(out / "ckpt.pt"), "--max-new-tokens", "6"), "chat.py with a prompt")
