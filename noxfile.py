@@ -323,7 +323,7 @@ def sample(session: nox.Session) -> None:
 @nox.session
 def finetune(session: nox.Session) -> None:
     """Fine-tune the model of `nox -s train` to answer questions about Python, offline:
-    `nox -s finetune` (every weight, about 4 minutes on a 2-core CPU), `-- --lora RANK`, `-- --dpo`.
+    `nox -s finetune` (every weight, about 3 minutes on a 2-core CPU), `-- --lora RANK`, `-- --dpo`.
 
     Options after -- go to `python -m <tree>.finetune` (`-- --help` lists them: --base PATH|gpt2,
     --steps N, --lr LR, --dpo-steps N, --beta B, --out DIR, ...), plus --impl solutions|exercises.
