@@ -41,7 +41,7 @@ from .loss import calc_loss_batch
 from .model import GPTModel
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import clip_grad_norm, learning_rate
-from .train import OneLineErrors, make_model, plot_losses, read_extra, tokenizer_from_state
+from .train import OneLineErrors, make_model, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "out" / "train" / "ckpt.pt"
@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(args, parser)
     except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
-        reference = Path(__file__).resolve().parent.parent / "solutions"
-        also = "; `--impl solutions` runs the reference" if reference.is_dir() else ""
-        raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
-                         f"(`nox -s grade` shows what is left{also})") from None
+        raise stopped_at_stub(parser.prog, e) from None
 
 
 def run(args, parser) -> None:

@@ -166,6 +166,14 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def stopped_at_stub(prog: str, error: NotImplementedError) -> SystemExit:
+    """The one-line error of a script (train, finetune, chat) that met an exercise of its tree
+    that is still a stub: which exercise, and where to see what is left."""
+    reference = Path(__file__).resolve().parent.parent / "solutions"
+    also = "; `--impl solutions` runs the reference" if reference.is_dir() else ""
+    return SystemExit(f"{prog}: error: this needs an exercise that is still a stub: {error} (`nox -s grade` shows what is left{also})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(
         prog=f"python -m {__package__ or 'solutions'}.train",
@@ -325,10 +333,7 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(str(e))
         run(args, parser, extra, text, info, wall_start)
     except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
-        reference = Path(__file__).resolve().parent.parent / "solutions"
-        also = "; `--impl solutions` trains with the reference" if reference.is_dir() else ""
-        raise SystemExit(f"{parser.prog}: error: this needs an exercise that is still a stub: {e} "
-                         f"(`nox -s grade` shows what is left{also})") from None
+        raise stopped_at_stub(parser.prog, e) from None
     finally:
         cleanup()
 
