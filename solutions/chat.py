@@ -79,7 +79,9 @@ class Chat:
         pieces = []
         for piece in stream_text(tokens, self.tok.decode, STOP_STRINGS):
             if not pieces:
-                piece = piece.lstrip()
+                piece = piece.lstrip()  # the answer starts at its first visible character
+                if not piece:
+                    continue
             pieces.append(piece)
             write(piece)
         reply = "".join(pieces).strip()
