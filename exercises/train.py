@@ -683,8 +683,10 @@ def checkpoint(setup: Setup, state: RunState) -> None:
                 f"{setup.tokens_per_step:,} tokens/step")
 
 
-def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: int, title: str) -> None:
-    """Train (every step, and the estimates) and validation loss against tokens seen; steps on top."""
+def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: int, title: str, unit: str = "tokens",
+                train_label: str = "train (estimate, no dropout)") -> None:
+    """Train (every step, and the estimates) and validation loss against tokens seen (or another
+    ``unit``, ``tokens_per_step`` of it per step: finetune.py counts examples); steps on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -696,9 +698,9 @@ def plot_losses(path: Path, history: dict, evals: list[dict], tokens_per_step: i
         ax.plot(tokens, history["loss"], color="tab:blue", alpha=0.25, lw=0.8, label="train (each step)")
     if evals:
         tokens = [e["tokens"] for e in evals]
-        ax.plot(tokens, [e["train_loss"] for e in evals], "o-", color="tab:blue", ms=3, label="train (estimate, no dropout)")
+        ax.plot(tokens, [e["train_loss"] for e in evals], "o-", color="tab:blue", ms=3, label=train_label)
         ax.plot(tokens, [e["val_loss"] for e in evals], "o-", color="tab:orange", ms=3, label="validation")
-    ax.set_xlabel("tokens seen")
+    ax.set_xlabel(f"{unit} seen")
     ax.set_ylabel("cross-entropy loss (nats per token)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)

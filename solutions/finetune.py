@@ -308,8 +308,9 @@ def run(args, parser) -> None:
              "assistant": {"eos_id": eos_id, "template": "alpaca", "base": base.name, "lora": args.lora, "dpo": args.dpo},
              "metrics": metrics}
     save_checkpoint(out / "ckpt.pt", model=model, optimizer=torch.optim.SGD([torch.zeros(1)], lr=0.0), step=args.steps, extra=extra)
-    plot_losses(out / "loss.png", history, evals, 1, f"fine-tuning {base.name}: "
-                + (f"LoRA rank {args.lora}" if args.lora else "every weight") + f", {args.batch_size} examples per step")
+    plot_losses(out / "loss.png", history, evals, args.batch_size, f"fine-tuning {base.name}: "
+                + (f"LoRA rank {args.lora}" if args.lora else "every weight") + f", {args.batch_size} examples per step", unit="examples",
+                train_label="train (mean of the last 20 steps)")
     metrics["answers"] = [{"instruction": e["instruction"], "reference": e["output"], **{k: v[i] for k, v in columns.items() if v is not None}}
                           for i, e in enumerate(test)]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -359,7 +360,7 @@ def finetune(model, tok, splits, eos_id: int, args, lr: float, device) -> tuple[
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             val_loss = mean_loss(model, val_batches, device)
-            evals.append({"tokens": step, "step": step, "train_loss": sum(history["loss"][-20:]) / len(history["loss"][-20:]),
+            evals.append({"tokens": step * args.batch_size, "step": step, "train_loss": sum(history["loss"][-20:]) / len(history["loss"][-20:]),
                           "val_loss": val_loss})
             tqdm.write(f"step {step:5d} | train {evals[-1]['train_loss']:.3f} | val {val_loss:.3f}")
     return time.perf_counter() - start, history, evals
