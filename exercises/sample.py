@@ -23,8 +23,7 @@ import torch
 
 from .device import pick_device
 from .generate import generate
-from .resume import load_checkpoint
-from .train import OneLineErrors, make_model, read_extra, tokenizer_from_state
+from .train import OneLineErrors, read_extra, tokenizer_from_state, trained_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,10 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    model = make_model(extra.get("arch", "gpt2"), extra["config"])
+    model = trained_model(args.checkpoint, extra).to(device).eval()
     cfg = model.cfg
-    load_checkpoint(args.checkpoint, model=model)  # the weights only: no optimizer
-    model.to(device).eval()
 
     ids = tok.encode(args.prompt)
     if not ids:

@@ -528,6 +528,14 @@ def make_model(arch: str, config: dict, grad_checkpointing: bool = False) -> GPT
     return model
 
 
+def trained_model(path: str | os.PathLike, extra: dict) -> GPTModel | FastGPT | ModernModel:
+    """The model a checkpoint of this script (or of ``finetune.py``) holds, its weights loaded
+    (no optimizer), on the CPU; ``extra`` is the checkpoint's, from ``read_extra``."""
+    model = make_model(extra.get("arch", "gpt2"), extra["config"])
+    load_checkpoint(path, model=model)
+    return model
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device,
                    fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on the 2-D weights (matrices, embeddings) only; biases and the

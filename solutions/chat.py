@@ -21,9 +21,8 @@ import torch
 
 from .device import pick_device
 from .instruct import format_input
-from .resume import load_checkpoint
 from .stream import stream_text, stream_tokens
-from .train import OneLineErrors, make_model, read_extra, stopped_at_stub, tokenizer_from_state
+from .train import OneLineErrors, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "out" / "finetune" / "ckpt.pt"
@@ -103,9 +102,7 @@ def load(args, parser):
     eos_id = (extra.get("assistant") or {}).get("eos_id", tok.special_tokens.get("<|endoftext|>"))
     if "assistant" not in extra:
         print(f"note: {path} was not fine-tuned by finetune.py; it will continue the template, not answer it", file=sys.stderr)
-    model = make_model(extra.get("arch", "gpt2"), extra["config"])
-    load_checkpoint(path, model=model)
-    return model.to(device).eval(), tok, eos_id, device
+    return trained_model(path, extra).to(device).eval(), tok, eos_id, device
 
 
 def main(argv: list[str] | None = None) -> None:

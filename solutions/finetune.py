@@ -39,9 +39,9 @@ from .instruct import InstructionDataset, collate, format_input
 from .kv_cache import generate_cached
 from .loss import calc_loss_batch
 from .model import GPTModel
-from .resume import load_checkpoint, save_checkpoint
+from .resume import save_checkpoint
 from .schedule import clip_grad_norm, learning_rate
-from .train import OneLineErrors, make_model, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state
+from .train import OneLineErrors, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "out" / "train" / "ckpt.pt"
@@ -109,14 +109,12 @@ def load_base(args, parser) -> Base:
         parser.error(f"--base {args.base}: {e}")
     if extra.get("arch", "gpt2") != "gpt2":
         parser.error(f"--base {args.base}: a {extra.get('arch')} model; the assistant track fine-tunes GPTModel (train with --arch gpt2)")
-    config = dict(extra["config"])
-    model = make_model("gpt2", config)
-    load_checkpoint(path, model=model)
-    if config.get("fused"):  # the fast path's padded vocabulary back to GPTModel's
+    model = trained_model(path, extra)
+    if extra["config"].get("fused"):  # the fast path's padded vocabulary back to GPTModel's
         from .fast import unpad_state_dict
 
         state = {k: v for k, v in model.state_dict().items() if k != "logit_mask"}
-        config["fused"] = False
+        config = dict(extra["config"], fused=False)
         model = GPTModel(GPTConfig(**config))
         model.load_state_dict(unpad_state_dict(state, config["vocab_size"]))
     if EOS in tok.special_tokens:
