@@ -271,6 +271,15 @@ def _gpt2_ranks(session: nox.Session, py: str) -> str:
     return session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True).strip().splitlines()[-1]
 
 
+def _ranks_where_found(session: nox.Session, py: str, args: list[str]) -> None:
+    """Add `--ranks PATH` to args where GPT-2's ranks are found and none were given: only a model
+    with GPT-2's tokenizer needs them (sample, chat), so their absence is no error here."""
+    if _option(args, "--ranks") is None:
+        found = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True, success_codes=[0, 1])
+        if isinstance(found, str) and found.strip() and Path(found.strip().splitlines()[-1]).is_file():
+            args += ["--ranks", found.strip().splitlines()[-1]]
+
+
 @nox.session
 def train(session: nox.Session) -> None:
     """Train a small GPT from scratch: `nox -s train` (about 8 minutes on a 2-core CPU).
@@ -312,11 +321,7 @@ def sample(session: nox.Session) -> None:
     if not checkpoint.is_file():
         session.error(f"no checkpoint at {checkpoint}: train one with `nox -s train`, or pass --checkpoint PATH")
     py = kata_env(session, extras=("train",))
-    if _option(args, "--ranks") is None:
-        # Only a model trained with --tokenizer gpt2 needs GPT-2's ranks; pass them where they are found.
-        found = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True, success_codes=[0, 1])
-        if isinstance(found, str) and found.strip() and Path(found.strip().splitlines()[-1]).is_file():
-            args += ["--ranks", found.strip().splitlines()[-1]]
+    _ranks_where_found(session, py, args)
     session.run(py, "-m", f"{tree}.sample", str(checkpoint), *args, external=True)
 
 
@@ -352,10 +357,7 @@ def chat(session: nox.Session) -> None:
     tree = _take_option(session, args, "--impl", _default_tree())
     _check_tree(session, tree)
     py = kata_env(session, extras=("train",))
-    if _option(args, "--ranks") is None:
-        found = session.run(py, str(ROOT / "reference" / "gpt2_encoding.py"), silent=True, external=True, success_codes=[0, 1])
-        if isinstance(found, str) and found.strip() and Path(found.strip().splitlines()[-1]).is_file():
-            args += ["--ranks", found.strip().splitlines()[-1]]
+    _ranks_where_found(session, py, args)
     session.run(py, "-m", f"{tree}.chat", *args, external=True)
 
 
