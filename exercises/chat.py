@@ -15,6 +15,7 @@ section ("###"), or after ``--max-new-tokens``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -26,8 +27,9 @@ from .train import OneLineErrors, read_extra, stopped_at_stub, tokenizer_from_st
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "out" / "finetune" / "ckpt.pt"
+EOS = "<|endoftext|>"
 RESPONSE_HEADER = "\n\n### Response:\n"
-STOP_STRINGS = ("\n\n###", "\n###", "###")
+STOP_STRINGS = ("\n\n###", "\n###", "###")  # the template's next section: an answer ends before it
 HELP = "type a question; /reset forgets the conversation, /quit (or Ctrl-D) ends it"
 
 
@@ -46,13 +48,31 @@ def build_parser() -> OneLineErrors:
     return p
 
 
+def stream_answer(model, tok, prompt_ids: list[int], eos_id: int, max_new_tokens: int, device, temperature: float = 0.0,
+                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[str]:
+    """The model's answer to a prompt that ends with the response header, in pieces as they become
+    final (exercise 35): up to end-of-text, the template's next section or ``max_new_tokens``,
+    from its first visible character. What ``chat`` shows and ``finetune`` scores (greedy)."""
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    tokens = stream_tokens(model, idx, max_new_tokens, eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                           generator=generator)
+    started = False
+    for piece in stream_text(tokens, tok.decode, STOP_STRINGS):
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        yield piece
+
+
 class Chat:
     """A conversation: the turns so far, and the model that answers the next."""
 
     def __init__(self, model, tok, eos_id: int, args, device):
         self.model, self.tok, self.eos_id, self.args, self.device = model, tok, eos_id, args, device
         self.generator = torch.Generator(device=device).manual_seed(args.seed)
-        self.turns: list[str] = []  # each earlier turn: its prompt in the template and its answer
+        self.turns: list[list[int]] = []  # each earlier turn's ids: its prompt in the template, its answer, a blank line
 
     def reset(self) -> None:
         self.turns = []
@@ -63,7 +83,7 @@ class Chat:
         turn = format_input({"instruction": user}) + RESPONSE_HEADER
         ids = self.tok.encode(turn)
         for earlier in reversed(self.turns):
-            more = self.tok.encode(earlier + "\n\n") + ids
+            more = earlier + ids
             if len(more) > room:
                 break
             ids = more
@@ -71,20 +91,13 @@ class Chat:
 
     def answer(self, user: str, write) -> str:
         """Stream the answer to ``user`` through ``write`` and remember the turn."""
-        ids = self.prompt_ids(user)
-        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        tokens = stream_tokens(self.model, idx, self.args.max_new_tokens, eos_id=self.eos_id, temperature=self.args.temperature,
-                               top_k=self.args.top_k, top_p=self.args.top_p, generator=self.generator)
-        pieces = []
-        for piece in stream_text(tokens, self.tok.decode, STOP_STRINGS):
-            if not pieces:
-                piece = piece.lstrip()  # the answer starts at its first visible character
-                if not piece:
-                    continue
+        args, pieces = self.args, []
+        for piece in stream_answer(self.model, self.tok, self.prompt_ids(user), self.eos_id, args.max_new_tokens, self.device,
+                                   args.temperature, args.top_k, args.top_p, self.generator):
             pieces.append(piece)
             write(piece)
         reply = "".join(pieces).strip()
-        self.turns.append(format_input({"instruction": user}) + RESPONSE_HEADER + reply)
+        self.turns.append(self.tok.encode(format_input({"instruction": user}) + RESPONSE_HEADER + reply + "\n\n"))
         return reply
 
 
@@ -99,7 +112,7 @@ def load(args, parser):
         device = pick_device(args.device)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    eos_id = (extra.get("assistant") or {}).get("eos_id", tok.special_tokens.get("<|endoftext|>"))
+    eos_id = (extra.get("assistant") or {}).get("eos_id", tok.special_tokens.get(EOS))
     if "assistant" not in extra:
         print(f"note: {path} was not fine-tuned by finetune.py; it will continue the template, not answer it", file=sys.stderr)
     return trained_model(path, extra).to(device).eval(), tok, eos_id, device

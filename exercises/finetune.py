@@ -1,5 +1,5 @@
 """Turn the GPT of ``nox -s train`` into a small assistant: instruction fine-tuning, LoRA, DPO
-(glue, not an exercise: it runs exercises 31, 33 and 34 with 09-14's model, loss and schedule).
+(glue, not an exercise: it runs exercises 31-35 with 09-14's model, loss and schedule).
 
     nox -s finetune                      all weights, on the checkpoint of `nox -s train`
     nox -s finetune -- --lora 4          LoRA of rank 4 instead (the base weights frozen)
@@ -33,22 +33,19 @@ from pathlib import Path
 import torch
 
 from .assistant_data import make_dataset, preference_pairs, summary, token_f1
+from .chat import EOS, RESPONSE_HEADER, stream_answer
 from .config import GPTConfig
 from .device import pick_device
 from .instruct import InstructionDataset, collate, format_input
-from .kv_cache import generate_cached
-from .loss import calc_loss_batch
+from .loss import calc_loss_batch, calc_loss_loader
 from .model import GPTModel
 from .resume import save_checkpoint
 from .schedule import clip_grad_norm, learning_rate
-from .train import OneLineErrors, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
+from .train import OneLineErrors, make_optimizer, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "out" / "train" / "ckpt.pt"
 DEFAULT_OUT = ROOT / "out" / "finetune"
-EOS = "<|endoftext|>"
-RESPONSE_HEADER = "\n\n### Response:\n"
-STOP_STRINGS = ("\n\n###", "\n###", "###")  # the template's next section: an answer ends before it
 
 
 def build_parser() -> OneLineErrors:
@@ -186,19 +183,10 @@ def batches(dataset, batch_size: int, generator: torch.Generator):
 
 
 def answer(model, tok, entry: dict, eos_id: int, max_new_tokens: int, device) -> str:
-    """The model's greedy answer to ``entry`` in the template, up to end-of-text or the next section."""
+    """The model's greedy answer to ``entry`` in the template, as ``nox -s chat`` would stream it."""
     prompt = tok.encode(format_input(entry) + RESPONSE_HEADER)
     room = model.cfg.context_length - max_new_tokens
-    idx = torch.tensor([prompt[-room:]], dtype=torch.long, device=device)
-    out = generate_cached(model, idx, max_new_tokens, eos_id=eos_id)[0, idx.size(1):].tolist()
-    if eos_id in out:
-        out = out[: out.index(eos_id)]
-    return cut_at_stop(tok.decode(out)).strip()
-
-
-def cut_at_stop(text: str) -> str:
-    cuts = [text.find(s) for s in STOP_STRINGS if s in text]
-    return text[: min(cuts)] if cuts else text
+    return "".join(stream_answer(model, tok, prompt[-room:], eos_id, max_new_tokens, device)).strip()
 
 
 def score(model, tok, examples: list[dict], eos_id: int, max_new_tokens: int, device, desc: str) -> tuple[float, list[str]]:
@@ -209,14 +197,6 @@ def score(model, tok, examples: list[dict], eos_id: int, max_new_tokens: int, de
     answers = [answer(model, tok, e, eos_id, max_new_tokens, device) for e in tqdm(examples, desc=desc, unit="q", leave=False)]
     f1 = sum(token_f1(a, e["output"]) for a, e in zip(answers, examples)) / max(len(examples), 1)
     return f1, answers
-
-
-@torch.no_grad()
-def mean_loss(model, batch_list, device) -> float:
-    model.eval()
-    losses = [calc_loss_batch(x, y, model, device).item() for x, y in batch_list]
-    model.train()
-    return sum(losses) / len(losses)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -334,9 +314,7 @@ def finetune(model, tok, splits, eos_id: int, args, lr: float, device) -> tuple[
     val = InstructionDataset(splits["validation"], tok)
     val_batches = [to_batch([val[j] for j in range(i, min(i + args.batch_size, len(val)))]) for i in range(0, len(val), args.batch_size)]
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1 if not args.lora else 0.0},
-                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    optimizer = make_optimizer(model, lr, 0.0 if args.lora else 0.1, device)  # train.py's: decay on the 2-D weights only
     generator = torch.Generator().manual_seed(args.seed)
     stream = batches(train, args.batch_size, generator)
     history, evals = {"step": [], "loss": []}, []
@@ -357,7 +335,9 @@ def finetune(model, tok, splits, eos_id: int, args, lr: float, device) -> tuple[
         history["loss"].append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
-            val_loss = mean_loss(model, val_batches, device)
+            model.eval()
+            val_loss = calc_loss_loader(val_batches, model, device)
+            model.train()
             evals.append({"tokens": step * args.batch_size, "step": step, "train_loss": sum(history["loss"][-20:]) / len(history["loss"][-20:]),
                           "val_loss": val_loss})
             tqdm.write(f"step {step:5d} | train {evals[-1]['train_loss']:.3f} | val {val_loss:.3f}")
