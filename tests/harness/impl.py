@@ -83,7 +83,7 @@ class WorkerBackend:
 
     def prepare(self, exercises: list[Exercise]) -> None:
         """Start the worker hosts these exercises will need, side by side."""
-        self.runner.prepare([(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
+        self.runner.prepare([(tuple(e.hidden_modules), tuple(e.worker_imports)) for e in exercises])
 
     def close(self) -> None:
         self.runner.close()
@@ -155,7 +155,7 @@ class Impl:
     def rules(self) -> dict:
         ex = self.exercise
         return {"forbidden": list(ex.forbidden), "forbidden_kernels": list(ex.forbidden_kernels),
-                "forbidden_modules": list(ex.forbidden_modules)}
+                "forbidden_modules": list(ex.forbidden_modules), "hidden_modules": list(ex.hidden_modules)}
 
     def _send(self, spec: dict, values: dict, parts: set[str] = frozenset()) -> Result:
         if self.refused:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +28,8 @@ class Exercise:
     hints: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     worker_imports: tuple[str, ...] = ()
+    worker_packages: tuple[str, ...] = ()
+    hidden_modules: tuple[str, ...] = ()  # what its sandbox leaves out: see ``_hide``
 
     @property
     def name(self) -> str:
@@ -61,7 +63,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
         seen |= {raw["id"], raw["slug"]}
         known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout",
-                                 "worker_imports"}
+                                 "worker_imports", "worker_packages"}
         unknown = sorted(set(raw) - known)
         if unknown:  # a misspelt key would otherwise switch its setting off without a word
             raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']} has the unknown key(s) {', '.join(unknown)}; "
@@ -81,12 +83,29 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 hints=tuple(raw.get("hints", [])),
                 timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
                 worker_imports=tuple(raw.get("worker_imports", [])),
+                worker_packages=tuple(raw.get("worker_packages", [])),
             )
         )
     ids = [e.id for e in exercises]
     if ids != sorted(ids):
         raise ManifestError(f"{source}: exercises must be listed in course order")
-    return tuple(exercises)
+    return _hide(exercises, source)
+
+
+def _hide(exercises: list[Exercise], source: str) -> tuple[Exercise, ...]:
+    """Each exercise with ``hidden_modules``: every package that some exercise forbids, but for
+    those it lists in ``worker_packages``. A sandbox shows a forbidden package only to the exercises
+    whose checks need it in the worker, so that most exercises share one sandbox (and one host that
+    has imported torch) instead of one per set of ``forbidden_modules``."""
+    anywhere = {m for e in exercises for m in e.forbidden_modules}
+    out = []
+    for e in exercises:
+        clash = sorted(set(e.worker_packages) & set(e.forbidden_modules))
+        if clash:
+            raise ManifestError(f"{source}: exercise {e.id} {e.slug} both forbids and needs {', '.join(clash)}")
+        hidden = tuple(sorted((anywhere - set(e.worker_packages)) | set(e.forbidden_modules)))
+        out.append(replace(e, hidden_modules=hidden))
+    return tuple(out)
 
 
 @lru_cache(maxsize=None)

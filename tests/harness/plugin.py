@@ -53,7 +53,7 @@ def _early_start(argv: list[str]) -> None:
         os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
     box = None if "--no-sandbox" in argv else sandboxing.find()[0]
     exercises = [e for e in manifest.load() if not selected or e.id in selected]
-    runner.prestart(tree, box, [(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
+    runner.prestart(tree, box, [(tuple(e.hidden_modules), tuple(e.worker_imports)) for e in exercises])
 
 
 try:

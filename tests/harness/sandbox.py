@@ -7,8 +7,9 @@ none can run (not Linux, no user namespaces, ...), in one line for the scoreboar
 
 Inside, the worker sees: the system's programs and libraries read-only (``/usr``, ``/lib*``, the
 few files of ``/etc`` that the dynamic loader and Python read, ``/sys``), the Python installation
-and the environment's packages read-only (minus the packages the exercise forbids), the tree under
-test read-only at ``/kata/tree/<name>``, the worker's own code at ``/kata/lib/harness``, and an
+and the environment's packages read-only (minus every package some exercise forbids, but those
+this exercise's checks need: the manifest's ``worker_packages``), the tree under test read-only at
+``/kata/tree/<name>``, the worker's own code at ``/kata/lib/harness``, and an
 empty private ``/tmp`` (in memory) as its only writable place. Not the checkout: no
 ``solutions/``, no graded tests, no reference outputs, no ``.git``, no report; not the home
 directories. It has its own PID namespace (it can neither see nor signal the grader, and

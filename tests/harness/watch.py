@@ -57,7 +57,7 @@ def warm_up(tree: str, extra: list[str]) -> None:
 
     box = None if "--no-sandbox" in extra else plugin.sandboxing.find()[0]
     path = manifest.ROOT / tree if tree in plugin.NAMED_TREES else Path(tree).resolve()
-    runner.prestart(path, box, [(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in manifest.load()])
+    runner.prestart(path, box, [(tuple(e.hidden_modules), tuple(e.worker_imports)) for e in manifest.load()])
 
 
 def run_grade(args: list[str]) -> None:

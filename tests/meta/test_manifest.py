@@ -83,3 +83,28 @@ def test_no_scaffold_placeholder_is_left():
     places = [ROOT / "tests" / "manifest.toml", *sorted((ROOT / "solutions").glob("*.py")), *sorted((ROOT / "tests").glob("test_*.py"))]
     left = [str(p.relative_to(ROOT)) for p in places if PLACEHOLDER in p.read_text(encoding="utf-8")]
     assert not left, f"{PLACEHOLDER} is still in {', '.join(left)}: write what it marks (the README's \"Adding an exercise\")"
+
+
+def test_a_package_some_exercise_forbids_is_hidden_from_every_exercise_that_does_not_need_it():
+    """The sandbox of each exercise lacks every package any exercise forbids (tiktoken for 03-05,
+    transformers, peft, trl), but for those its checks need in the worker (31: tiktoken): the
+    tokenizer exercises' sandbox lacks tiktoken, and nearly every exercise shares one sandbox."""
+    exercises = manifest.load()
+    anywhere = {m for e in exercises for m in e.forbidden_modules}
+    assert {"tiktoken", "transformers"} <= anywhere
+    for e in exercises:
+        assert set(e.forbidden_modules) <= set(e.hidden_modules), e.id
+        assert set(e.hidden_modules) == (anywhere - set(e.worker_packages)) | set(e.forbidden_modules), e.id
+    assert all("tiktoken" in manifest.lookup(i).hidden_modules for i in ("03", "04", "05"))
+    assert [e.id for e in exercises if "tiktoken" not in e.hidden_modules] == ["31"]
+    assert len({e.hidden_modules for e in exercises}) == 2
+
+
+def test_an_exercise_cannot_both_forbid_and_need_a_package():
+    text = GOOD.replace('points = 5\ndepends_on = ["01"]', 'points = 5\ndepends_on = ["01"]\nforbidden_modules = ["tiktoken"]\n'
+                        'worker_packages = ["tiktoken"]')
+    with pytest.raises(manifest.ManifestError, match="both forbids and needs tiktoken"):
+        manifest.parse(text)
+    parsed = manifest.parse(GOOD.replace('points = 5\ndepends_on = ["01"]', 'points = 5\ndepends_on = ["01"]\n'
+                                         'forbidden_modules = ["tiktoken"]'))
+    assert [e.hidden_modules for e in parsed] == [("tiktoken",), ("tiktoken",)]

@@ -346,6 +346,19 @@ def test_tiktoken_is_absent_from_the_tokenizer_exercises_sandbox(tmp_path):
     assert "no tiktoken core found" in a.exercise("05")["output"] or "would go around that check" in a.exercise("05")["output"], a.explain()
 
 
+def test_the_tokenizer_exercises_share_the_one_sandbox_that_lacks_tiktoken():
+    """The grade starts first the host that serves nearly every exercise, 03-05 among them, and its
+    sandbox leaves tiktoken out; only exercise 31 (whose trusted part encodes with tiktoken) is
+    served by a second host, started after the first probe."""
+    from harness import manifest, runner
+
+    needs = [(e.hidden_modules, e.worker_imports) for e in manifest.load()]
+    hosts = list(runner._group(needs, sandboxed=True))
+    assert len(hosts) == 2 and "tiktoken" in hosts[0] and "tiktoken" not in hosts[1], hosts
+    assert all(manifest.lookup(i).hidden_modules == hosts[0] for i in ("03", "04", "05"))
+    assert list(runner._group(needs, sandboxed=False)) == [()]
+
+
 # ------------------------------------------------------------------------ 7: a forged report
 
 FORGER = """
