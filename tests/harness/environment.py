@@ -18,7 +18,7 @@ Writing the record also writes, first, two things the record then covers:
 - the sandbox's record (``sandbox.record()``: which ``bwrap`` this environment's grades use, and
   its sha256);
 - the **bytecode mirror** ``kata-pycache``: the environment's and the standard library's own
-  ``.pyc`` files, linked (or copied) into the layout of ``PYTHONPYCACHEPREFIX``. A grade never
+  ``.pyc`` files, as symbolic links laid out as ``PYTHONPYCACHEPREFIX`` wants them. A grade never
   reads bytecode from the checkout: it runs with a private, fresh ``PYTHONPYCACHEPREFIX``
   (``fresh_prefix``: a new temporary folder per grade, holding only links to this mirror's folders
   of the environment and the standard library), so a ``.pyc`` planted beside the grader's sources
@@ -121,8 +121,9 @@ def digest(files: dict[str, list[int]]) -> str:
 
 def mirror_bytecode() -> Path:
     """Write ``sys.prefix/kata-pycache``: each ``__pycache__/NAME.TAG.pyc`` of the environment and
-    the standard library (this interpreter's tag only) linked at ``kata-pycache/<its source
-    folder>/NAME.TAG.pyc``, where ``PYTHONPYCACHEPREFIX`` looks; files no longer there removed."""
+    the standard library (this interpreter's tag only) linked (symbolically) at
+    ``kata-pycache/<its source folder>/NAME.TAG.pyc``, where ``PYTHONPYCACHEPREFIX`` looks; links
+    to files no longer there removed. The files themselves are left untouched."""
     mirror = Path(sys.prefix).resolve() / BYTECODE_NAME
     suffix = f".{sys.implementation.cache_tag}.pyc"
     roots = _roots()
@@ -139,15 +140,16 @@ def mirror_bytecode() -> Path:
                 if name.endswith(suffix):
                     want[str(mirror) + source_dir + "/" + name] = os.path.join(dirpath, name)
     for dest, src in want.items():
+        # A symbolic link: a hard link would change the file's own change time (every record of the
+        # standard library, other environments' included, would then see it changed).
         try:
-            if os.path.exists(dest) and os.path.samefile(src, dest):
+            if os.path.islink(dest) and os.readlink(dest) == src:
                 continue
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             tmp = dest + ".tmp"
-            try:
-                os.link(src, tmp)
-            except OSError:  # another file system, or another owner's file
-                shutil.copy2(src, tmp)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(src, tmp)
             os.replace(tmp, dest)
         except OSError:
             continue

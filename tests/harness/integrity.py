@@ -131,24 +131,36 @@ def snapshot(root: Path = ROOT) -> dict[str, str]:
     return files
 
 
-def forged_bytecode(root: Path = ROOT) -> list[str]:
-    """``path: why`` for each ``.pyc`` under tests/ and reference/ that Python would not get by
-    compiling its source: a different code object, no source beside it, or unreadable. Data only:
-    each file is read with ``marshal``, never run."""
+def forged_bytecode(root: Path = ROOT, config=None) -> list[str]:
+    """``path: why`` for each ``.pyc`` under tests/ and reference/ that this run could read and
+    that is not what its source compiles to (or, for pytest's own, given its ``config``: what
+    pytest's assertion rewriting makes of it), or has no source beside it. Data only: each file is
+    read with ``marshal``, never run. Bytecode of other interpreters, optimisation levels or
+    pytest versions is never read here, and is left alone."""
+    plain = f"{sys.implementation.cache_tag}.pyc"
+    rewritten = None
+    if config is not None:
+        from _pytest.assertion import rewrite
+
+        rewritten = f"{rewrite.PYTEST_TAG}.pyc"
     found = []
-    tag = f".{sys.implementation.cache_tag}.pyc"  # what a plain run reads (pytest's own, under the prefix, are not)
     for name in ("tests", "reference"):
-        for pyc in sorted((root / name).rglob(f"*{tag}")):
-            if pyc.name.count(".") != 2:
+        for pyc in sorted((root / name).rglob("*.pyc")):
+            stem, _, kind = pyc.name.partition(".")
+            if kind not in (plain, rewritten):
                 continue
             rel = pyc.relative_to(root).as_posix()
-            source = pyc.parent.parent / (pyc.name.split(".")[0] + ".py") if pyc.parent.name == "__pycache__" else None
-            if source is None or not source.is_file():
+            source = pyc.parent.parent / f"{stem}.py"
+            if pyc.parent.name != "__pycache__" or not source.is_file():
                 found.append(f"{rel}: no source beside it")
                 continue
             try:
                 code = marshal.loads(pyc.read_bytes()[16:])
-                if code != compile(source.read_bytes(), str(source), "exec", dont_inherit=True):
+                if kind == plain:
+                    expected = compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+                else:
+                    expected = rewrite._rewrite_test(source, config)[1]
+                if code != expected:
                     found.append(f"{rel}: not the code of {source.name}")
             except (OSError, ValueError, EOFError, TypeError, SyntaxError) as e:
                 found.append(f"{rel}: unreadable ({type(e).__name__})")

@@ -71,6 +71,8 @@ def _early_start(argv: list[str]) -> None:
     if memory:
         os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
     box = None if "--no-sandbox" in argv else sandboxing.prefind()  # its self-check runs while torch imports
+    if box is None and "--no-sandbox" not in argv and ("--require-sandbox" in argv or os.environ.get("KATA_REQUIRE_SANDBOX") == "1"):
+        return  # the grade will be refused: no worker to start
     exercises = [e for e in manifest.load() if not selected or e.id in selected]
     runner.prestart(tree, box, [(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
 
@@ -314,7 +316,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _write_void(config, report, "grading did not finish")
     try:
         if PREFIX_AT_START is None and (config.option.grade or report is not None):
-            forged = integrity.forged_bytecode()
+            forged = integrity.forged_bytecode(config=config)
             if forged:
                 raise pytest.UsageError(
                     "bytecode beside the grader's sources is not what they compile to, so the grader itself may have been "

