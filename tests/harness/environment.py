@@ -176,7 +176,9 @@ def fresh_prefix(prefix: str | Path | None = None) -> Path:
         roots = []
     linked: list[Path] = []
     for root in map(Path, roots):
-        if not root.is_absolute() or any(root.is_relative_to(r) for r in linked) or not (mirror / root.relative_to("/")).is_dir():
+        if not root.is_absolute() or any(root.is_relative_to(r) for r in linked):
+            continue
+        if not (mirror / root.relative_to("/")).is_dir():
             continue
         dest = top / root.relative_to("/")
         dest.parent.mkdir(parents=True, exist_ok=True)

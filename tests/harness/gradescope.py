@@ -159,7 +159,8 @@ def grade(tree: Path, results: Path) -> tuple[int, list[str]]:
            "--require-sandbox"]
     environment = _harness_module("environment")
     prefix = environment.fresh_prefix()  # bytecode from the environment's mirror only: none of the checkout's
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix), "KATA_REQUIRE_SANDBOX": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix),
+           "KATA_REQUIRE_SANDBOX": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=30)
     sys.stdout.flush()
     try:
@@ -185,9 +186,9 @@ def _harness_module(name: str):
 
 NO_SANDBOX = ("The autograder could not start its sandbox in this container, so this submission was not graded and "
               "scores 0 for now. This is a fault of the autograder, not of your code: tell your instructor.\n\n"
-              "For the instructor: the grader runs every submission in a bubblewrap sandbox and refuses to grade without "
-              "one ({why}). Rebuild the autograder on a base image where bubblewrap can start (setup.sh installs it; the "
-              "container must allow unprivileged user namespaces), then regrade the submissions.")
+              "For the instructor: the grader runs every submission in a bubblewrap sandbox and refuses to grade "
+              "without one ({why}). Rebuild the autograder on a base image where bubblewrap can start (setup.sh "
+              "installs it; the container must allow unprivileged user namespaces), then regrade the submissions.")
 
 
 def sandbox_refused() -> str | None:

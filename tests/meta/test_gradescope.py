@@ -27,7 +27,8 @@ from harness.manifest import ROOT
 
 BOX, WHY = sandbox.find()
 REQUIRED = os.environ.get("KATA_REQUIRE_SANDBOX") == "1"
-SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED, reason=f"no sandbox here, and run_autograder requires one: {WHY}")
+SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED,
+                               reason=f"no sandbox here, and run_autograder requires one: {WHY}")
 ALL = [e.id for e in manifest.load()]
 FULL = sum(e.points for e in manifest.load())
 # A submission's own grader, which must never run: it would write a perfect score.
@@ -226,15 +227,17 @@ def test_where_no_sandbox_can_run_the_submission_is_not_graded_and_the_instructo
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     python = env / "bin" / "python"
-    site_packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        capture_output=True, text=True, check=True).stdout.strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    said = subprocess.run([str(python), "-c", purelib], capture_output=True, text=True, check=True)
+    site_packages = Path(said.stdout.strip())
     (site_packages / "kata_borrow.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
     submit(autograder, tree(ROOT / "solutions"))
     proc, report = run_autograder(autograder, python=str(python))
     explain = proc.stdout[-4000:] + proc.stderr[-2000:]
     assert report["score"] == 0 and report["tests"] == [] and not report["extra_data"]["finished"], explain
     assert report["extra_data"]["sandbox"] == "none", explain
-    assert "could not start its sandbox" in report["output"] and "For the instructor" in report["output"], report["output"]
+    said = report["output"]
+    assert "could not start its sandbox" in said and "For the instructor" in said, said
     assert "no bubblewrap is recorded" in report["output"] and "nox -s env" in report["output"], report["output"]
     assert "not graded: no sandbox can run here" in proc.stdout, explain
     assert_gradescope_schema(report)

@@ -33,7 +33,8 @@ BOX, WHY = sandbox.find()
 REQUIRED = os.environ.get("KATA_REQUIRE_SANDBOX") == "1"
 SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED, reason=f"no sandbox here: {WHY}")
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap runs on Linux only")
-FORGED = {"score": 160, "max_score": 160, "output": "all passed", "tests": [], "extra_data": {"finished": True, "void": []}}
+FORGED = {"score": 160, "max_score": 160, "output": "all passed", "tests": [],
+          "extra_data": {"finished": True, "void": []}}
 
 
 def fake_bwrap(folder: Path, extra: str, mark: Path) -> Path:
@@ -70,9 +71,11 @@ def host_interfaces() -> list[str]:
 
 
 @SANDBOXED
-@pytest.mark.parametrize("extra, says", [("--ro-bind / /host", "/host is there"),
-                                         (f"--ro-bind {ROOT / 'solutions'} {ROOT / 'solutions'}", "solutions is visible"),
-                                         ("--share-net", "network interfaces")])
+@pytest.mark.parametrize("extra, says", [
+    ("--ro-bind / /host", "/host is there"),
+    (f"--ro-bind {ROOT / 'solutions'} {ROOT / 'solutions'}", "solutions is visible"),
+    ("--share-net", "network interfaces"),
+])
 def test_a_sandbox_that_does_not_hold_fails_its_self_check(tmp_path, extra, says):
     if extra == "--share-net" and not host_interfaces():
         pytest.skip("this machine has no network interface but lo")
@@ -214,7 +217,8 @@ def test_a_pyc_planted_during_a_grade_voids_it(tmp_path):
     hostile = tree(tmp_path, "hostile", {"attention": planter + (EXERCISES / "attention.py").read_text()})
     g = grade_from(checkout, tmp_path, "--no-sandbox", "--impl", str(hostile), private=True)
     assert target.exists(), "the attack did not run"
-    assert g.report["score"] == 0 and any("compare" in v and "was added" in v for v in g.report["extra_data"]["void"]), g.explain()
+    void = g.report["extra_data"]["void"]
+    assert g.report["score"] == 0 and any("compare" in v and "was added" in v for v in void), g.explain()
 
 
 # ------------------------------------------------------------------------ a forged report, an early crash

@@ -45,7 +45,8 @@ def interfaces() -> list[str]:
 def problems(spec: dict) -> list[str]:
     out = [f"{path} is visible" for path in spec.get("absent", []) if os.path.lexists(path)]
     allowed = set(spec.get("top", []))
-    out += [f"/{name} is there, which the sandbox does not make" for name in sorted(os.listdir("/")) if name not in allowed]
+    out += [f"/{name} is there, which the sandbox does not make" for name in sorted(os.listdir("/"))
+            if name not in allowed]
     host = {tuple(x) for x in spec.get("host", [])}
     for path in ["/", *(f"/{name}" for name in os.listdir("/"))]:
         try:
