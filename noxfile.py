@@ -68,8 +68,8 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     except (OSError, ValueError):
         have = {}
     if py.exists() and have.get("python") == stamp["python"] and have.get("torch") == torch_spec and set(stamp["deps"]) <= set(have.get("deps", [])):
-        if not (ENV / "kata-env-record.json").exists():  # made before environments were recorded
-            _record_environment(session, py)
+        if not all((ENV / name).exists() for name in ("kata-env-record.json", "kata-sandbox.json", "kata-pycache")):
+            _record_environment(session, py)  # made before environments, their bwrap and bytecode were recorded
         return str(py)
     if sys.version_info < (3, 11):
         session.error(f"Python 3.11 or newer is needed; nox runs on {sys.version.split()[0]} (try `pipx install nox --python python3.11`)")
@@ -105,7 +105,8 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
 
 def _record_environment(session: nox.Session, py: Path | str) -> None:
     """What every file of the environment looks like now: a grade that finds it changed is void
-    (tests/harness/environment.py)."""
+    (tests/harness/environment.py); with it, the bubblewrap its grades use (path and sha256: never
+    one found on PATH at grade time) and the mirror of its bytecode."""
     session.run(str(py), "-I", "-B", str(ROOT / "tests" / "harness" / "environment.py"), "--record", silent=True, external=True)
 
 
@@ -123,12 +124,34 @@ def _exercise_args(posargs: list[str]) -> list[str]:
     return out
 
 
+def _private_bytecode(session: nox.Session) -> dict[str, str]:
+    """A fresh bytecode folder for one grading process (tests/harness/environment.py
+    ``fresh_prefix``: links to the environment's own bytecode, none of the checkout's), so that no
+    ``__pycache__`` beside the grader's or the tree's sources is ever read; the caller removes it.
+    Read from the file's source (runpy compiles it), never from bytecode."""
+    import runpy
+
+    fresh = runpy.run_path(str(ROOT / "tests" / "harness" / "environment.py"))["fresh_prefix"]
+    # A grade writes no bytecode: the environment must look afterwards as it did before.
+    return {"PYTHONPYCACHEPREFIX": str(fresh(ENV)), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _run_private(session: nox.Session, *args: str) -> None:
+    """``session.run(*args)`` with a private bytecode folder of its own, removed afterwards."""
+    import shutil
+
+    env = _private_bytecode(session)
+    try:
+        session.run(*args, external=True, env=env)
+    finally:
+        shutil.rmtree(env["PYTHONPYCACHEPREFIX"], ignore_errors=True)
+
+
 def pytest(session: nox.Session, py: str, *args: str) -> None:
     # An explicit config and rootdir: with `--impl PATH` outside the checkout, pytest would
     # otherwise look for its configuration next to PATH and not find the harness.
     config = ("-c", str(PYPROJECT), "--rootdir", str(ROOT))
-    # A grade writes no bytecode: the environment must look afterwards as it did before.
-    session.run(py, "-m", "pytest", *config, *args, external=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    _run_private(session, py, "-m", "pytest", *config, *args)
 
 
 @nox.session
@@ -372,7 +395,7 @@ def hint(session: nox.Session) -> None:
 def watch(session: nox.Session) -> None:
     """Re-grade the exercise whose file you save (`-- --impl PATH` to watch another tree)."""
     py = kata_env(session, extras=("watch",))
-    session.run(py, str(ROOT / "tests" / "harness" / "watch.py"), *session.posargs, external=True)
+    _run_private(session, py, str(ROOT / "tests" / "harness" / "watch.py"), *session.posargs)
 
 
 @nox.session(name="env")

@@ -12,6 +12,19 @@ environment.py --record``). Each grade compares the environment with the record 
 and again when it ends; a difference voids the grade, and the grader then removes the
 environment's stamp, so that the next ``nox`` session rebuilds it from scratch. In the sandbox the
 environment is read-only; without it, this is what stops a tree from poisoning later grades.
+
+Writing the record also writes, first, two things the record then covers:
+
+- the sandbox's record (``sandbox.record()``: which ``bwrap`` this environment's grades use, and
+  its sha256);
+- the **bytecode mirror** ``kata-pycache``: the environment's and the standard library's own
+  ``.pyc`` files, as symbolic links laid out as ``PYTHONPYCACHEPREFIX`` wants them. A grade never
+  reads bytecode from the checkout: it runs with a private, fresh ``PYTHONPYCACHEPREFIX``
+  (``fresh_prefix``: a new temporary folder per grade, holding only links to this mirror's folders
+  of the environment and the standard library), so a ``.pyc`` planted beside the grader's sources
+  or the tree's is never read, while torch and the standard library still load from bytecode
+  (an empty prefix costs each process that imports torch about 3.5 s of CPU, measured). Nothing of
+  the checkout is ever in the mirror: it is written only here, and grades write no bytecode.
 """
 
 from __future__ import annotations
@@ -20,13 +33,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 RECORD_NAME = "kata-env-record.json"
 STAMP_NAME = "kata-env.json"  # noxfile.py's note of what it installed; without it nox rebuilds
 TAINT_NAME = "kata-env-changed.txt"  # left by a grade that saw the environment change
+BYTECODE_NAME = "kata-pycache"  # the mirror of the environment's bytecode, for PYTHONPYCACHEPREFIX
+ROOTS_NAME = "kata-roots.json"  # in the mirror: the folders it mirrors
 SKIP_STDLIB = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip"}
 REBUILD = "rebuild it: `rm -rf .nox/kata`, then any nox session makes it again"
 
@@ -102,7 +119,77 @@ def digest(files: dict[str, list[int]]) -> str:
     return h.hexdigest()
 
 
+def mirror_bytecode() -> Path:
+    """Write ``sys.prefix/kata-pycache``: each ``__pycache__/NAME.TAG.pyc`` of the environment and
+    the standard library (this interpreter's tag only) linked (symbolically) at
+    ``kata-pycache/<its source folder>/NAME.TAG.pyc``, where ``PYTHONPYCACHEPREFIX`` looks; links
+    to files no longer there removed. The files themselves are left untouched."""
+    mirror = Path(sys.prefix).resolve() / BYTECODE_NAME
+    suffix = f".{sys.implementation.cache_tag}.pyc"
+    roots = _roots()
+    want: dict[str, str] = {}
+    for root, skip in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            if dirpath == str(root):
+                dirnames[:] = [d for d in dirnames if d not in skip]
+            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != str(mirror)]
+            if os.path.basename(dirpath) != "__pycache__":
+                continue
+            source_dir = os.path.dirname(dirpath)
+            for name in filenames:
+                if name.endswith(suffix):
+                    want[str(mirror) + source_dir + "/" + name] = os.path.join(dirpath, name)
+    for dest, src in want.items():
+        # A symbolic link: a hard link would change the file's own change time (every record of the
+        # standard library, other environments' included, would then see it changed).
+        try:
+            if os.path.islink(dest) and os.readlink(dest) == src:
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            tmp = dest + ".tmp"
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(src, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            continue
+    for dirpath, _, filenames in os.walk(mirror):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if path not in want and path != str(mirror / ROOTS_NAME):
+                os.unlink(path)
+    mirror.mkdir(exist_ok=True)
+    (mirror / ROOTS_NAME).write_text(json.dumps([str(root) for root, _ in roots]), encoding="utf-8")
+    return mirror
+
+
+def fresh_prefix(prefix: str | Path | None = None) -> Path:
+    """A new temporary folder for one grade's ``PYTHONPYCACHEPREFIX``: for each folder that the
+    environment ``prefix`` (default: this one) mirrors, a link to its mirror, and nothing else,
+    so that bytecode of the checkout (the grader's, the tree's) is never found there. The caller
+    removes it; every process that uses it must write no bytecode (``PYTHONDONTWRITEBYTECODE``)."""
+    mirror = Path(prefix or sys.prefix).resolve() / BYTECODE_NAME
+    top = Path(tempfile.mkdtemp(prefix="kata-pycache-"))
+    try:
+        roots = sorted(json.loads((mirror / ROOTS_NAME).read_text(encoding="utf-8")), key=len)
+    except (OSError, ValueError, TypeError):
+        roots = []
+    linked: list[Path] = []
+    for root in map(Path, roots):
+        if not root.is_absolute() or any(root.is_relative_to(r) for r in linked):
+            continue
+        if not (mirror / root.relative_to("/")).is_dir():
+            continue
+        dest = top / root.relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(mirror / root.relative_to("/"), target_is_directory=True)
+        linked.append(root)
+    return top
+
+
 def write_record() -> Path:
+    mirror_bytecode()
+    _record_sandbox()
     path = record_path()
     tmp = path.with_name(path.name + ".tmp")
     files = signature()
@@ -110,6 +197,25 @@ def write_record() -> Path:
     tmp.write_text(json.dumps({"digest": digest(files), "python": sys.version, "files": files}), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def _record_sandbox() -> None:
+    """Record which bwrap this environment's grades use (``sandbox.record``), without reading
+    bytecode from the checkout."""
+    private = None
+    if sys.pycache_prefix is None:
+        private = sys.pycache_prefix = tempfile.mkdtemp(prefix="kata-pycache-")
+    here = str(Path(__file__).resolve().parents[1])  # the folder that holds harness/
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        from harness import sandbox
+
+        sandbox.record()
+    finally:
+        if private is not None:
+            sys.pycache_prefix = None
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def recorded_digest() -> str | None:
@@ -157,3 +263,4 @@ if __name__ == "__main__":
         sys.exit("usage: python environment.py --record   (writes the record of this environment)")
     sys.dont_write_bytecode = True
     print(f"recorded {len(json.loads(write_record().read_text())['files']):,} files of {sys.prefix}")
+    print(f"sandbox: {json.loads((Path(sys.prefix) / 'kata-sandbox.json').read_text()).get('path') or 'none'}")

@@ -11,8 +11,11 @@ release, the bundle is checked for regions of solution code before it is written
 exercises in the submission (the whole repository, the files of ``exercises/``, or one folder
 holding ``exercises/``), copies their ``.py`` files (never a symbolic link) over a fresh copy
 of the stubs in ``/autograder/graded/exercises``, grades that tree with the bundle's own grader exactly as ``nox -s grade --
---impl TREE --report results.json`` does, and makes sure ``results.json`` is there at the end,
-scoring 0 with the reason when the grade could not run.
+--impl TREE --report results.json --require-sandbox`` does, and makes sure ``results.json`` is
+there at the end, scoring 0 with the reason when the grade could not run. The sandbox is always
+required: where bubblewrap cannot start in the container, the submission is not graded (score 0,
+and a message for the instructor in ``results.json``); Gradescope runs every submission as root,
+and without the sandbox a submission could read the grader's files and forge its report.
 """
 
 from __future__ import annotations
@@ -152,18 +155,46 @@ def grade(tree: Path, results: Path) -> tuple[int, list[str]]:
     """Grade ``tree`` as noxfile.py's grade session does, its output passed on; returns the exit
     status and the last lines printed."""
     cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
-           str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(results)]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+           str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(results),
+           "--require-sandbox"]
+    environment = _harness_module("environment")
+    prefix = environment.fresh_prefix()  # bytecode from the environment's mirror only: none of the checkout's
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix),
+           "KATA_REQUIRE_SANDBOX": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=30)
     sys.stdout.flush()
-    with subprocess.Popen(cmd, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            tail.append(line.rstrip("\n"))
-        code = proc.wait()
+    try:
+        with subprocess.Popen(cmd, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                tail.append(line.rstrip("\n"))
+            code = proc.wait()
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
     sys.stdout.flush()
     return code, list(tail)
+
+
+def _harness_module(name: str):
+    """``harness.NAME``, imported the way ``_harness`` imports the others."""
+    import importlib
+
+    _harness()
+    return importlib.import_module(f"harness.{name}" if __package__ in (None, "") else f"{__package__}.{name}")
+
+
+NO_SANDBOX = ("The autograder could not start its sandbox in this container, so this submission was not graded and "
+              "scores 0 for now. This is a fault of the autograder, not of your code: tell your instructor.\n\n"
+              "For the instructor: the grader runs every submission in a bubblewrap sandbox and refuses to grade "
+              "without one ({why}). Rebuild the autograder on a base image where bubblewrap can start (setup.sh "
+              "installs it; the container must allow unprivileged user namespaces), then regrade the submissions.")
+
+
+def sandbox_refused() -> str | None:
+    """Why no sandbox can run here (the message for results.json), or None when one can."""
+    box, why = _harness_module("sandbox").find()
+    return None if box is not None else NO_SANDBOX.format(why=why)
 
 
 def _failure(message: str, **extra) -> dict:
@@ -239,6 +270,12 @@ def run(root: Path, submission: Path | None = None, results: Path | None = None)
             if ignored:
                 notes.append(f"Left out of the grade, and graded as the stubs instead: {', '.join(ignored)}.")
             _record_environment()
+            refused = sandbox_refused()
+            if refused is not None:
+                print(f"run_autograder: not graded: no sandbox can run here\n{refused}")
+                report = _failure(refused, sandbox="none")
+                _write(results, report)
+                return report
             code, tail = grade(tree, results)
             info = {"layout": layout, "modules": taken, "stubs": stubs, "ignored": ignored}
             report = finish(results, code, tail, notes, info)
@@ -277,6 +314,8 @@ def check_stubs(report: dict) -> int:
         return 0
     print(f"setup: FAILED: the stubs' grade is not what it should be (score {report.get('score')}, finished {finished}, "
           f"statuses {statuses})")
+    if report.get("extra_data", {}).get("sandbox") == "none":
+        print(f"setup: {report.get('output', '')}")
     return 1
 
 

@@ -1,9 +1,19 @@
 """What the grader checks about its own files and about the tree's source, without running it.
 
-``snapshot`` hashes the grader's checkout (tests/, reference/, noxfile.py, pyproject.toml) and
-the Python start-up hooks of this environment (``*.pth``, ``sitecustomize``, ``usercustomize``);
-a grade whose snapshot changed while it ran is void, since the code under test could have
-rewritten the tests, the expected outputs, or code that the next grading process would run.
+``snapshot`` hashes the grader's checkout (tests/, reference/, noxfile.py, pyproject.toml, their
+``__pycache__`` and ``.pyc`` files included) and the Python start-up hooks of this environment
+(``*.pth``, ``sitecustomize``, ``usercustomize``); a grade whose snapshot changed while it ran is
+void, since the code under test could have rewritten the tests, the expected outputs, or code (or
+bytecode) that the next grading process would run.
+
+``forged_bytecode`` is for a plain ``pytest`` run, which reads ``__pycache__`` beside the grader's
+sources (``nox -s grade``, ``run_autograder`` and ``watch`` give each grade a private bytecode
+folder, where none of the checkout's bytecode is: see ``environment.fresh_prefix``). It lists
+each ``.pyc`` there whose code is not what its source compiles to. The plugin refuses to grade
+when there is one, rather than voiding the grade: such a file means that the grader itself may
+already run replaced code, so nothing it would conclude, a void included, can be trusted. Honest
+bytecode (an earlier plain run wrote it) passes. It cannot vouch for the module that runs it:
+a forged ``plugin.pyc`` would skip the check, which is why grades come through those commands.
 
 ``escape_hatches`` reads the tree's source as tokens and finds the PyTorch internals that would get
 around the worker's refusal of forbidden built-ins (the dispatcher, kernel registration, PyTorch's
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import marshal
 import site
 import sys
 import tokenize
@@ -91,7 +102,7 @@ def _grader_files(root: Path):
             yield path
         elif path.is_dir():
             for p in sorted(path.rglob("*")):
-                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+                if p.is_file():  # bytecode too: a .pyc planted during a grade voids it
                     yield p
 
 
@@ -118,6 +129,42 @@ def snapshot(root: Path = ROOT) -> dict[str, str]:
     for path in _startup_hooks():
         files[str(path)] = _hash(path)
     return files
+
+
+def forged_bytecode(root: Path = ROOT, config=None) -> list[str]:
+    """``path: why`` for each ``.pyc`` under tests/ and reference/ that this run could read and
+    that is not what its source compiles to (or, for pytest's own, given its ``config``: what
+    pytest's assertion rewriting makes of it), or has no source beside it. Data only: each file is
+    read with ``marshal``, never run. Bytecode of other interpreters, optimisation levels or
+    pytest versions is never read here, and is left alone."""
+    plain = f"{sys.implementation.cache_tag}.pyc"
+    rewritten = None
+    if config is not None:
+        from _pytest.assertion import rewrite
+
+        rewritten = f"{rewrite.PYTEST_TAG}.pyc"
+    found = []
+    for name in ("tests", "reference"):
+        for pyc in sorted((root / name).rglob("*.pyc")):
+            stem, _, kind = pyc.name.partition(".")
+            if kind not in (plain, rewritten):
+                continue
+            rel = pyc.relative_to(root).as_posix()
+            source = pyc.parent.parent / f"{stem}.py"
+            if pyc.parent.name != "__pycache__" or not source.is_file():
+                found.append(f"{rel}: no source beside it")
+                continue
+            try:
+                code = marshal.loads(pyc.read_bytes()[16:])
+                if kind == plain:
+                    expected = compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+                else:
+                    expected = rewrite._rewrite_test(source, config)[1]
+                if code != expected:
+                    found.append(f"{rel}: not the code of {source.name}")
+            except (OSError, ValueError, EOFError, TypeError, SyntaxError) as e:
+                found.append(f"{rel}: unreadable ({type(e).__name__})")
+    return found
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -9,6 +9,7 @@ process the grade started is gone.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -27,10 +28,28 @@ from pathlib import Path
 
 import pytest
 
-from . import manifest, runner, stubs
+from . import environment, manifest, runner, stubs
 from . import sandbox as sandboxing
 
 NAMED_TREES = ("exercises", "solutions")
+# The bytecode folder this process was started with (PYTHONPYCACHEPREFIX): nox, run_autograder and
+# watch give every grade a fresh, private one (environment.fresh_prefix); None for a plain pytest run.
+PREFIX_AT_START = sys.pycache_prefix
+
+
+def _private_bytecode() -> None:
+    """From here on, this process and the workers it starts read bytecode only from a private
+    folder (``environment.fresh_prefix``), never from ``__pycache__`` beside the checkout's
+    sources, and write none. A plain pytest run gets one now; the modules it imported before this
+    line were read beside their sources (``integrity.forged_bytecode`` checks them)."""
+    sys.dont_write_bytecode = True
+    if sys.pycache_prefix is None:
+        own = environment.fresh_prefix()
+        sys.pycache_prefix = str(own)
+        atexit.register(shutil.rmtree, own, True)
+
+
+_private_bytecode()
 
 
 def _early_start(argv: list[str]) -> None:
@@ -51,7 +70,10 @@ def _early_start(argv: list[str]) -> None:
     memory = values("--worker-memory")
     if memory:
         os.environ["KATA_WORKER_MEMORY_GB"] = memory[-1]
-    box = None if "--no-sandbox" in argv else sandboxing.find()[0]
+    box = None if "--no-sandbox" in argv else sandboxing.prefind()  # its self-check runs while torch imports
+    required = "--require-sandbox" in argv or os.environ.get("KATA_REQUIRE_SANDBOX") == "1"
+    if box is None and "--no-sandbox" not in argv and required:
+        return  # the grade will be refused: no worker to start
     exercises = [e for e in manifest.load() if not selected or e.id in selected]
     runner.prestart(tree, box, [(tuple(e.hidden_modules), tuple(e.worker_imports)) for e in exercises])
 
@@ -63,7 +85,7 @@ except Exception:  # an argument the plugin will refuse with a proper message la
 
 import torch  # noqa: E402  (after the hosts have started)
 
-from . import environment, integrity, reference  # noqa: E402
+from . import integrity, reference  # noqa: E402
 from .failures import GradingFailure  # noqa: E402
 from .impl import Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
 from .worker import processes  # noqa: E402
@@ -290,16 +312,41 @@ _KEY = pytest.StashKey[Kata]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "exercise(id): a graded check of exercise `id` (set by EXERCISE = 'id')")
     sys.dont_write_bytecode = True  # a grade writes nothing into the environment or the checkout
-    if not config.option.in_process:
-        _become_subreaper()
-    config.stash[_KEY] = Kata(config)
+    report = Path(config.option.report) if config.option.report else None
+    if config.option.seed is None:
+        config.option.seed = secrets.randbelow(2**31)
+    if report is not None:
+        # Before any file of the tree is read, the report says the grade did not finish: a run that
+        # crashes or is killed leaves this void report, never a file that was there before.
+        _write_void(config, report, "grading did not finish")
+    try:
+        if PREFIX_AT_START is None and (config.option.grade or report is not None):
+            forged = integrity.forged_bytecode(config=config)
+            if forged:
+                raise pytest.UsageError(
+                    "bytecode beside the grader's sources is not what they compile to, so the grader itself may have "
+                    f"been replaced: {'; '.join(forged[:3])}. Delete the __pycache__ folders of tests/ and reference/, "
+                    "and grade with `nox -s grade` (which gives every grade a private bytecode folder)")
+        if not config.option.in_process:
+            _become_subreaper()
+        config.stash[_KEY] = Kata(config)
+    except BaseException as e:
+        if report is not None:
+            _write_void(config, report, f"not graded: {e}")
+        raise
     if config.option.grade:
         config.option.tbstyle = "no"
         config.option.reportchars = ""
-    if config.option.report:
-        # Until grading finishes, the report says so: a run that is killed leaves no stale score.
-        kata = config.stash[_KEY]
-        write_report(kata, Path(config.option.report), unfinished=True)
+
+
+def _write_void(config: pytest.Config, path: Path, why: str) -> None:
+    """A report that scores nothing and says why: ``finished`` false (Gradescope's runner and an
+    instructor read it as a grade that did not happen)."""
+    opt = config.option
+    tree = manifest.ROOT / opt.impl if opt.impl in NAMED_TREES else Path(opt.impl).expanduser()
+    report = {"score": 0, "max_score": 0, "output": why, "output_format": "text", "tests": [],
+              "extra_data": {"seed": opt.seed, "tree": str(tree), "finished": False}}
+    _write_json(path, report)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -544,6 +591,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     kata._sandbox_fell_through()
     outcomes = kata.graded()
     if outcomes:
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            kata.void.append("the grader failed (an internal error): please report this")
         changed = integrity.changes(kata.snapshot, integrity.snapshot())
         if changed:
             kata.void.append(f"the grader's own files changed while it ran: {'; '.join(changed[:5])}")
@@ -561,13 +610,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-def write_report(kata: Kata, path: Path, unfinished: bool = False) -> None:
+def write_report(kata: Kata, path: Path) -> str:
     """Gradescope's results.json: one test per exercise, in course order."""
     tests = []
-    if unfinished:
-        report = {"score": 0, "max_score": 0, "output": "grading did not finish", "output_format": "text", "tests": [],
-                  "extra_data": {"seed": kata.seed, "tree": str(kata.tree), "finished": False}}
-        return _write_json(path, report)
     kata._sandbox_fell_through()
     for o in kata.graded():
         blocked = kata.blocked_by(o)

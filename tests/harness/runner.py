@@ -136,6 +136,13 @@ def _interpreter() -> str:
         return sys.executable
 
 
+def _bytecode() -> list[str]:
+    """The interpreter option that gives a worker this grade's private bytecode folder (see
+    ``environment.fresh_prefix``; ``-I`` ignores PYTHONPYCACHEPREFIX): it reads no ``__pycache__``
+    of the tree or of the worker's own files."""
+    return ["-X", f"pycache_prefix={sys.pycache_prefix}"] if sys.pycache_prefix else []
+
+
 def _running(header: dict) -> str:
     """What a check was running, in the learner's words: ``softmax (attention.py)``."""
     if header.get("target"):
@@ -226,7 +233,7 @@ class _ForkHost:
             self.scratch = None
             host = sandboxing.LIB / "harness" / "worker" / "host.py"
             tree, scratch = sandboxing.TREES / runner.tree.name, sandboxing.SCRATCH
-        argv = [_interpreter(), "-I", "-B", "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
+        argv = [_interpreter(), "-I", "-B", *_bytecode(), "-u", "-X", "faulthandler", str(host), "--tree", str(tree),
                 "--scratch", str(scratch), "--control", str(theirs.fileno())] + (["--sandboxed"] if box is not None else [])
         for module in imports:
             argv += ["--import", module]
@@ -385,7 +392,8 @@ class _SpawnHost:
 
     def start(self, exercise: str, rules: dict, echo: bool) -> Session:
         self.scratch = Path(tempfile.mkdtemp(prefix="kata-worker-"))
-        argv = [_interpreter(), "-I", "-B", "-u", "-X", "faulthandler", str(HOST), "--tree", str(self.runner.tree),
+        argv = [_interpreter(), "-I", "-B", *_bytecode(), "-u", "-X", "faulthandler", str(HOST),
+                "--tree", str(self.runner.tree),
                 "--scratch", str(self.scratch), "--session"]
         group = {"start_new_session": True} if os.name == "posix" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -3,8 +3,9 @@ run_autograder, run where a scratch folder stands in for /autograder (with this 
 environment as KATA_PYTHON, so no environment is built), grades each layout of submission and
 always leaves a results.json that Gradescope reads.
 
-Sandboxed where bubblewrap runs; ``KATA_REQUIRE_SANDBOX=1`` (set by ``.ci/run``) makes a grade
-without one a failure, as in the rest of the suite.
+run_autograder always requires the sandbox: where none can run, a submission scores 0 with a message
+for the instructor. The tests that grade skip where no sandbox runs here, unless
+``KATA_REQUIRE_SANDBOX=1`` (set by ``.ci/run``) makes that a failure, as in the rest of the suite.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from harness.manifest import ROOT
 
 BOX, WHY = sandbox.find()
 REQUIRED = os.environ.get("KATA_REQUIRE_SANDBOX") == "1"
+SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED,
+                               reason=f"no sandbox here, and run_autograder requires one: {WHY}")
 ALL = [e.id for e in manifest.load()]
 FULL = sum(e.points for e in manifest.load())
 # A submission's own grader, which must never run: it would write a perfect score.
@@ -94,8 +97,7 @@ def assert_gradescope_schema(report: dict) -> None:
 
 
 def assert_sandboxed_where_required(report: dict, explain: str) -> None:
-    if REQUIRED:
-        assert report["extra_data"]["sandbox"].startswith("bubblewrap"), explain
+    assert report["extra_data"]["sandbox"].startswith("bubblewrap"), explain  # run_autograder always requires it
 
 
 # ------------------------------------------------------------------------------------ the bundle
@@ -137,6 +139,7 @@ def test_the_bundle_refuses_solution_code(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------ run_autograder
 
 
+@SANDBOXED
 def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_grader_unused(autograder):
     files = tree(ROOT / "exercises", "exercises/", leave_out=("block.py",))
     files |= {"tests/conftest.py": FORGED, "tests/test_01_attention.py": FORGED, "noxfile.py": FORGED,
@@ -153,6 +156,7 @@ def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_gr
     assert_sandboxed_where_required(report, explain)
 
 
+@SANDBOXED
 @pytest.mark.parametrize("layout", ["repository", "files", "folder"])
 def test_the_solutions_score_full_marks_in_every_layout(autograder, layout):
     under, says = {"repository": ("exercises/", "the repository (exercises/)"),
@@ -214,4 +218,26 @@ def test_results_exist_even_when_the_grade_cannot_run(autograder, tmp_path):
     proc, report = run_autograder(broken)
     assert report["score"] == 0 and not report["extra_data"].get("finished"), proc.stdout[-3000:]
     assert "so this submission scores 0" in report["output"] and "manifest" in report["output"], report["output"]
+    assert_gradescope_schema(report)
+
+
+def test_where_no_sandbox_can_run_the_submission_is_not_graded_and_the_instructor_is_told(autograder, tmp_path):
+    """A grading environment with no bubblewrap recorded (as where none could start when it was
+    made): the solutions score 0, and results.json says why, for the instructor."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    said = subprocess.run([str(python), "-c", purelib], capture_output=True, text=True, check=True)
+    site_packages = Path(said.stdout.strip())
+    (site_packages / "kata_borrow.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    submit(autograder, tree(ROOT / "solutions"))
+    proc, report = run_autograder(autograder, python=str(python))
+    explain = proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert report["score"] == 0 and report["tests"] == [] and not report["extra_data"]["finished"], explain
+    assert report["extra_data"]["sandbox"] == "none", explain
+    said = report["output"]
+    assert "could not start its sandbox" in said and "For the instructor" in said, said
+    assert "no bubblewrap is recorded" in report["output"] and "nox -s env" in report["output"], report["output"]
+    assert "not graded: no sandbox can run here" in proc.stdout, explain
     assert_gradescope_schema(report)

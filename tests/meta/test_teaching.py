@@ -85,6 +85,9 @@ def test_grade_workflow_is_cheap_and_skips_the_untouched_stubs():
     names = [s.get("name", s.get("uses", "")) for s in steps]
     assert names.index("Save the environment") < names.index("Grade"), "the environment is saved before any learner code runs"
     assert names.index("Record the environment") < names.index("Grade")
+    # the sandbox is required, and installed before the environment records which bwrap grades use
+    assert names.index("Sandbox (bubblewrap)") < names.index("Build the environment")
+    assert names.index("Build the environment") < names.index("Record the environment")
     graded = [s for s in steps if s.get("name") == "Grade"][0]
     assert "steps.started.outputs.grade == 'yes'" in graded["if"] and "--require-sandbox" in graded["run"]
 

