@@ -2,7 +2,9 @@
 exercise's attribute names and parameters, built on the reference RMSNorm and RoPE parts and
 the kernel ``aten.scaled_dot_product_attention`` with ``enable_gqa``, through ``torch.ops``:
 exercise 22 forbids that kernel and the allow-list refuses ``torch.ops``. Exercise 25 forbids it
-too and builds this part, so nothing here runs it before a forward pass."""
+too and builds this part, so nothing here runs it before a forward pass; at import the part runs
+``aten._native_multi_head_attention`` (``nn.MultiheadAttention``'s fused kernel, which 22 forbids
+and 23-25 do not; computing weights, it calls no attention kernel that 25 forbids)."""
 
 import torch
 from torch import nn
@@ -11,6 +13,9 @@ from harness.worker.parts import load as load_part
 
 RMSNorm = load_part("rmsnorm").RMSNorm
 _rope = load_part("rope")
+_ones = torch.ones(1, 1, 2)
+torch.ops.aten._native_multi_head_attention(_ones, _ones, _ones, 2, 1, torch.ones(6, 2), torch.zeros(6), torch.ones(2, 2),
+                                            torch.zeros(2), need_weights=True)  # refused at import in exercise 22's process
 
 
 class GroupedQueryAttention(nn.Module):
