@@ -11,8 +11,8 @@ torch.ops.aten.rms_norm(torch.ones(1, 1), [1], None, 1e-6)  # refused at import 
 class RMSNorm(nn.Module):
     def __init__(self, emb_dim: int, eps: float = 1e-6, offset: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(emb_dim) if offset else torch.ones(emb_dim))
-        self.eps, self.offset = eps, offset
+        self.weight = nn.Parameter(torch.full((emb_dim,), 0.0 if offset else 1.0))  # Gemma's offset starts at 0
+        self.offset, self.eps = offset, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = (1 + self.weight.float()) if self.offset else self.weight.float()
