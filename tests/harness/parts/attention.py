@@ -2,17 +2,26 @@
 with this one in place of their attention.py, so that their points depend on their own code only.
 Same public API as solutions/attention.py.
 
-Built on ``torch.softmax``, which exercise 01 forbids (so this is no answer to 01), and on nothing
-that the exercises using it forbid (07 and 12 forbid ``F.scaled_dot_product_attention``): every
-process that runs this part refuses its own exercise's built-ins, this part included."""
+No part is an answer. A part stands in for the exercise whose module has its name (this one for
+exercise 01's attention.py), and a copy of it in the learner's tree must score 0 on that exercise
+(tests/meta/test_parts_are_not_answers.py). So each part computes through ``torch.ops.aten``, which
+the grader's allow-list refuses in learner code, and, where its exercise forbids built-ins that no
+exercise using the part forbids, through those built-ins, one of which it calls when it is
+imported: the copy is refused from its first check. Every process that runs a part refuses its own
+exercise's built-ins, the part's included, so a part uses nothing those exercises forbid.
+
+This one: ``aten._softmax`` (01 forbids every softmax kernel; 07, 08, 09 and 12, which use this
+part, forbid only the fused attention kernels)."""
 
 import math
 
 import torch
 
+torch.ops.aten._softmax(torch.zeros(1), 0, False)  # refused at import in exercise 01's process
+
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    out = torch.softmax(x, dim=dim)
+    out = torch.ops.aten._softmax(x, dim, False)
     return torch.nan_to_num(out, nan=0.0)  # an all -inf slice gives zeros, as the exercise's contract says
 
 

@@ -1,8 +1,12 @@
 """Reference part for exercise 08 (see parts/attention.py): ``FeedForward`` and
-``TransformerBlock`` with the exercise's attribute names and parameters, built on torch.nn's
-own GELU and the reference parts for LayerNorm (parts/layers.py) and multi-head attention
-(parts/multihead.py). ``cfg`` is a dict or an object with the fields of ``GPTConfig``."""
+``TransformerBlock`` with the exercise's attribute names and parameters, built on the reference
+parts for LayerNorm (parts/layers.py) and multi-head attention (parts/multihead.py). Exercise 08
+forbids nothing that the exercises using this part do not, so the feed-forward's GELU and the
+shortcuts' additions are the kernels ``aten.gelu`` and ``aten.add``, through ``torch.ops``, which
+the allow-list refuses in learner code. ``cfg`` is a dict or an object with the fields of
+``GPTConfig``."""
 
+import torch
 from torch import nn
 
 from harness.worker.parts import load as load_part
@@ -22,8 +26,8 @@ class FeedForward(nn.Module):
         self.layers = nn.Sequential(nn.Linear(width, width * 4), nn.GELU(approximate="tanh"), nn.Linear(width * 4, width))
 
     def forward(self, x):
-        y = self.layers(x)
-        return y
+        first, _, second = self.layers
+        return second(torch.ops.aten.gelu(first(x), approximate="tanh"))
 
 
 class TransformerBlock(nn.Module):
@@ -37,5 +41,5 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x):
         for norm, branch in ((self.norm1, self.att), (self.norm2, self.ff)):
-            x = x + self.drop_shortcut(branch(norm(x)))
+            x = torch.ops.aten.add(x, self.drop_shortcut(branch(norm(x))))
         return x

@@ -1,16 +1,21 @@
 """Reference part for exercise 22 (see parts/attention.py): ``GroupedQueryAttention`` with the
 exercise's attribute names and parameters, built on the reference RMSNorm and RoPE parts and
-``F.scaled_dot_product_attention`` with ``enable_gqa`` (which exercise 22 forbids, so this is no
-answer to 22; the exercises that use this part forbid nothing of it)."""
+the kernel ``aten.scaled_dot_product_attention`` with ``enable_gqa``, through ``torch.ops``:
+exercise 22 forbids that kernel and the allow-list refuses ``torch.ops``. Exercise 25 forbids it
+too and builds this part, so nothing here runs it before a forward pass; at import the part runs
+``aten._native_multi_head_attention`` (``nn.MultiheadAttention``'s fused kernel, which 22 forbids
+and 23-25 do not; computing weights, it calls no attention kernel that 25 forbids)."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.worker.parts import load as load_part
 
 RMSNorm = load_part("rmsnorm").RMSNorm
 _rope = load_part("rope")
+_ones = torch.ones(1, 1, 2)
+torch.ops.aten._native_multi_head_attention(_ones, _ones, _ones, 2, 1, torch.ones(6, 2), torch.zeros(6), torch.ones(2, 2),
+                                            torch.zeros(2), need_weights=True)  # refused at import in exercise 22's process
 
 
 class GroupedQueryAttention(nn.Module):
@@ -39,5 +44,5 @@ class GroupedQueryAttention(nn.Module):
         q, k = _rope.apply_rope(q, cos, sin), _rope.apply_rope(k, cos, sin)
         lag = torch.arange(t, device=x.device)[:, None] - torch.arange(t, device=x.device)
         visible = (lag >= 0) & (lag < (self.window or t + 1))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=True)
+        out = torch.ops.aten.scaled_dot_product_attention(q, k, v, visible, enable_gqa=True)
         return self.out_proj(out.transpose(1, 2).flatten(2))

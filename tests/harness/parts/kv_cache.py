@@ -3,14 +3,16 @@ kv_cache.py, for the checks of the exercises built on it (35 streams tokens thro
 ``KVCache`` and ``gpt_cached``), so that their points depend on their own code only.
 
 The cache keeps one key and one value buffer per block, made once and filled by slice
-assignment; attention is ``torch.softmax`` over the cached keys with
-the mask rows of the absolute positions. The model's modules are called as modules
-(``block.norm1(x)``, ``block.ff(...)``), so forward hooks on them see each cached step.
+assignment; attention over the cached keys, with the mask rows of the absolute positions, is the
+kernel ``aten.scaled_dot_product_attention`` through ``torch.ops``: exercise 12 forbids that
+kernel (35 does not) and the allow-list refuses ``torch.ops``; the kernel runs once when the part
+is imported. The model's modules are called as modules (``block.norm1(x)``, ``block.ff(...)``),
+so forward hooks on them see each cached step.
 """
 
-import math
-
 import torch
+
+torch.ops.aten.scaled_dot_product_attention(*torch.zeros(3, 1, 1, 1))  # refused at import in exercise 12's process
 
 
 class KVCache:
@@ -48,10 +50,10 @@ def attention_cached(att, x, cache, layer):
     first = cache.length
     heads = [w(x).reshape(batch, count, att.num_heads, att.head_dim).permute(0, 2, 1, 3) for w in (att.W_query, att.W_key, att.W_value)]
     k_all, v_all = cache.update(layer, heads[1], heads[2])
-    logits = torch.matmul(heads[0], k_all.transpose(-1, -2)) * (1.0 / math.sqrt(att.head_dim))
     allowed = att.mask[first:first + count, :first + count]
-    weights = att.dropout(torch.softmax(logits.masked_fill(allowed.logical_not(), -math.inf), dim=-1))
-    mixed = torch.matmul(weights, v_all).permute(0, 2, 1, 3).reshape(batch, count, att.d_out)
+    p = att.dropout.p if att.training else 0.0
+    mixed = torch.ops.aten.scaled_dot_product_attention(heads[0], k_all, v_all, allowed, p)
+    mixed = mixed.permute(0, 2, 1, 3).reshape(batch, count, att.d_out)
     return att.out_proj(mixed)
 
 

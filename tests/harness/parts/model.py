@@ -1,7 +1,10 @@
 """Reference part for exercise 09 (see parts/attention.py): ``GPTModel`` with the exercise's
 attribute names and parameters, built from the reference block (parts/block.py); exercise 11
-loads checkpoints into it. ``cfg`` is a dict or an object with the fields of ``GPTConfig``."""
+loads checkpoints into it. ``cfg`` is a dict or an object with the fields of ``GPTConfig``.
+Exercise 09 forbids no built-in, so the embeddings are summed by the kernel ``aten.add`` through
+``torch.ops``, which the allow-list refuses in learner code."""
 
+import torch
 from torch import nn
 
 from harness.worker.parts import load as load_part
@@ -28,5 +31,5 @@ class GPTModel(nn.Module):
         t = in_idx.size(1)
         if t > self.context_length:
             raise ValueError(f"{t} tokens do not fit a context of {self.context_length}")
-        h = self.tok_emb(in_idx) + self.pos_emb.weight[:t]
+        h = torch.ops.aten.add(self.tok_emb(in_idx), self.pos_emb.weight[:t])
         return self.out_head(self.final_norm(self.trf_blocks(self.drop_emb(h))))

@@ -1,7 +1,9 @@
 """Reference part for exercise 23 (see parts/attention.py): ``ModernBlock`` and ``ModernModel``
 with the exercise's attribute names and parameters, built from the reference RMSNorm, SwiGLU and
 grouped-query attention parts; exercise 24 loads checkpoints into it. ``cfg`` is a dict or an
-object with the fields of ``ModernConfig`` (head_dim, qk_norm and window may be left out)."""
+object with the fields of ``ModernConfig`` (head_dim, qk_norm and window may be left out).
+Exercise 23 forbids no built-in, so the block's shortcuts are the kernel ``aten.add`` through
+``torch.ops``, which the allow-list refuses in learner code."""
 
 from types import SimpleNamespace
 
@@ -30,8 +32,8 @@ class ModernBlock(nn.Module):
         self.ff = SwiGLU(width, field(cfg, "hidden_dim"))
 
     def forward(self, x):
-        h = x + self.att(self.norm1(x))
-        return h + self.ff(self.norm2(h))
+        h = torch.ops.aten.add(x, self.att(self.norm1(x)))
+        return torch.ops.aten.add(h, self.ff(self.norm2(h)))
 
 
 class ModernModel(nn.Module):

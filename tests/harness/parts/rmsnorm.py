@@ -1,19 +1,19 @@
 """Reference part for exercise 19 (see parts/attention.py): the same API as the exercise's
-rmsnorm.py, built on torch.nn.functional.rms_norm."""
+rmsnorm.py, built on the kernel ``aten.rms_norm``, which exercise 19 forbids (and no exercise
+using this part does); it runs once when the part is imported."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+torch.ops.aten.rms_norm(torch.ones(1, 1), [1], None, 1e-6)  # refused at import in exercise 19's process
 
 
 class RMSNorm(nn.Module):
     def __init__(self, emb_dim: int, eps: float = 1e-6, offset: bool = False):
         super().__init__()
-        builtin = nn.RMSNorm(emb_dim, eps=eps)
-        if offset:
-            nn.init.zeros_(builtin.weight)
-        self.weight, self.eps, self.offset = builtin.weight, eps, offset
+        self.weight = nn.Parameter(torch.full((emb_dim,), 0.0 if offset else 1.0))  # Gemma's offset starts at 0
+        self.offset, self.eps = offset, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = (1 + self.weight.float()) if self.offset else self.weight.float()
-        return F.rms_norm(x.float(), x.shape[-1:], weight, self.eps).to(x.dtype)
+        return torch.ops.aten.rms_norm(x.float(), list(x.shape[-1:]), weight, self.eps).to(x.dtype)

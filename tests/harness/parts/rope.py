@@ -1,5 +1,7 @@
 """Reference part for exercise 21 (see parts/attention.py): the same API as the exercise's rope.py,
-the rotation written with complex numbers (torch.polar)."""
+the rotation written with complex numbers. Exercise 21 forbids no built-in, so the rotation is the
+kernel ``aten.mul`` of complex tensors built by ``aten.complex``, through ``torch.ops``, which the
+allow-list refuses in learner code."""
 
 import math
 
@@ -29,7 +31,7 @@ def rope_cos_sin(x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.size(-1) // 2
-    z = torch.complex(x[..., :half].double(), x[..., half:].double())
-    turn = torch.complex(cos[..., :half].double(), sin[..., :half].double())
-    out = z * turn
+    z = torch.ops.aten.complex(x[..., :half].double(), x[..., half:].double())
+    turn = torch.ops.aten.complex(cos[..., :half].double(), sin[..., :half].double())
+    out = torch.ops.aten.mul(z, turn)
     return torch.cat([out.real, out.imag], dim=-1).to(x.dtype)

@@ -1,12 +1,15 @@
 """Reference part for exercise 20 (see parts/attention.py): the same API as the exercise's
-swiglu.py, built on torch.nn.functional.silu."""
+swiglu.py, built on the kernel ``aten.silu``, which exercise 20 forbids (and no exercise using
+this part does); it runs once when the part is imported."""
 
-import torch.nn.functional as F
+import torch
 from torch import nn
+
+torch.ops.aten.silu(torch.zeros(1))  # refused at import in exercise 20's process
 
 
 def silu(x):
-    return F.silu(x)
+    return torch.ops.aten.silu(x)
 
 
 class SwiGLU(nn.Module):
@@ -16,4 +19,4 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(hidden_dim, emb_dim, bias=False)
 
     def forward(self, x):
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(silu(self.gate(x)) * self.up(x))
