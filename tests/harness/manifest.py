@@ -28,6 +28,7 @@ class Exercise:
     hints: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     worker_imports: tuple[str, ...] = ()
+    allowed_imports: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -61,7 +62,11 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
         seen |= {raw["id"], raw["slug"]}
         known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout",
-                                 "worker_imports"}
+                                 "worker_imports", "allowed_imports"}
+        for name in raw.get("allowed_imports", []):  # module names only: the allow-list (tests/allowlist.toml) reads them
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z]\w*(\.[A-Za-z]\w*)*", name):
+                raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']}: allowed_imports holds {name!r}, "
+                                    "which is not a public module name such as \"torch.distributed\"")
         unknown = sorted(set(raw) - known)
         if unknown:  # a misspelt key would otherwise switch its setting off without a word
             raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']} has the unknown key(s) {', '.join(unknown)}; "
@@ -81,6 +86,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 hints=tuple(raw.get("hints", [])),
                 timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
                 worker_imports=tuple(raw.get("worker_imports", [])),
+                allowed_imports=tuple(raw.get("allowed_imports", [])),
             )
         )
     ids = [e.id for e in exercises]
