@@ -52,6 +52,7 @@ REFLECTION_BUILTINS = {"vars", "globals", "locals", "dir"}
 CODE_BUILTINS = {"exec", "eval", "compile", "__import__", "help"}
 PATH_PATTERN = re.compile(r"(^|[\s\"'=:(,])/+(proc|sys|dev)(/|$)")
 SNIPPET = 60
+CODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ def judge_attribute_name(name: str, pol: Policy) -> tuple[str, str] | None:
             return "code", "reaches a function's code object"
         if name in ("__traceback__",):
             return "frames", "reaches the interpreter's frames through a traceback"
+        if name == "__class__":
+            return "dunder", "uses __class__ (write type(x) for an object's class)"
         return "dunder", pol.rules["dunder"]
     for pattern, rule in pol.refused_attributes.items():
         if name == pattern or ("*" in pattern and fnmatch.fnmatchcase(name, pattern)):
@@ -274,6 +277,7 @@ class _Scanner:
         self.module_names: set[str] = set()
         self.tree_references: list[tuple[str, str, int, str]] = []
         self.parents: dict[ast.AST, ast.AST] = {}
+        self.rebound: set[str] = set()  # names of self.pol.own assigned somewhere in the file
 
     # --- reporting
 
@@ -294,12 +298,16 @@ class _Scanner:
 
     def bind(self, name: str, origin: _Origin) -> None:
         self.origins.setdefault(name, set()).add(origin)
+        if not origin.in_tree or origin.dotted.count(":") == 1:
+            self.module_names.add(name)  # another file of the tree may not take it: it would escape this scan
 
     def collect(self, tree: ast.AST) -> None:
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
                 self.parents[child] = node
         for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and node.id in self.pol.own:
+                self.rebound.add(node.id)
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -387,6 +395,9 @@ class _Scanner:
             self._judge_import(node, alias.name)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            if is_dunder(alias.name) and alias.name not in self.pol.dunder_names:
+                self.report(node, "dunder", f"imports the dunder name {alias.name}")
         if any(a.name == "*" for a in node.names):
             self.report(node, "imports", "imports every name of a module at once (name the ones the file uses)")
         if node.level:
@@ -468,10 +479,9 @@ class _Scanner:
         self._judge_attribute(node, node.value, node.attr, store=not isinstance(node.ctx, ast.Load))
 
     def _judge_attribute(self, node: ast.AST, base: ast.AST, attr: str, store: bool) -> None:
-        own = (isinstance(base, ast.Name) and base.id in self.pol.own and base.id not in self.origins) or (
-            isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super")
+        own = self._is_own(base)
         origins = self.resolve(base)
-        in_tree = bool(origins) and all(o.in_tree for o in origins)
+        in_tree = bool(origins) and all(o.in_tree and o.dotted.count(":") == 1 for o in origins)
         if is_dunder(attr) or not (own or in_tree):
             found = judge_attribute_name(attr, self.pol)
             if found:
@@ -493,6 +503,35 @@ class _Scanner:
         if store and self._involves_type_call(base):
             self.report(node, "patching", "changes a class it reached through type() (for every check in the process)")
 
+    def _is_own(self, base: ast.AST) -> bool:
+        """Whether ``base`` is the object a method was called on: ``self``/``cls`` as the first parameter of a
+        method (never rebound in the file), or ``super()`` without arguments inside a method."""
+        if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
+            return not base.args and not base.keywords and self._method_of(base, None) is not None
+        if not isinstance(base, ast.Name) or base.id not in self.pol.own or base.id in self.origins:
+            return False
+        if base.id in self.rebound:
+            return False
+        return self._method_of(base, base.id) is not None
+
+    def _method_of(self, node: ast.AST, name: str | None) -> ast.AST | None:
+        """The method (a function directly in a class body) whose first parameter is ``name`` and whose scope
+        holds ``node`` (for ``name`` None: the innermost function, if it is a method)."""
+        scope = self.parents.get(node)
+        while scope is not None:
+            if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                args = scope.args
+                names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+                names += [a.arg for a in (args.vararg, args.kwarg) if a]
+                if name is None or name in names:
+                    first = (args.posonlyargs + args.args)[:1]
+                    is_method = isinstance(self.parents.get(scope), ast.ClassDef)
+                    if is_method and (name is None or (first and first[0].arg == name)):
+                        return scope
+                    return None
+            scope = self.parents.get(scope)
+        return None
+
     @staticmethod
     def _involves_type_call(node: ast.AST) -> bool:
         for sub in ast.walk(node):
@@ -506,10 +545,15 @@ class _Scanner:
             self._reflective_call(node, func.id)
         if isinstance(func, ast.Attribute) and func.attr in ("format", "format_map"):
             self._format_call(node, func)
+        if isinstance(func, ast.Name) and func.id == "open" and "open" not in self.origins or \
+                {o.dotted for o in self.resolve(func)} & {"io.open", "io.FileIO", "os.fdopen"}:
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int):
+                self.report(node, "files", "opens a file descriptor by number (the grader's pipes among them)")
         for origin in self.resolve(func):
-            if origin.dotted == "torch.load" and not self._keyword_is(node, "weights_only", True):
+            root, last = origin.dotted.split(".")[0], origin.dotted.rsplit(".", 1)[-1]
+            if root == "torch" and last == "load" and not self._keyword_is(node, "weights_only", True):
                 self.report(node, "loading", "loads a file with pickle (pass weights_only=True)")
-            if origin.dotted == "numpy.load" and not self._keyword_absent_or(node, "allow_pickle", False):
+            if root == "numpy" and last == "load" and not self._keyword_absent_or(node, "allow_pickle", False):
                 self.report(node, "loading", "loads pickled objects (leave allow_pickle False)")
 
     @staticmethod
@@ -529,7 +573,7 @@ class _Scanner:
             return  # a TypeError at run time, the learner's to see
         attr = node.args[1]
         if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
-            if name == "setattr" and not self.resolve(node.args[0]):
+            if name == "setattr" and not self.resolve(node.args[0]) and not self._involves_type_call(node.args[0]):
                 return  # setattr(module, name, LoRA(child)) as LoRA does: it writes, it reads nothing
             self.report(node, "reflection", f"calls {name} with a name that is not written in the code")
             return
@@ -678,6 +722,13 @@ def _analyse(file: str, source: str, allowed_imports: frozenset[str]) -> FileRep
         return None
     scanner = _Scanner(file, source, allowed_imports, policy())
     violations = scanner.run(tree)
+    for number, line in enumerate(source.splitlines()[:2], 1):
+        cookie = CODING.match(line)
+        if cookie and cookie.group(1).lower().replace("_", "-") not in ("utf-8", "utf8"):
+            violations.append(Violation(file, number, "code", f"{file} line {number}: `{line.strip()[:SNIPPET]}` "
+                                        "declares a source encoding other than UTF-8 (what runs would differ from "
+                                        "what is read); learner code may not (allow-list rule: code, "
+                                        "tests/allowlist.toml)"))
     unique = sorted(set(violations), key=lambda v: (v.line, v.rule, v.message))
     return FileReport(unique, scanner.module_names, scanner.tree_references)
 
@@ -692,7 +743,7 @@ def scan(file: str, source: str, allowed_imports: frozenset[str]) -> list[Violat
 
 def _module_file(path: str, files: set[str]) -> str | None:
     parts = [p for p in path.split(".") if p]
-    for candidate in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py") if parts else ("__init__.py",):
+    for candidate in ("/".join(parts) + "/__init__.py", "/".join(parts) + ".py") if parts else ("__init__.py",):
         if candidate in files:
             return candidate
     return None

@@ -227,6 +227,21 @@ HOSTILE = [
     ("setattr on a module", "import torch\nsetattr(torch, 'softmax', f)", "patching"),
     ("patching sys.stdout", "import sys\nsys.stdout = None", "patching"),
     ("resetting the memory counters", "import torch\ntorch.cuda.reset_peak_memory_stats()", "measures"),
+    ("a forward hook on every module", "import torch\ntorch.nn.modules.module.register_module_forward_hook(h)", "hooks"),
+    ("a hook on every saved tensor", "import torch\nwith torch.autograd.graph.saved_tensors_hooks(p, u):\n    pass",
+     "hooks"),
+    ("self rebound to another object", "class A:\n    def f(self, tracker):\n        self = tracker\n"
+     "        return self._peak", "private"),
+    ("self as a plain function's parameter", "def peek(self):\n    return self._peak", "private"),
+    ("super() with another object", "class A(B):\n    def f(self, x):\n        return super(B, x)._peak", "private"),
+    ("a private attribute of a class taken from the tree", "from .attention import Box\nv = Box._secret", "private"),
+    ("__builtins__ of a tree module", "from .attention import __builtins__ as b\n", "dunder"),
+    ("a file descriptor by number", "pipe = open(3, 'wb')", "files"),
+    ("a source encoding that reads differently", "# -*- coding: utf-7 -*-\nx = 1", "code"),
+    ("numpy's loader by another path", "import numpy as np\na = np.lib.npyio.load(f, allow_pickle=True)", "loading"),
+    ("torch's loader by another path", "import torch\nsd = torch.serialization.load('w.pt')", "loading"),
+    ("setattr on type() with a computed name", "setattr(type(x), name, f)", "reflection"),
+    ("TorchScript from text", "import torch\ncu = torch.jit.CompilationUnit('def f(x): return x')", "code"),
 ]
 
 
@@ -289,6 +304,12 @@ HONEST = [
     ("exceptions", "try:\n    f()\nexcept (ValueError, KeyError) as e:\n    raise RuntimeError(str(e)) from e"),
     ("torch.compile and no_grad", "import torch\nm = torch.compile(model)\nwith torch.no_grad():\n    y = m(x)"),
     ("a docstring that names /dev/null", "def f():\n    '''Writes to /dev/null when quiet.'''\n    return 1"),
+    ("a repr with the class's name", "class A:\n    def __repr__(self):\n        return f'{type(self).__name__}()'"),
+    ("private methods of its own, in closures too", "import torch\nclass M(torch.nn.Module):\n"
+     "    def _init_weights(self, m):\n        pass\n    def f(self, fn):\n        self._init_weights(fn)\n"
+     "        def g():\n            return self._cache\n        super()._apply(fn)\n        return g"),
+    ("nn.Module.register_module", "model.register_module('head', head)"),
+    ("a UTF-8 source encoding", "# -*- coding: utf-8 -*-\nx = 1"),
     ("getattr of a public attribute of a torch module", "import torch\nmps = getattr(torch.backends, 'mps', None)\n"
      "dt = getattr(torch, 'float32')"),
 ]
@@ -354,6 +375,14 @@ def test_a_module_taken_from_another_file_of_the_tree_is_refused():
     model = allowlist.check(sources, exercise("model"))
     assert ("model.py", 2, "modules") in {(v.file, v.line, v.rule) for v in model}
     assert allowlist.check(sources, exercise("attention")) == []
+
+
+def test_a_name_another_file_imported_from_outside_the_tree_is_refused():
+    sources = {"__init__.py": "", "attention.py": "from torch import nn\nimport math\n\ndef f():\n    return 1\n",
+               "block.py": "from .attention import nn, f\nm = nn.parallel.DataParallel\n",
+               "layers.py": "from . import attention\ny = attention.math.sqrt(2) + attention.f()\n"}
+    assert {(v.file, v.line, v.rule) for v in allowlist.check(sources, exercise("block"))} == {("block.py", 1, "modules")}
+    assert {(v.file, v.line, v.rule) for v in allowlist.check(sources, exercise("layers"))} == {("layers.py", 2, "modules")}
 
 
 def test_messages_name_the_file_the_line_the_code_and_the_rule():
