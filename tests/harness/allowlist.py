@@ -464,6 +464,39 @@ class _Scanner:
                 found = judge_chain(origin.dotted, self.allowed, self.pol)
                 if found:
                     self.report(node, found[0], found[1])
+        self._judge_escape(node)
+
+    def _is_value_use(self, node: ast.expr) -> bool:
+        """Whether an expression's value goes somewhere this scan cannot follow: anywhere but the base of an
+        attribute, the function of a call, or the right side of a plain alias (``F = torch.nn.functional``)."""
+        parent = self.parents.get(node)
+        if not isinstance(getattr(node, "ctx", None), ast.Load):
+            return False
+        if isinstance(parent, ast.Attribute) and parent.value is node:
+            return False
+        if isinstance(parent, ast.Call) and parent.func is node:
+            return False
+        return not self._module_use_allowed(node, parent)
+
+    def _judge_escape(self, node: ast.expr) -> None:
+        """A torch or numpy chain passed on as a value must not hold what is refused below it (``torch.utils``
+        holds ``benchmark``; ``torch.nn`` holds ``parallel``), nor be a loader whose arguments are checked."""
+        if not self._is_value_use(node):
+            return
+        for origin in self.resolve(node):
+            if origin.in_tree or origin.is_module:
+                continue  # a module bound by `import` is refused as a value in visit_Name
+            dotted = origin.dotted
+            root, last = dotted.split(".")[0], dotted.rsplit(".", 1)[-1]
+            if root in ("torch", "numpy") and last == "load":
+                self.report(node, "loading", f"passes {dotted} on as a value (call it, with its safe arguments)")
+                return
+            below = [name for name in list(self.pol.refused) + sorted(self.pol.by_exercise)
+                     if name.startswith(dotted + ".") and name not in self.allowed]
+            if below:
+                self.report(node, "modules", f"uses {dotted} as a value, and it holds {below[0]}, which learner "
+                            "code may not use")
+                return
 
     def _module_use_allowed(self, node: ast.Name, parent: ast.AST | None) -> bool:
         if isinstance(parent, ast.Attribute) and parent.value is node:
@@ -477,6 +510,7 @@ class _Scanner:
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self._judge_attribute(node, node.value, node.attr, store=not isinstance(node.ctx, ast.Load))
+        self._judge_escape(node)
 
     def _judge_attribute(self, node: ast.AST, base: ast.AST, attr: str, store: bool) -> None:
         own = self._is_own(base)
@@ -541,6 +575,8 @@ class _Scanner:
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
+        if isinstance(func, ast.Name) and func.id == "type" and "type" not in self.origins and len(node.args) > 1:
+            self.report(node, "code", "builds a class from a dictionary of names (write a class statement)")
         if isinstance(func, ast.Name) and func.id in READ_ONLY_CALLS and func.id not in self.origins:
             self._reflective_call(node, func.id)
         if isinstance(func, ast.Attribute) and func.attr in ("format", "format_map"):

@@ -241,6 +241,11 @@ HOSTILE = [
     ("numpy's loader by another path", "import numpy as np\na = np.lib.npyio.load(f, allow_pickle=True)", "loading"),
     ("torch's loader by another path", "import torch\nsd = torch.serialization.load('w.pt')", "loading"),
     ("setattr on type() with a computed name", "setattr(type(x), name, f)", "reflection"),
+    ("a class built from a dict", "import torch\nT = type('T', (torch.Tensor,), {'__torch_function__': f})", "code"),
+    ("torch.utils passed on", "import torch\ndef f(u):\n    return u.benchmark.Timer('x')\nf(torch.utils)", "modules"),
+    ("torch.utils from an import, in a list", "from torch import utils\nus = [utils]", "modules"),
+    ("torch.nn in a default argument", "import torch\ndef f(nn=torch.nn):\n    return nn.parallel", "modules"),
+    ("torch.load passed on", "import torch\nload = [torch.load][0]", "loading"),
     ("TorchScript from text", "import torch\ncu = torch.jit.CompilationUnit('def f(x): return x')", "code"),
 ]
 
@@ -308,6 +313,8 @@ HONEST = [
     ("private methods of its own, in closures too", "import torch\nclass M(torch.nn.Module):\n"
      "    def _init_weights(self, m):\n        pass\n    def f(self, fn):\n        self._init_weights(fn)\n"
      "        def g():\n            return self._cache\n        super()._apply(fn)\n        return g"),
+    ("torch values passed on", "import torch\nfrom torch import nn\ny = isinstance(x, (torch.Tensor, nn.Module))\n"
+     "z = torch.zeros(2, dtype=torch.float32)\nlayers = [nn.Linear(2, 2), nn.GELU()]\nf(torch.nn.functional.gelu)"),
     ("nn.Module.register_module", "model.register_module('head', head)"),
     ("a UTF-8 source encoding", "# -*- coding: utf-8 -*-\nx = 1"),
     ("getattr of a public attribute of a torch module", "import torch\nmps = getattr(torch.backends, 'mps', None)\n"
