@@ -50,7 +50,7 @@ TREE_NAME = "tree"  # the name the worker imports the tree as (worker/tree.py): 
 READ_ONLY_CALLS = {"getattr": 2, "hasattr": 2, "delattr": 2, "setattr": 3}  # builtin -> arguments it takes
 REFLECTION_BUILTINS = {"vars", "globals", "locals", "dir"}
 CODE_BUILTINS = {"exec", "eval", "compile", "__import__", "help"}
-PATH_PATTERN = re.compile(r"(^|[\s\"'=:(,])/+(proc|sys|dev)(/|$)")
+PATH_PATTERN = re.compile(r"(^|[\s\"'=:(,]|\.\.)/+(proc|sys|dev)(/|$)")
 SNIPPET = 60
 CODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 
@@ -505,6 +505,8 @@ class _Scanner:
                 and parent.args and parent.args[0] is node:
             return True  # getattr(torch, "float32"): the name is judged as `torch.float32` (or refused if computed)
         targets, value = self._assignment(parent) if parent is not None else ([], None)
+        if isinstance(self.parents.get(parent), ast.ClassDef):
+            return False  # a class attribute is reachable as `A.t` and `self.t`: the scan could not follow it
         return value is node and bool(targets) and isinstance(parent, (ast.Assign, ast.NamedExpr, ast.AnnAssign)) \
             and all(isinstance(t, ast.Name) for t in getattr(parent, "targets", [getattr(parent, "target", None)]))
 

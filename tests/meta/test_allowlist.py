@@ -159,6 +159,7 @@ HOSTILE = [
     ("/dev", "m = open('/dev/mem', 'rb')", "files"),
     ("/sys", "open('/sys/kernel/yama/ptrace_scope')", "files"),
     ("a path glued from pieces", "p = '/pr' + 'oc/1/mem'", "files"),
+    ("a path climbing out of the tree", "m = open('../../proc/self/mem', 'rb')", "files"),
     ("a path in an f-string", "p = f'/proc/{pid}/mem'", "files"),
     ("torch.library", "import torch\nlib = torch.library.Library('aten', 'IMPL')", "internals"),
     ("import torch.library", "import torch.library\n", "internals"),
@@ -209,6 +210,7 @@ HOSTILE = [
     ("operator.methodcaller", "import operator\nc = operator.methodcaller('uninstall')", "reflection"),
     ("a module passed to a function", "import torch\ndef f(m):\n    return m.ones(1)\nf(torch)", "modules"),
     ("a module in a list", "import sys\nmods = [sys]", "modules"),
+    ("a module as a class attribute", "import torch\nclass A:\n    t = torch", "modules"),
     ("a module returned", "import sys\ndef f():\n    return sys", "modules"),
     ("a module reached through another", "import os\nm = os.sys", "modules"),
     ("torch reached through functional", "import torch.nn.functional as F\nt = F.torch", "modules"),
@@ -316,6 +318,7 @@ HONEST = [
     ("torch values passed on", "import torch\nfrom torch import nn\ny = isinstance(x, (torch.Tensor, nn.Module))\n"
      "z = torch.zeros(2, dtype=torch.float32)\nlayers = [nn.Linear(2, 2), nn.GELU()]\nf(torch.nn.functional.gelu)"),
     ("nn.Module.register_module", "model.register_module('head', head)"),
+    ("paths of the tree's data", "import os\np = os.path.join('data', 'dev', 'x.json')\nq = open('data/dev/x.json')"),
     ("a UTF-8 source encoding", "# -*- coding: utf-8 -*-\nx = 1"),
     ("getattr of a public attribute of a torch module", "import torch\nmps = getattr(torch.backends, 'mps', None)\n"
      "dt = getattr(torch, 'float32')"),
