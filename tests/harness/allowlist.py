@@ -112,8 +112,10 @@ def _refused_entry(dotted: str, pol: Policy) -> tuple[str, str, str] | None:
     parts = dotted.split(".")
     for n in range(1, len(parts) + 1):
         prefix = ".".join(parts[:n])
+        if prefix in pol.refused:
+            return (prefix, *pol.refused[prefix])
         for name, (rule, why) in pol.refused.items():
-            if prefix == name or ("*" in name and fnmatch.fnmatchcase(prefix, name)):
+            if "*" in name and fnmatch.fnmatchcase(prefix, name):
                 return name, rule, why
     return None
 
@@ -172,8 +174,11 @@ def judge_attribute_name(name: str, pol: Policy) -> tuple[str, str] | None:
         if name == "__class__":
             return "dunder", "uses __class__ (write type(x) for an object's class)"
         return "dunder", pol.rules["dunder"]
+    if name in pol.refused_attributes:
+        rule = pol.refused_attributes[name]
+        return rule, pol.rules[rule]
     for pattern, rule in pol.refused_attributes.items():
-        if name == pattern or ("*" in pattern and fnmatch.fnmatchcase(name, pattern)):
+        if "*" in pattern and fnmatch.fnmatchcase(name, pattern):
             return rule, pol.rules[rule]
     if name.startswith("_"):
         return "private", pol.rules["private"]
@@ -233,6 +238,11 @@ def _tree_import_paths(file: str, tree: ast.AST) -> Iterator[tuple[list[str], li
 
 def tree_imports(file: str, source: str, files: set[str]) -> set[str]:
     """The tree files this file imports (relative and absolute-within-tree imports), resolved against `files`."""
+    return set(_tree_imports(file, source, frozenset(files)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_imports(file: str, source: str, files: frozenset[str]) -> frozenset[str]:
     try:
         tree = ast.parse(source, filename=file)
     except (SyntaxError, ValueError):
@@ -243,7 +253,7 @@ def tree_imports(file: str, source: str, files: set[str]) -> set[str]:
         for name in names:  # `from . import attention`, `from .sub import x`: the name may be a module
             found |= _files_for(path + [name], files)
     found.discard(file)
-    return found
+    return frozenset(found)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,12 +288,29 @@ class _Scanner:
         self.tree_references: list[tuple[str, str, int, str]] = []
         self.parents: dict[ast.AST, ast.AST] = {}
         self.rebound: set[str] = set()  # names of self.pol.own assigned somewhere in the file
+        self.lines: list[str] | None = None
+        self.nodes: list[ast.AST] = []
 
     # --- reporting
 
     def code(self, node: ast.AST) -> str:
-        text = ast.get_source_segment(self.source, node) or ast.unparse(node)
-        text = " ".join(text.split())
+        """The node's source text on one line, shortened (ast.get_source_segment splits the whole file per call)."""
+        if self.lines is None:
+            self.lines = self.source.splitlines(keepends=True)
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        text = ""
+        if start is not None and end is not None and 0 < start <= end <= len(self.lines):
+            chunk = self.lines[start - 1:end]
+            try:  # columns are UTF-8 byte offsets
+                if len(chunk) == 1:
+                    chunk = [chunk[0].encode()[node.col_offset:node.end_col_offset].decode()]
+                else:
+                    chunk[0] = chunk[0].encode()[node.col_offset:].decode()
+                    chunk[-1] = chunk[-1].encode()[:node.end_col_offset].decode()
+                text = "".join(chunk)
+            except (UnicodeDecodeError, TypeError):
+                text = ""
+        text = " ".join((text or ast.unparse(node)).split())
         return text if len(text) <= SNIPPET else text[: SNIPPET - 3] + "..."
 
     def report(self, node: ast.AST, rule: str, why: str | None = None, code: str | None = None) -> None:
@@ -302,10 +329,14 @@ class _Scanner:
             self.module_names.add(name)  # another file of the tree may not take it: it would escape this scan
 
     def collect(self, tree: ast.AST) -> None:
-        for node in ast.walk(tree):
+        self.nodes = list(ast.walk(tree))
+        assignments = []
+        for node in self.nodes:
             for child in ast.iter_child_nodes(node):
                 self.parents[child] = node
-        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+                assignments.append(node)
+        for node in self.nodes:
             if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and node.id in self.pol.own:
                 self.rebound.add(node.id)
             if isinstance(node, ast.Import):
@@ -333,7 +364,7 @@ class _Scanner:
                     self.bind(alias.asname or alias.name, _Origin(dotted, False))
         # aliases: `F = torch.nn.functional`, `(m := torch)`; repeated until nothing new is bound
         for _ in range(3):
-            for node in ast.walk(tree):
+            for node in assignments:
                 targets, value = self._assignment(node)
                 for target in targets:
                     if isinstance(value, ast.Constant) and isinstance(value.value, str):
@@ -383,7 +414,7 @@ class _Scanner:
 
     def run(self, tree: ast.AST) -> list[Violation]:
         self.collect(tree)
-        for node in ast.walk(tree):
+        for node in self.nodes:
             method = getattr(self, "visit_" + type(node).__name__, None)
             if method:
                 method(node)
@@ -720,7 +751,7 @@ class _Scanner:
 
     def _annotations(self, tree: ast.AST) -> None:
         """Annotations written as strings are code to typing.get_type_hints and friends: judge them as code."""
-        for node in ast.walk(tree):
+        for node in self.nodes:
             annotations: list[ast.AST | None] = []
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = node.args
