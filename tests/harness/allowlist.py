@@ -52,6 +52,8 @@ REFLECTION_BUILTINS = {"vars", "globals", "locals", "dir"}
 CODE_BUILTINS = {"exec", "eval", "compile", "__import__", "help"}
 PATH_PATTERN = re.compile(r"(^|[\s\"'=:(,]|\.\.)/+(proc|sys|dev)(/|$)")
 SNIPPET = 60
+SCOPES = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
+          ast.DictComp, ast.GeneratorExp)
 CODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 
 
@@ -289,6 +291,9 @@ class _Scanner:
         self.parents: dict[ast.AST, ast.AST] = {}
         self.rebound: set[str] = set()  # names of self.pol.own assigned somewhere in the file
         self.lines: list[str] | None = None
+        self.bound: dict[ast.AST | None, set[str]] | None = None  # names bound per scope (_bindings)
+        self.declared: dict[ast.AST | None, set[str]] = {}  # names declared global or nonlocal per scope
+        self.deleted: set[str] = set()  # names deleted somewhere in the file
         self.nodes: list[ast.AST] = []
 
     # --- reporting
@@ -473,14 +478,14 @@ class _Scanner:
             else:
                 self.report(node, "dunder", "uses a dunder name outside the short list in tests/allowlist.toml")
             return
-        if name in CODE_BUILTINS and name not in self.origins:
+        if name in CODE_BUILTINS and self.is_builtin(node):
             self.report(node, "code")
             return
-        if name in REFLECTION_BUILTINS and name not in self.origins:
+        if name in REFLECTION_BUILTINS and self.is_builtin(node):
             self.report(node, "reflection", "reads a namespace's names as data")
             return
         parent = self.parents.get(node)
-        if name in READ_ONLY_CALLS and name not in self.origins:
+        if name in READ_ONLY_CALLS and self.is_builtin(node):
             if not (isinstance(parent, ast.Call) and parent.func is node):
                 self.report(node, "reflection", f"passes the built-in {name} around as a value")
             return
@@ -496,6 +501,81 @@ class _Scanner:
                 if found:
                     self.report(node, found[0], found[1])
         self._judge_escape(node)
+
+    def _scope(self, node: ast.AST) -> ast.AST | None:
+        """The function, lambda, comprehension, class or module whose names ``node`` is looked up in. A function's
+        defaults, annotations and decorators, a class's bases and a comprehension's first iterable are evaluated
+        in the enclosing scope (``def f(getattr=getattr)`` reads the built-in)."""
+        child, scope = node, self.parents.get(node)
+        while scope is not None:
+            if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                inside = child in scope.body if isinstance(scope.body, list) else child is scope.body
+            elif isinstance(scope, ast.ClassDef):
+                inside = child in scope.body
+            elif isinstance(scope, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                inside = not (child is scope.generators[0] and self._under(node, scope.generators[0].iter))
+            else:
+                inside = isinstance(scope, ast.Module)
+            if inside:
+                return scope
+            child, scope = scope, self.parents.get(scope)
+        return None
+
+    def _under(self, node: ast.AST, ancestor: ast.AST) -> bool:
+        while node is not None:
+            if node is ancestor:
+                return True
+            node = self.parents.get(node)
+        return False
+
+    def _bindings(self) -> dict[ast.AST | None, set[str]]:
+        """Per scope, the names bound in it (assigned, parameters, defs, imports, loop and `as` targets)."""
+        if self.bound is not None:
+            return self.bound
+        bound: dict[ast.AST | None, set[str]] = {}
+        for node in self.nodes:
+            names: list[str] = []
+            scope = self._scope(node)
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                names = [node.id]
+                if isinstance(node.ctx, ast.Del):
+                    self.deleted.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, ast.alias):
+                names = [node.asname or node.name.split(".")[0]]
+            elif isinstance(node, ast.arg):  # a parameter: bound in its function (arg -> arguments -> function)
+                names, scope = [node.arg], self.parents.get(self.parents.get(node))
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                names = [node.name]
+            elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+                names = [node.name]
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                self.declared.setdefault(scope, set()).update(node.names)
+            bound.setdefault(scope, set()).update(names)
+        self.bound = bound
+        return bound
+
+    def is_builtin(self, node: ast.Name) -> bool:
+        """Whether the name ``node`` reads Python's built-in of that name (``dir`` may be the learner's variable).
+        A name bound in an enclosing function is the learner's; one bound at module level is too, unless the file
+        deletes it somewhere (``del dir`` brings the built-in back)."""
+        name = node.id
+        if name in self.origins:
+            return False
+        bound = self._bindings()
+        if not any(name in names for names in bound.values()):
+            return True
+        scope, first = self._scope(node), True
+        while scope is not None and not isinstance(scope, ast.Module):
+            if name in self.declared.get(scope, ()):
+                break  # `global dir` / `nonlocal dir`: the module's (or an outer function's) binding decides
+            if name in bound.get(scope, ()) and (first or not isinstance(scope, ast.ClassDef)):
+                return False
+            first = False
+            scope = self._scope(scope)
+        module_scope = scope if scope is not None else None
+        return not (name in bound.get(module_scope, ()) and name not in self.deleted)
 
     def _is_value_use(self, node: ast.expr) -> bool:
         """Whether an expression's value goes somewhere this scan cannot follow: anywhere but the base of an
@@ -608,13 +688,13 @@ class _Scanner:
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Name) and func.id == "type" and "type" not in self.origins and len(node.args) > 1:
+        if isinstance(func, ast.Name) and func.id == "type" and self.is_builtin(func) and len(node.args) > 1:
             self.report(node, "code", "builds a class from a dictionary of names (write a class statement)")
-        if isinstance(func, ast.Name) and func.id in READ_ONLY_CALLS and func.id not in self.origins:
+        if isinstance(func, ast.Name) and func.id in READ_ONLY_CALLS and self.is_builtin(func):
             self._reflective_call(node, func.id)
         if isinstance(func, ast.Attribute) and func.attr in ("format", "format_map"):
             self._format_call(node, func)
-        if isinstance(func, ast.Name) and func.id == "open" and "open" not in self.origins or \
+        if isinstance(func, ast.Name) and func.id == "open" and self.is_builtin(func) or \
                 {o.dotted for o in self.resolve(func)} & {"io.open", "io.FileIO", "os.fdopen"}:
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int):
                 self.report(node, "files", "opens a file descriptor by number (the grader's pipes among them)")

@@ -138,6 +138,12 @@ HOSTILE = [
     ("hasattr with a computed name", "ok = hasattr(x, name)", "reflection"),
     ("delattr with a computed name", "delattr(x, name)", "reflection"),
     ("getattr passed as a value", "import functools\nfunctools.reduce(getattr, ['a', 'b'], x)", "reflection"),
+    ("a built-in shadowed, then deleted", "dir = 1\ndel dir\nnames = dir(x)", "reflection"),
+    ("a built-in shadowed elsewhere", "def f(vars):\n    return vars\nv = vars(x)", "reflection"),
+    ("a built-in through a default argument", "def f(g=getattr):\n    return g(x, name)", "reflection"),
+    ("a built-in as a default of its own name", "def f(getattr=getattr):\n    return getattr(x, name)", "reflection"),
+    ("a built-in as a lambda's default", "g = (lambda vars=vars: vars(x))()", "reflection"),
+    ("a built-in through a comprehension's iterable", "fs = [dir for dir in [dir]]", "reflection"),
     ("getattr renamed", "g = getattr\ng(x, 'y')", "reflection"),
     ("vars", "v = vars(x)", "reflection"),
     ("globals", "g = globals()", "reflection"),
@@ -319,6 +325,8 @@ HONEST = [
      "z = torch.zeros(2, dtype=torch.float32)\nlayers = [nn.Linear(2, 2), nn.GELU()]\nf(torch.nn.functional.gelu)"),
     ("nn.Module.register_module", "model.register_module('head', head)"),
     ("paths of the tree's data", "import os\np = os.path.join('data', 'dev', 'x.json')\nq = open('data/dev/x.json')"),
+    ("variables named like built-ins", "from pathlib import Path\ndef save(model, dir, eval=False):\n"
+     "    vars = [dir, eval]\n    return Path(dir) / 'x'\ndir = 'out'\nopen = None\nprint(dir, open)"),
     ("a UTF-8 source encoding", "# -*- coding: utf-8 -*-\nx = 1"),
     ("getattr of a public attribute of a torch module", "import torch\nmps = getattr(torch.backends, 'mps', None)\n"
      "dt = getattr(torch, 'float32')"),
