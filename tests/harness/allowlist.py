@@ -24,6 +24,21 @@ file of the tree that names a module there (``from .attention import torch``: ``
 Attributes that are dangerous on any object (dunders off the list, private names of other objects,
 frames, code objects, modules reached as attributes) are refused whatever the base is.
 
+Decisions, each so that honest code never meets a rule:
+- ``F.softmax`` and every public torch function are allowed: an exercise's forbidden built-ins are refused
+  when called, by the worker, with its own message ("exercise 01 asks you to write this yourself...").
+- ``setattr`` with a computed name is allowed on a plain object (LoRA replaces children by name: it writes,
+  and reads nothing); on a module or a class reached through ``type()`` it is refused. ``getattr``,
+  ``hasattr`` and ``delattr`` need a name written in the code, judged like ``x.name``.
+- ``threading`` is refused (no solution needs it; a thread started at import runs outside every check),
+  and so are ``subprocess``, ``multiprocessing``, ``signal``, ``socket``; ``torch.distributed`` and
+  ``torch.nn.parallel`` only where the manifest grants them (exercise 18).
+- Private names: ``self._x``/``cls._x`` in a method (``self`` its first parameter, never rebound),
+  ``super()._x``, and a tree module's own ``attention._helper``; nothing else (``torch._C``, ``x._foo``).
+- A variable named like a built-in (``dir``, ``vars``, ``open``) is the learner's where Python's scoping
+  makes it so; the built-in itself (``vars(x)``, ``getattr`` passed around, ``eval``) is refused.
+- A string used as an annotation is judged as code (``typing.get_type_hints`` would run it).
+
 What it does not do: follow values through data (a module stored in a list is refused, not followed),
 or read strings built at run time (``getattr`` with a computed name is refused instead; a path built
 from pieces is the sandbox's to stop). A ``SyntaxError`` is not a violation: the worker reports it
@@ -826,9 +841,6 @@ class _Scanner:
             if found:
                 self.report(node, found[0], found[1])
 
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        pass
-
     def _annotations(self, tree: ast.AST) -> None:
         """Annotations written as strings are code to typing.get_type_hints and friends: judge them as code."""
         for node in self.nodes:
@@ -932,6 +944,7 @@ def check(sources: dict[str, str], exercise: "manifest.Exercise") -> list[Violat
             target_report = _analyse(target, sources[target], allowed) if target else None
             if target_report and name in target_report.module_names and _module_file(f"{module}.{name}", files) is None:
                 message = (f"{file} line {line}: `{code}` reaches the module {name} through {target} (import what "
-                           f"the file needs itself); learner code may not (allow-list rule: modules, tests/allowlist.toml)")
+                           "the file needs itself); learner code may not (allow-list rule: modules, "
+                           "tests/allowlist.toml)")
                 found.append(Violation(file, line, "modules", message))
     return sorted(set(found), key=lambda v: (v.file, v.line, v.rule, v.message))

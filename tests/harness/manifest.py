@@ -63,7 +63,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
         seen |= {raw["id"], raw["slug"]}
         known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout",
                                  "worker_imports", "allowed_imports"}
-        for name in raw.get("allowed_imports", []):  # module names only: the allow-list (tests/allowlist.toml) reads them
+        for name in raw.get("allowed_imports", []):  # module names, read by the allow-list (tests/allowlist.toml)
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z]\w*(\.[A-Za-z]\w*)*", name):
                 raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']}: allowed_imports holds {name!r}, "
                                     "which is not a public module name such as \"torch.distributed\"")

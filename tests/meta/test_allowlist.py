@@ -45,7 +45,8 @@ def test_every_file_an_exercise_imports_is_judged_and_the_scripts_are_not_import
     no exercise's module imports them, so the grader never runs them. If one ever did, check would judge it."""
     sources = tree_sources(tree)
     reached = set().union(*(allowlist.reached_files(sources, e.module) for e in manifest.load()))
-    scripts = {"train.py", "sample.py", "chat.py", "finetune.py", "pretrained.py", "hf_complete.py", "assistant_data.py"}
+    scripts = {"train.py", "sample.py", "chat.py", "finetune.py", "pretrained.py", "hf_complete.py",
+               "assistant_data.py"}
     assert not reached & scripts
     assert {f"{e.module}.py" for e in manifest.load()} | {"__init__.py", "config.py", "pretokenize.py"} <= reached
     for file in reached:
@@ -175,7 +176,8 @@ HOSTILE = [
     ("import cpp_extension", "import torch.utils.cpp_extension\n", "internals"),
     ("torch.overrides", "import torch.overrides\n", "internals"),
     ("torch.classes", "import torch\ntorch.classes.load_library('x.so')", "internals"),
-    ("__torch_function__", "import torch\nclass T(torch.Tensor):\n    def __torch_function__(cls, f, t, a=(), k=None):\n"
+    ("__torch_function__", "import torch\nclass T(torch.Tensor):\n"
+     "    def __torch_function__(cls, f, t, a=(), k=None):\n"
      "        return 0", "internals"),
     ("__torch_dispatch__ assigned", "class T:\n    __torch_dispatch__ = handler", "internals"),
     ("__reduce__", "class A:\n    def __reduce__(self):\n        return (print, ('x',))", "internals"),
@@ -235,7 +237,8 @@ HOSTILE = [
     ("setattr on a module", "import torch\nsetattr(torch, 'softmax', f)", "patching"),
     ("patching sys.stdout", "import sys\nsys.stdout = None", "patching"),
     ("resetting the memory counters", "import torch\ntorch.cuda.reset_peak_memory_stats()", "measures"),
-    ("a forward hook on every module", "import torch\ntorch.nn.modules.module.register_module_forward_hook(h)", "hooks"),
+    ("a forward hook on every module", "import torch\ntorch.nn.modules.module.register_module_forward_hook(h)",
+     "hooks"),
     ("a hook on every saved tensor", "import torch\nwith torch.autograd.graph.saved_tensors_hooks(p, u):\n    pass",
      "hooks"),
     ("self rebound to another object", "class A:\n    def f(self, tracker):\n        self = tracker\n"
@@ -276,27 +279,34 @@ def test_the_table_is_large_and_every_rule_is_exercised():
 HONEST = [
     ("a forbidden built-in is the worker's to refuse, not the allow-list's",
      "import torch\nimport torch.nn.functional as F\ny = F.softmax(x, dim=-1) + torch.softmax(x, -1)"),
-    ("F.scaled_dot_product_attention", "from torch.nn import functional as F\ny = F.scaled_dot_product_attention(q, k, v)"),
+    ("F.scaled_dot_product_attention",
+     "from torch.nn import functional as F\ny = F.scaled_dot_product_attention(q, k, v)"),
     ("private attributes of its own", "class A:\n    def __init__(self):\n        self._cache = {}\n"
-     "    def get(self, k):\n        return self._cache.get(k)\n    @classmethod\n    def make(cls):\n        return cls._new()"),
-    ("super().__init__()", "import torch\nclass M(torch.nn.Module):\n    def __init__(self, d):\n        super().__init__()\n"
+     "    def get(self, k):\n        return self._cache.get(k)\n    @classmethod\n    def make(cls):\n"
+     "        return cls._new()"),
+    ("super().__init__()", "import torch\nclass M(torch.nn.Module):\n    def __init__(self, d):\n"
+     "        super().__init__()\n"
      "        self.w = torch.nn.Parameter(torch.ones(d))\n    def forward(self, x):\n        return x * self.w"),
     ("names of classes", "n = type(x).__name__ + cls.__qualname__ + f.__doc__"),
     ("dataclasses", "from dataclasses import dataclass, field, fields, replace\n@dataclass(frozen=True)\nclass C:\n"
      "    n: int = 1\n    xs: list = field(default_factory=list)\n    def __post_init__(self):\n        pass\n"
      "d = replace(C(), n=2)\nnames = [f.name for f in fields(C)]"),
-    ("string annotations", "from __future__ import annotations\nimport torch\ndef f(x: 'torch.Tensor') -> torch.Tensor:\n"
+    ("string annotations", "from __future__ import annotations\nimport torch\n"
+     "def f(x: 'torch.Tensor') -> torch.Tensor:\n"
      "    return x"),
     ("f-strings with attributes of its values", "s = f'{cfg.emb_dim} {x!r:>10} {y:.3f}'"),
-    ("format with plain fields", "s = '{} {:>4} {name}'.format(a, b, name=c)\nTEMPLATE = '{a}-{b}'\nt = TEMPLATE.format(a=1, b=2)"),
-    ("numpy", "import numpy as np\nrng = np.random.default_rng(0)\na = np.load('a.npy')\nb = np.asarray(a).astype(np.int64)"),
+    ("format with plain fields", "s = '{} {:>4} {name}'.format(a, b, name=c)\nTEMPLATE = '{a}-{b}'\n"
+     "t = TEMPLATE.format(a=1, b=2)"),
+    ("numpy", "import numpy as np\nrng = np.random.default_rng(0)\na = np.load('a.npy')\n"
+     "b = np.asarray(a).astype(np.int64)"),
     ("torch.load with weights_only", "import torch\nsd = torch.load(path, map_location='cpu', weights_only=True)"),
     ("os and paths", "import os\nfrom pathlib import Path\np = Path(__file__).parent / 'data'\n"
      "d = os.environ.get('X', '')\nos.makedirs(os.path.join(d, 'x'), exist_ok=True)\nn = os.cpu_count()"),
     ("sys's public streams", "import sys\nsys.stderr.write('x')\nif len(sys.argv) > 2:\n    sys.exit(1)"),
     ("setattr with a child's name, as LoRA does", "for name, child in module.named_children():\n"
      "    setattr(module, name, LoRA(child))\nb = getattr(module, 'bias', None)"),
-    ("the tree's own modules, private names included", "from .attention import softmax, _helper\nfrom . import attention\n"
+    ("the tree's own modules, private names included",
+     "from .attention import softmax, _helper\nfrom . import attention\n"
      "y = attention.softmax(x) + attention._helper(x)"),
     ("breakpoint", "def f(x):\n    breakpoint()\n    return x"),
     ("module dunders", "__all__ = ['f']\nif __name__ == '__main__':\n    print(__doc__, __file__)"),
@@ -399,8 +409,11 @@ def test_a_name_another_file_imported_from_outside_the_tree_is_refused():
     sources = {"__init__.py": "", "attention.py": "from torch import nn\nimport math\n\ndef f():\n    return 1\n",
                "block.py": "from .attention import nn, f\nm = nn.parallel.DataParallel\n",
                "layers.py": "from . import attention\ny = attention.math.sqrt(2) + attention.f()\n"}
-    assert {(v.file, v.line, v.rule) for v in allowlist.check(sources, exercise("block"))} == {("block.py", 1, "modules")}
-    assert {(v.file, v.line, v.rule) for v in allowlist.check(sources, exercise("layers"))} == {("layers.py", 2, "modules")}
+    def found(module):
+        return {(v.file, v.line, v.rule) for v in allowlist.check(sources, exercise(module))}
+
+    assert found("block") == {("block.py", 1, "modules")}
+    assert found("layers") == {("layers.py", 2, "modules")}
 
 
 def test_messages_name_the_file_the_line_the_code_and_the_rule():
@@ -409,4 +422,4 @@ def test_messages_name_the_file_the_line_the_code_and_the_rule():
     assert first.file == "attention.py" and first.line == 4 and first.rule == "frames"
     assert first.message.startswith("attention.py line 4: `sys._getframe` reaches the interpreter's frames")
     assert "learner code may not (allow-list rule: frames, tests/allowlist.toml)" in first.message
-    assert "forbidden" not in first.message  # the worker's refusal of a forbidden built-in says "forbidden"
+    assert "asks you to write this yourself" not in first.message  # the worker's words for a forbidden built-in

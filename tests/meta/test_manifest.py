@@ -32,7 +32,8 @@ def test_parses_the_real_manifest():
 
 
 def test_allowed_imports_are_read():
-    assert manifest.parse(GOOD.replace('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_imports = ["socket"]'))[1].allowed_imports == ("socket",)
+    granted = GOOD.replace('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_imports = ["socket"]')
+    assert manifest.parse(granted)[1].allowed_imports == ("socket",)
     assert manifest.parse(GOOD)[1].allowed_imports == ()
     assert "torch.distributed" in manifest.lookup("ddp").allowed_imports
 
