@@ -292,6 +292,7 @@ class _Origin:
 class FileReport:
     violations: list[Violation]
     module_names: set[str]  # names the file binds to modules (its `import`s): other files may not take them
+    defined: set[str]  # names the file binds at module level itself (def, class, assignment, tree imports)
     tree_references: list[tuple[str, str, int, str]]  # (tree module path, name, line, code) it takes from the tree
 
 
@@ -570,6 +571,12 @@ class _Scanner:
             bound.setdefault(scope, set()).update(names)
         self.bound = bound
         return bound
+
+    def module_level_names(self) -> set[str]:
+        """The names bound at module level, and those functions declare global."""
+        bound = self._bindings()
+        names = set().union(*(v for k, v in bound.items() if isinstance(k, ast.Module)))
+        return names | set().union(*self.declared.values()) if self.declared else names
 
     def is_builtin(self, node: ast.Name) -> bool:
         """Whether the name ``node`` reads Python's built-in of that name (``dir`` may be the learner's variable).
@@ -891,7 +898,8 @@ def _analyse(file: str, source: str, allowed_imports: frozenset[str]) -> FileRep
                                         "what is read); learner code may not (allow-list rule: code, "
                                         "tests/allowlist.toml)"))
     unique = sorted(set(violations), key=lambda v: (v.line, v.rule, v.message))
-    return FileReport(unique, scanner.module_names, scanner.tree_references)
+    defined = scanner.module_level_names() - scanner.module_names
+    return FileReport(unique, scanner.module_names, defined, scanner.tree_references)
 
 
 def scan(file: str, source: str, allowed_imports: frozenset[str]) -> list[Violation]:
@@ -942,9 +950,15 @@ def check(sources: dict[str, str], exercise: "manifest.Exercise") -> list[Violat
         for module, name, line, code in report.tree_references:  # `from .attention import torch`
             target = _module_file(module, files)
             target_report = _analyse(target, sources[target], allowed) if target else None
-            if target_report and name in target_report.module_names and _module_file(f"{module}.{name}", files) is None:
-                message = (f"{file} line {line}: `{code}` reaches the module {name} through {target} (import what "
-                           "the file needs itself); learner code may not (allow-list rule: modules, "
-                           "tests/allowlist.toml)")
-                found.append(Violation(file, line, "modules", message))
+            if target_report is None or _module_file(f"{module}.{name}", files) is not None:
+                continue  # a file with a SyntaxError fails on import; a module of the tree is judged on its own
+            if name in target_report.module_names:
+                why = f"reaches {name} through {target} (import what the file needs itself)"
+            elif name not in target_report.defined:  # at grade time {target} may be the grader's own module
+                why = f"takes {name} from {target}, which does not define it"
+            else:
+                continue
+            message = f"{file} line {line}: `{code}` {why}; learner code may not (allow-list rule: modules, " \
+                      "tests/allowlist.toml)"
+            found.append(Violation(file, line, "modules", message))
     return sorted(set(found), key=lambda v: (v.file, v.line, v.rule, v.message))

@@ -386,7 +386,8 @@ def test_a_violation_in_init_costs_every_exercise():
 
 def test_subpackages_and_their_init_files_are_followed():
     sources = {"__init__.py": "", "attention.py": "from .sub.helpers import g\n", "sub/__init__.py": "import gc\n",
-               "sub/helpers.py": "from ..layers import h\n", "layers.py": "import ctypes\n"}
+               "sub/helpers.py": "from ..layers import h\n\ndef g():\n    return h\n",
+               "layers.py": "import ctypes\nh = 1\n"}
     assert allowlist.tree_imports("attention.py", sources["attention.py"], set(sources)) == {"sub/__init__.py",
                                                                                              "sub/helpers.py"}
     assert allowlist.tree_imports("sub/helpers.py", sources["sub/helpers.py"], set(sources)) == {"layers.py"}
@@ -414,6 +415,18 @@ def test_a_name_another_file_imported_from_outside_the_tree_is_refused():
 
     assert found("block") == {("block.py", 1, "modules")}
     assert found("layers") == {("layers.py", 2, "modules")}
+
+
+def test_a_name_the_other_file_does_not_define_is_refused():
+    """At grade time a module the exercise builds on is the grader's reference part, whose namespace holds the
+    grader's imports (load_part, TorchDispatchMode): a name the learner's own file does not define is refused."""
+    sources = {"__init__.py": "", "layers.py": "import torch\n\nclass LayerNorm:\n    pass\n\nEPS = 1e-5\n",
+               "block.py": "from .layers import LayerNorm, EPS\nfrom .layers import load_part\n",
+               "model.py": "from . import layers\nm = layers.TorchDispatchMode\nn = layers.LayerNorm\n"}
+    assert {(v.file, v.line) for v in allowlist.check(sources, exercise("block"))} == {("block.py", 2)}
+    assert {(v.file, v.line) for v in allowlist.check(sources, exercise("model"))} == {("model.py", 2)}
+    message = allowlist.check(sources, exercise("block"))[0].message
+    assert "takes load_part from layers.py, which does not define it" in message
 
 
 def test_messages_name_the_file_the_line_the_code_and_the_rule():
