@@ -310,6 +310,7 @@ class _Scanner:
         self.bound: dict[ast.AST | None, set[str]] | None = None  # names bound per scope (_bindings)
         self.declared: dict[ast.AST | None, set[str]] = {}  # names declared global or nonlocal per scope
         self.deleted: set[str] = set()  # names deleted somewhere in the file
+        self.class_names: set[str] | None = None  # the file's classes and their aliases (_is_class)
         self.nodes: list[ast.AST] = []
 
     # --- reporting
@@ -701,6 +702,20 @@ class _Scanner:
             scope = self.parents.get(scope)
         return None
 
+    def _is_class(self, node: ast.AST) -> bool:
+        """Whether ``node`` names a class of the file (``class T``, an alias ``C = T``) or ``cls``: setattr on a
+        class with a computed name could give it a method that Python or torch calls by name (__torch_function__)."""
+        if not isinstance(node, ast.Name):
+            return False
+        if self.class_names is None:
+            names = {n.name for n in self.nodes if isinstance(n, ast.ClassDef)} | {"cls"}
+            for _ in range(3):
+                for n in self.nodes:
+                    if isinstance(n, ast.Assign) and isinstance(n.value, ast.Name) and n.value.id in names:
+                        names |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+            self.class_names = names
+        return node.id in self.class_names
+
     @staticmethod
     def _involves_type_call(node: ast.AST) -> bool:
         for sub in ast.walk(node):
@@ -744,7 +759,8 @@ class _Scanner:
             return  # a TypeError at run time, the learner's to see
         attr = node.args[1]
         if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
-            if name == "setattr" and not self.resolve(node.args[0]) and not self._involves_type_call(node.args[0]):
+            if name == "setattr" and not self.resolve(node.args[0]) and not self._involves_type_call(node.args[0]) \
+                    and not self._is_class(node.args[0]):
                 return  # setattr(module, name, LoRA(child)) as LoRA does: it writes, it reads nothing
             self.report(node, "reflection", f"calls {name} with a name that is not written in the code")
             return

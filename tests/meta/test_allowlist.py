@@ -257,6 +257,8 @@ HOSTILE = [
     ("torch.utils from an import, in a list", "from torch import utils\nus = [utils]", "modules"),
     ("torch.nn in a default argument", "import torch\ndef f(nn=torch.nn):\n    return nn.parallel", "modules"),
     ("torch.load passed on", "import torch\nload = [torch.load][0]", "loading"),
+    ("setattr on a class with a computed name", "import torch\nclass T(torch.Tensor):\n    pass\nC = T\n"
+     "setattr(C, '__torch_' + 'function__', f)", "reflection"),
     ("TorchScript from text", "import torch\ncu = torch.jit.CompilationUnit('def f(x): return x')", "code"),
 ]
 
