@@ -57,7 +57,7 @@ def _walk(folder: Path, prefix: str, out: TreeFiles, budget: dict) -> None:
         budget["entries"] -= 1
         rel = prefix + entry.name
         if budget["entries"] < 0:
-            out.refused["(the tree)"] = f"it holds more than {MAX_ENTRIES:,} files and folders; the grader read no further"
+            out.refused["(the tree)"] = f"it holds more than {MAX_ENTRIES:,} files and folders; none read further"
             return
         try:
             info = entry.stat(follow_symlinks=False)

@@ -56,8 +56,8 @@ def grade(tree: Path, tmp: Path, ids: tuple[str, ...], *args: str, timeout: floa
     import subprocess
 
     report = tmp / f"report-{tree.name}.json"
-    cmd = [sys.executable, "-m", "pytest", *graded_files(*ids), "--grade", "-q", "--impl", str(tree), "--report", str(report),
-           "--require-sandbox", *args]
+    cmd = [sys.executable, "-m", "pytest", *graded_files(*ids), "--grade", "-q", "--impl", str(tree),
+           "--report", str(report), "--require-sandbox", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     data = json.loads(report.read_text()) if report.exists() else {}
@@ -112,7 +112,8 @@ def test_links_fifos_devices_and_huge_files_are_refused_by_name_unread(tmp_path)
 
 
 def test_a_refused_file_costs_the_exercises_that_import_it():
-    sources = {"__init__.py": "", "attention.py": "", "layers.py": "from .util import x\n", "util.py": "from .deep import y\n"}
+    sources = {"__init__.py": "", "attention.py": "", "layers.py": "from .util import x\n",
+               "util.py": "from .deep import y\n"}
     imports = {"layers.py": {"util.py"}, "util.py": {"deep.py"}}.get
     cost = lambda refused, module: treefiles.costs(refused, sources, module, lambda f: imports(f, set()))  # noqa: E731
     assert cost({"deep.py": "a FIFO"}, "layers") == ["deep.py: a FIFO"]
@@ -192,7 +193,8 @@ BUILTINS = {
         class LayerNorm(nn.Module):
             def __init__(self, emb_dim, eps=1e-5):
                 super().__init__()
-                self.eps, self.scale, self.shift = eps, nn.Parameter(torch.ones(emb_dim)), nn.Parameter(torch.zeros(emb_dim))
+                self.eps = eps
+                self.scale, self.shift = nn.Parameter(torch.ones(emb_dim)), nn.Parameter(torch.zeros(emb_dim))
 
             def forward(self, x):
                 return F.layer_norm(x, x.shape[-1:], self.scale, self.shift, self.eps)
@@ -254,7 +256,8 @@ HIDE = """
 def test_the_memory_tracker_of_28_is_out_of_reach(tmp_path):
     ids = ("28",)
     cheap = textwrap.dedent(CHEAP_FLASH)
-    hostile = copy(tmp_path, "hostile", {"flash.py": cheap.replace("HIDE", textwrap.indent(textwrap.dedent(HIDE), " " * 4).strip())})
+    hide = textwrap.indent(textwrap.dedent(HIDE), " " * 4).strip()
+    hostile = copy(tmp_path, "hostile", {"flash.py": cheap.replace("HIDE", hide)})
     plain = copy(tmp_path, "plain", {"flash.py": cheap.replace("HIDE", "pass")})
     a = grade(hostile, tmp_path, ids)
     b = grade(plain, tmp_path, ids, "--seed", seed_of(a))
@@ -279,7 +282,7 @@ def test_links_fifos_and_huge_files_are_refused_and_the_report_is_written(tmp_pa
     a = grade(hostile, tmp_path, ids, "--grade-timeout", "300", timeout=360)
     b = grade(EXERCISES, tmp_path, ids, "--seed", seed_of(a))
     no_gain(a, b, ids)
-    assert a.report["extra_data"]["finished"] and a.report["tests"], a.explain()  # this grade's report, not the forged one
+    assert a.report["extra_data"]["finished"] and a.report["tests"], a.explain()  # this grade's, not the forged one
     assert a.exercise("01")["score"] == a.exercise("02")["score"] == 0, a.explain()
     out = a.exercise("02")["output"]
     assert "the grader refused to read pipe.py: it is a FIFO" in out, a.explain()  # 02 imports it
@@ -292,7 +295,8 @@ def test_bytecode_and_extension_modules_in_the_tree_are_never_loaded(tmp_path):
     """A ``.pyc`` whose code differs from its ``.py`` (unchecked-hash: Python would not compare
     them), a sourceless ``.pyc`` and a file named like an extension module: none of them runs."""
     ids = ("01", "02")
-    hostile = copy(tmp_path, "hostile", {"attention.py": "from .cheat import softmax, causal_mask, scaled_dot_product_attention\n"})
+    cheat = "from .cheat import softmax, causal_mask, scaled_dot_product_attention\n"
+    hostile = copy(tmp_path, "hostile", {"attention.py": cheat})
     scratch = tmp_path / "compiled"
     scratch.mkdir()
     for name in ("layers", "attention"):
@@ -317,7 +321,8 @@ def test_a_violation_costs_only_the_exercises_whose_code_imports_it(tmp_path):
     util = "import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n"
     layers = "from .util import caller  # noqa: F401\n" + (SOLUTIONS / "layers.py").read_text()
     hostile = copy(tmp_path, "hostile", {"util.py": util, "layers.py": layers}, base=SOLUTIONS)
-    plain = copy(tmp_path, "plain", {"util.py": "def caller():\n    return 'caller'\n", "layers.py": layers}, base=SOLUTIONS)
+    honest = "def caller():\n    return 'caller'\n"
+    plain = copy(tmp_path, "plain", {"util.py": honest, "layers.py": layers}, base=SOLUTIONS)
     a = grade(hostile, tmp_path, ids)
     b = grade(plain, tmp_path, ids, "--seed", seed_of(a))
     no_gain(a, b, ids)

@@ -77,7 +77,8 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         rel, package = self._locate(name)
         origin = str(self.tree.path / rel) if rel is not None else None
-        spec = importlib.machinery.ModuleSpec(name, self if rel is not None else None, origin=origin, is_package=package)
+        loader = self if rel is not None else None
+        spec = importlib.machinery.ModuleSpec(name, loader, origin=origin, is_package=package)
         if package:
             # where the modules are, as today: __path__ is only ever searched by this finder
             folder = self.tree.path.joinpath(*name.split(".")[1:])
