@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .failures import GradingFailure, ImportFailure, LearnerError, Lost, NotStarted, TimedOut
+from . import treefiles
 from .manifest import Exercise, load
 from .runner import Runner, WorkerLost
 from .worker import parts as worker_parts
@@ -75,8 +76,10 @@ class Backend(Protocol):
 class WorkerBackend:
     """The tree runs in worker processes, one per exercise (``sandbox``: bubblewrap, or None)."""
 
-    def __init__(self, tree: Path, echo: bool = False, sandbox=None, start: str | None = None, require_sandbox: bool = False):
-        self.runner = Runner(tree, echo, sandbox, start, require_sandbox)
+    def __init__(self, tree: Path, echo: bool = False, sandbox=None, start: str | None = None, require_sandbox: bool = False,
+                 sources: dict[str, str] | None = None):
+        sources = treefiles.read(tree).sources if sources is None else sources
+        self.runner = Runner(tree, echo, sandbox, start, require_sandbox, sources=sources)
 
     def probe(self, exercise, rules, header, arrays, timeout):
         return self.runner.probe(exercise, rules, header, arrays, timeout)
@@ -92,11 +95,11 @@ class WorkerBackend:
 class InProcessBackend:
     """Runs probes in the test process, so ``breakpoint()`` and pdb work. Not a valid grade."""
 
-    def __init__(self, tree: Path):
+    def __init__(self, tree: Path, sources: dict[str, str] | None = None):
         from .worker import probes
         from .worker.tree import Tree
 
-        self.tree = Tree(tree)
+        self.tree = Tree(tree, treefiles.read(tree).sources if sources is None else sources)
         self.scratch = Path(tempfile.mkdtemp(prefix="kata-in-process-"))
         probes.SCRATCH = self.scratch
         weakref.finalize(self, shutil.rmtree, str(self.scratch), True)  # also when nobody calls close()

@@ -15,76 +15,22 @@ already run replaced code, so nothing it would conclude, a void included, can be
 bytecode (an earlier plain run wrote it) passes. It cannot vouch for the module that runs it:
 a forged ``plugin.pyc`` would skip the check, which is why grades come through those commands.
 
-``escape_hatches`` reads the tree's source as tokens and finds the PyTorch internals that would get
-around the worker's refusal of forbidden built-ins (the dispatcher, kernel registration, PyTorch's
-own decompositions, the compilers, code rewriting); ``loader_hatches`` finds ways to load code by
-file path. These are a second line: the refusals live in the worker process itself.
+What the tree's source may do is the allow-list's to say (``allowlist.py``, ``tests/allowlist.toml``),
+on the texts ``treefiles.py`` read.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import marshal
 import site
 import sys
-import tokenize
 from pathlib import Path
 
 from .manifest import ROOT
 
 GRADER_FILES = ("tests", "reference", "noxfile.py", "pyproject.toml")
 STARTUP_HOOKS = ("sitecustomize.py", "usercustomize.py")
-
-ESCAPES = {
-    "DisableTorchFunction": "switches off torch function modes",
-    "DisableTorchFunctionSubclass": "switches off torch function modes",
-    "_disable_current_modes": "switches off torch dispatch modes",
-    "_unset_dispatch_mode": "switches off torch dispatch modes",
-    "_pop_mode": "removes torch modes",
-    "_pop_mode_temporarily": "removes torch modes",
-    "_pop_torch_function_stack": "removes torch function modes",
-    "_set_torch_function_mode": "replaces torch function modes",
-    "_len_torch_function_stack": "inspects torch function modes",
-    "_get_function_stack_at": "inspects torch function modes",
-    "_python_dispatch": "reaches into the grader's dispatch-mode machinery",
-    "TorchFunctionMode": "installs or inspects torch function modes",
-    "TorchDispatchMode": "installs or inspects torch dispatch modes",
-    "_DisableTorchDispatch": "switches off torch dispatch modes",
-    "_ExcludeDispatchKeyGuard": "skips dispatch keys",
-    "_IncludeDispatchKeyGuard": "forces dispatch keys",
-    "_AutoDispatchBelowAutograd": "skips dispatch keys",
-    "_dispatch": "reaches into PyTorch's dispatcher",
-    "Library": "registers or removes PyTorch kernels",
-    "_destroy": "removes registered PyTorch kernels",
-    "get_kernel": "reaches PyTorch's kernels directly",
-    "_decomp": "runs PyTorch's own decompositions of the built-ins",
-    "_refs": "runs PyTorch's own reference implementations of the built-ins",
-    "_prims": "runs PyTorch's primitive decompositions",
-    "_dynamo": "compiles code with TorchDynamo",
-    "_inductor": "compiles code with TorchInductor",
-    "__code__": "rewrites functions, the grader's included",
-    "__kata_refuse__": "reaches into the grader's refusals",
-    "get_objects": "searches the interpreter's objects (the grader's included)",
-    "get_referrers": "searches the interpreter's objects (the grader's included)",
-    "harness": "reaches into the grader's own modules",
-    "kata_part": "reaches into the grader's reference parts",
-    "tree_with_reference": "reaches into the grader's reference parts",
-}
-PREFIXES = ("kata_part", "tree_with_reference", "_dispatch")  # names that start with these count too
-# Ways to load code that no import statement shows: refused for exercises that forbid built-ins or
-# packages (in the sandbox a forbidden package is not even there; without it, this is the check).
-LOADERS = {
-    "spec_from_file_location": "loads a module from a file path",
-    "SourceFileLoader": "loads a module from a file path",
-    "SourcelessFileLoader": "loads compiled code from a file path",
-    "ExtensionFileLoader": "loads a compiled extension from a file path",
-    "module_from_spec": "builds a module by hand",
-    "reload": "reloads a module (and the functions the grader refused)",
-    "ctypes": "calls compiled code directly",
-    "CDLL": "loads a shared library",
-    "_tiktoken": "loads tiktoken's compiled core",
-}
 
 
 def _hash(path: Path) -> str:
@@ -172,80 +118,3 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     out += [f"{p} was removed" for p in sorted(set(before) - set(after))]
     out += [f"{p} was changed" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
     return out
-
-
-_TOKENS: dict[tuple, list] = {}
-
-
-def _code_tokens(tree: Path) -> list:
-    """``(where, token, bare)`` for each NAME and STRING token of the tree's .py files, where is
-    ``file:line`` and ``bare`` marks a string standing alone as a statement (a docstring).
-    Comments are not tokens of these kinds; files that do not tokenize are skipped. Read once per
-    state of the files (the checks of a grade ask for them many times)."""
-    paths = sorted(p for p in tree.rglob("*.py") if "__pycache__" not in p.parts)
-    key = (str(tree), tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
-    if key not in _TOKENS:
-        _TOKENS.clear()
-        _TOKENS[key] = list(_read_tokens(tree, paths))
-    return _TOKENS[key]
-
-
-def _read_tokens(tree: Path, paths: list[Path]):
-    for path in paths:
-        try:
-            tokens = list(tokenize.tokenize(io.BytesIO(path.read_bytes()).readline))
-        except (tokenize.TokenError, SyntaxError, OSError):
-            continue
-        rel, prev = path.relative_to(tree.parent).as_posix(), None
-        for tok in tokens:
-            if tok.type in (tokenize.NAME, tokenize.STRING):
-                bare = tok.type == tokenize.STRING and prev in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL, tokenize.ENCODING, None)
-                yield f"{rel}:{tok.start[0]}", tok, bare
-            if tok.type not in (tokenize.COMMENT, tokenize.NL):
-                prev = tok.type
-
-
-def escape_hatches(tree: Path) -> list[str]:
-    """``file:line: NAME (what it does)`` for each escape hatch named in the tree's code.
-
-    Names and string literals count (``getattr(torch._C, "DisableTorchFunction")``); comments
-    and docstrings do not."""
-    found = []
-    for where, tok, bare in _code_tokens(tree):
-        if bare:
-            continue
-        text = tok.string
-        for name, what in ESCAPES.items():
-            if tok.type == tokenize.NAME:
-                hit = text == name or (name in PREFIXES and text.startswith(name))
-            else:
-                hit = name in text and (name != "harness" or "harness." in text or text.strip("'\"") == "harness")
-            if hit:
-                found.append(f"{where}: {name} ({what})")
-    return found
-
-
-def loader_hatches(tree: Path) -> list[str]:
-    """``file:line: NAME (what it does)`` for each way of loading code by hand named in the tree."""
-    found = []
-    for where, tok, bare in _code_tokens(tree):
-        if bare:
-            continue
-        text = tok.string if tok.type == tokenize.NAME else tok.string.strip("'\"bBrRuUfF")
-        for name, what in LOADERS.items():
-            if text == name or (tok.type == tokenize.STRING and name in text):
-                found.append(f"{where}: {name} ({what})")
-    return found
-
-
-def module_uses(tree: Path, modules: tuple[str, ...] | list[str]) -> list[str]:
-    """``file:line: module`` wherever the tree's code names one of ``modules``: as a name
-    (``import tiktoken``, ``from tiktoken._educational import ...``) or as a string that is the
-    module's dotted name (``importlib.import_module("tiktoken")``)."""
-    found = []
-    for where, tok, _ in _code_tokens(tree):
-        text = tok.string if tok.type == tokenize.NAME else tok.string.strip("'\"bBrRuUfF")
-        for module in modules:
-            if text == module or (tok.type == tokenize.STRING and text.startswith(module + ".")):
-                found.append(f"{where}: {module}")
-    return found

@@ -30,6 +30,7 @@ class Exercise:
     worker_imports: tuple[str, ...] = ()
     worker_packages: tuple[str, ...] = ()
     hidden_modules: tuple[str, ...] = ()  # what its sandbox leaves out: see ``_hide``
+    allowed_imports: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -63,7 +64,11 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 raise ManifestError(f"{source}: exercise {raw['id']} depends on {dep}, which does not come before it")
         seen |= {raw["id"], raw["slug"]}
         known = set(REQUIRED) | {"depends_on", "forbidden", "forbidden_kernels", "forbidden_modules", "hints", "timeout",
-                                 "worker_imports", "worker_packages"}
+                                 "worker_imports", "worker_packages", "allowed_imports"}
+        for name in raw.get("allowed_imports", []):  # module names, read by the allow-list (tests/allowlist.toml)
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z]\w*(\.[A-Za-z]\w*)*", name):
+                raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']}: allowed_imports holds {name!r}, "
+                                    "which is not a public module name such as \"torch.distributed\"")
         unknown = sorted(set(raw) - known)
         if unknown:  # a misspelt key would otherwise switch its setting off without a word
             raise ManifestError(f"{source}: exercise {raw['id']} {raw['slug']} has the unknown key(s) {', '.join(unknown)}; "
@@ -84,6 +89,7 @@ def parse(text: str, source: str = "manifest") -> tuple[Exercise, ...]:
                 timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
                 worker_imports=tuple(raw.get("worker_imports", [])),
                 worker_packages=tuple(raw.get("worker_packages", [])),
+                allowed_imports=tuple(raw.get("allowed_imports", [])),
             )
         )
     ids = [e.id for e in exercises]

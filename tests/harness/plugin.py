@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import threading
@@ -85,7 +84,7 @@ except Exception:  # an argument the plugin will refuse with a proper message la
 
 import torch  # noqa: E402  (after the hosts have started)
 
-from . import integrity, reference  # noqa: E402
+from . import allowlist, integrity, reference, treefiles  # noqa: E402
 from .failures import GradingFailure  # noqa: E402
 from .impl import Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
 from .worker import processes  # noqa: E402
@@ -184,13 +183,18 @@ class Kata:
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
         self.sandbox, self.sandbox_reason = self._choose_sandbox()
+        # The tree's Python files, read once, before any of its code runs: the allow-list checks
+        # these texts, and the worker imports these texts and nothing else of the tree.
+        start = time.perf_counter()
+        self.files = treefiles.read(self.tree)
+        self.sources = self.files.sources
+        self.tree_read_seconds = time.perf_counter() - start
         if config.option.grade and not self.in_process:
             # the worker hosts import torch while this process takes its snapshots and collects the
             # checks (no code of the tree runs before the first check)
             self.get_backend([e for e in manifest.load() if not self.selected or e.id in self.selected])
         # Before any of the tree's code runs: what the grader's files and its environment look
-        # like, the expected outputs in memory, and whether the tree's source reaches for the
-        # guard's off switch.
+        # like, the expected outputs in memory, and what of the tree's source the allow-list refuses.
         self.void: list[str] = []
         self.snapshot = integrity.snapshot()
         # The environment is read on a thread (stat calls leave the interpreter free) while this
@@ -200,8 +204,36 @@ class Kata:
         self._environment_thread = threading.Thread(target=self._check_environment, daemon=True)
         self._environment_thread.start()
         reference.preload()
-        self.hatches = integrity.escape_hatches(self.tree)
-        self.loader_hatches = integrity.loader_hatches(self.tree)
+        self.refusals = self._check_tree()
+
+    def _check_tree(self) -> dict[str, str]:
+        """The tree's Python files as read (``treefiles``: regular files only, capped), checked
+        against the allow-list: exercise id -> why it is refused, for each exercise refused (a
+        violation in its module, in a file that module imports, or in ``__init__.py``; or such a file
+        that the grader refused to read)."""
+        start = time.perf_counter()
+        files = self.files
+        known = set(files.sources) | set(files.refused)
+
+        def imports(name: str) -> set[str]:
+            return allowlist.tree_imports(name, files.sources[name], known)
+
+        refusals = {}
+        for ex in manifest.load():
+            if self.selected and ex.id not in self.selected:
+                continue
+            unread = treefiles.costs(files.refused, files.sources, ex.module, imports)
+            if unread:
+                refusals[ex.id] = (f"the grader refused to read {unread[0]}" +
+                                   "".join(f"\nalso refused: {u}" for u in unread[1:5]))
+                continue
+            violations = allowlist.check(files.sources, ex)
+            if violations:
+                more = [v.message for v in violations[1:5]]
+                rest = f"\n(and {len(violations) - 5} more)" if len(violations) > 5 else ""
+                refusals[ex.id] = "\n".join([violations[0].message, *more]) + rest
+        self.tree_check_seconds = time.perf_counter() - start
+        return refusals
 
     def _check_environment(self) -> None:
         self.environment = environment.signature()
@@ -253,11 +285,12 @@ class Kata:
         tell the worker backend which hosts to start at once."""
         if self.backend is None:
             if self.in_process:
-                self.backend = InProcessBackend(self.tree)
+                self.backend = InProcessBackend(self.tree, self.sources)
             else:
                 echo = self.config.option.capture == "no"
                 self.start_watchdog()
-                self.backend = WorkerBackend(self.tree, echo=echo, sandbox=self.sandbox, require_sandbox=self.require_sandbox)
+                self.backend = WorkerBackend(self.tree, echo=echo, sandbox=self.sandbox, require_sandbox=self.require_sandbox,
+                                             sources=self.sources)
                 self.backend.prepare(exercises if exercises is not None else [o.exercise for o in self.outcomes.values()])
         return self.backend
 
@@ -411,18 +444,7 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
     ex = request.node.stash.get(_EX, None)
     if ex is None:
         raise pytest.UsageError(f"{request.node.nodeid} uses `impl` but its module sets no EXERCISE")
-    refused = None
-    if kata.hatches and (ex.forbidden or ex.forbidden_kernels):
-        refused = (
-            f"exercise {ex.id} forbids built-ins, and the grader checks that while your code runs; "
-            f"your code names what would switch that check off: {kata.hatches[0]}"
-        )
-    uses = integrity.module_uses(kata.tree, ex.forbidden_modules) if ex.forbidden_modules else []
-    if uses:
-        refused = f"exercise {ex.id} asks you to write this yourself, without {', '.join(ex.forbidden_modules)}; your code uses it: {uses[0]}"
-    elif kata.loader_hatches and (ex.forbidden or ex.forbidden_kernels or ex.forbidden_modules):
-        refused = (f"exercise {ex.id} forbids built-ins or packages, and the grader checks that while your code runs; your code "
-                   f"loads code in a way that would go around that check: {kata.loader_hatches[0]}")
+    refused = kata.refusals.get(ex.id)  # the allow-list's verdict, or a file the grader would not read
     kata.environment_checked()
     return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
 
@@ -551,20 +573,14 @@ def next_step(kata: Kata) -> str:
     ex = todo.exercise
     path = kata.tree / f"{ex.module}.py"
     where = f"{path.relative_to(manifest.ROOT) if manifest.ROOT in path.parents else path}"
-    line = _line_of(path, ex)
+    line = _line_of(kata.sources.get(f"{ex.module}.py", ""), ex)
     return f"next: {ex.id} {ex.slug}, {where}" + (f" line {line}" if line else "") + f" (`nox -s hint -- {ex.id}` for a hint)"
 
 
-def _line_of(path: Path, ex: manifest.Exercise) -> int | None:
-    """Where the learner starts on ``ex`` in ``path`` (read as text, never imported): its first
-    stub, else the definition of its first function."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 1_000_000:
-            return None  # a pipe, a device or a huge file: the grader does not wait on the tree's files
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
+def _line_of(source: str, ex: manifest.Exercise) -> int | None:
+    """Where the learner starts on ``ex`` in its module's ``source`` (as the grader read it, never
+    imported): its first stub, else the definition of its first function."""
+    lines = source.splitlines()
     stub = stubs.stub_start(ex.id)
     for n, text in enumerate(lines, 1):
         if stub in text:

@@ -195,6 +195,14 @@ class Session:
         self.output.ended.wait(2)
         return self.output.take()
 
+    def send_sources(self, sources: dict[str, str]) -> None:
+        """The tree's sources as the grader read them: the only code of the tree the worker imports."""
+        try:
+            self.proto_out.write(wire.encode({"op": "sources", "sources": sources}))
+            self.proto_out.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the worker is gone: ``started`` says so
+
     def started(self, timeout: float) -> None:
         header, _ = self._receive(timeout, "the worker's start")
         if header.get("status") != "ready":
@@ -307,6 +315,7 @@ class _ForkHost:
             out_theirs.close()
         self.sockets = (ours, out_ours)
         self.session = Session(exercise, ours.makefile("rb"), ours.makefile("wb"), out_ours.recv, echo, self._lost)
+        self.session.send_sources(self.runner.sources)
         return self.session
 
     def _lost(self, kill: bool) -> int | None:
@@ -402,6 +411,7 @@ class _SpawnHost:
         self.proc.stdin.flush()
         read = self.proc.stderr.read1 if hasattr(self.proc.stderr, "read1") else self.proc.stderr.read
         self.session = Session(exercise, self.proc.stdout, self.proc.stdin, read, echo, self._lost)
+        self.session.send_sources(self.runner.sources)
         return self.session
 
     def _lost(self, kill: bool) -> int | None:
@@ -538,8 +548,9 @@ class Runner:
     """The worker processes of one grade, one exercise at a time."""
 
     def __init__(self, tree: Path, echo: bool = False, sandbox: "sandboxing.Sandbox | None" = None, start: str | None = None,
-                 require_sandbox: bool = False):
+                 require_sandbox: bool = False, sources: dict[str, str] | None = None):
         self.tree, self.echo, self.sandbox, self.require_sandbox = tree, echo, sandbox, require_sandbox
+        self.sources = dict(sources or {})  # the tree's .py files as the grader read them (``treefiles``)
         self.sandbox_failed: str | None = None  # why the sandbox could not start the worker, if it could not
         start = start or os.environ.get("KATA_WORKER_START") or ("fork" if sys.platform.startswith("linux") else "spawn")
         if start not in ("fork", "spawn"):

@@ -13,6 +13,7 @@ from harness.manifest import ROOT
 
 ALL = [e.id for e in manifest.load()]
 FAST = ("--probe-timeout", "5")
+ALLOW_LIST = "(allow-list rule: "  # how a refusal by the allow-list ends (tests/allowlist.toml)
 
 
 def test_solutions_get_full_marks(tmp_path):
@@ -47,9 +48,9 @@ def test_a_broken_function_costs_only_its_exercise(tmp_path):
 def test_exit_at_import_costs_only_that_module(tmp_path):
     tree = make_tree(tmp_path, {"attention.py": [("", "import os\nos._exit(0)\n")]})
     g = grade(tree, tmp_path, *FAST)
-    assert g.status("01") == "error", g.explain()
     assert g.exercise("01")["score"] == 0
-    assert "exited with code 0" in g.exercise("01")["output"]
+    out = g.exercise("01")["output"]  # refused by the allow-list (os._exit), or contained when it ran
+    assert ALLOW_LIST in out or (g.status("01") == "error" and "exited with code 0" in out), g.explain()
     assert g.status("02") == "passed", g.explain()
     assert g.code != 0
 
@@ -93,8 +94,10 @@ def test_sys_exit_segfault_and_syntax_error_are_contained(tmp_path):
     said = g.stdout.split("scoreboard")[0]
     assert said.count("SyntaxError in attention.py") == 1 and "more checks failed the same way" in said, said[-3000:]
     out02 = g.exercise("02")["output"]
-    assert g.status("02") == "error", g.explain()  # the segfault kills the worker
-    assert "SIGSEGV" in out02 or "killed" in out02 or "exited" in out02, out02
+    if ALLOW_LIST not in out02:  # the allow-list refuses __import__ before it runs; without it:
+        assert g.status("02") == "error", g.explain()  # the segfault kills the worker
+        assert "SIGSEGV" in out02 or "killed" in out02 or "exited" in out02, out02
+    assert g.exercise("02")["score"] == 0, g.explain()
     assert g.code != 0
 
 
@@ -116,7 +119,8 @@ def test_calling_the_kernel_directly_is_refused(tmp_path):
     tree = make_tree(tmp_path, {"attention.py": [("    return softmax(scores, dim=-1) @ v", "    return torch.ops.aten._softmax(scores, -1, False) @ v")]})
     g = grade(tree, tmp_path, "--exercise", "01")
     assert g.status("01") == "failing", g.explain()
-    assert "the kernel aten._softmax" in g.exercise("01")["output"]
+    out = g.exercise("01")["output"]  # refused by the allow-list (torch.ops), or by the guard when it ran
+    assert "torch.ops" in out and ALLOW_LIST in out or "the kernel aten._softmax" in out, g.explain()
 
 
 def test_failures_name_known_mistakes(tmp_path):

@@ -19,13 +19,19 @@ def score(g, eid):
     return g.exercise(eid)["score"]
 
 
+def refused(g, eid) -> bool:
+    """The allow-list refused the exercise's code before any of it ran (tests/allowlist.toml)."""
+    return "(allow-list rule: " in g.exercise(eid)["output"]
+
+
 # ------------------------------------------------------------------------------------------ faults
 
 
 def test_import_error_costs_only_its_exercise(tmp_path):
     g = grade(make_tree(tmp_path, {"layers.py": [("", "import a_module_that_does_not_exist\n")]}), tmp_path)
-    assert g.status("02") == "error" and score(g, "02") == 0, g.explain()
-    assert "No module named 'a_module_that_does_not_exist'" in g.exercise("02")["output"]
+    assert score(g, "02") == 0, g.explain()
+    out = g.exercise("02")["output"]  # refused by the allow-list (a module it does not list), or not found when run
+    assert "a_module_that_does_not_exist" in out and (refused(g, "02") or "No module named" in out), g.explain()
     assert g.status("01") == "passed", g.explain()
 
 
@@ -122,6 +128,9 @@ def test_killing_the_grader_leaves_a_zero_report_and_a_failing_exit(tmp_path, mo
     kill = FIND_GRADER + "import signal\n_pid = _grader()\nif _pid:\n    os.kill(_pid, signal.SIGTERM)\n"
     sandbox = () if mode == "sandbox" else ("--no-sandbox",)
     g = grade(make_tree(tmp_path, {"attention.py": [("", kill)]}), tmp_path, *sandbox)
+    if g.report.get("tests") and refused(g, "01"):  # the allow-list refused it: it never ran
+        assert g.report["extra_data"]["finished"] and score(g, "01") == 0 and g.status("02") == "passed", g.explain()
+        return
     if mode == "sandbox" and "none" not in g.report.get("extra_data", {}).get("sandbox", "none"):
         # the grader is out of the worker's sight: the grade runs to its end
         assert g.report["extra_data"]["finished"] and g.status("01") == "passed", g.explain()
@@ -146,6 +155,10 @@ if _pid:
     sandbox = () if mode == "sandbox" else ("--no-sandbox",)
     before = (checkout / "tests" / "test_02_layernorm.py").read_bytes()
     g = grade_in(checkout, tree, tmp_path, *sandbox)
+    if refused(g, "02"):  # the allow-list refused it: it never ran, and nothing changed
+        assert (checkout / "tests" / "test_02_layernorm.py").read_bytes() == before
+        assert score(g, "02") == 0 and g.status("01") == "passed", g.explain()
+        return
     if mode == "sandbox" and g.report["extra_data"]["sandbox"] != "none":
         # the grader's files are not in the worker's sight: nothing changes, nothing is void
         assert (checkout / "tests" / "test_02_layernorm.py").read_bytes() == before
@@ -173,7 +186,7 @@ class _Anything:
     })
     g = grade(tree, tmp_path)
     assert "should be a torch.Tensor" in g.exercise("01")["output"], g.explain()
-    assert "should be a torch.Tensor" in g.exercise("02")["output"], g.explain()
+    assert "should be a torch.Tensor" in g.exercise("02")["output"] or refused(g, "02"), g.explain()
     assert score(g, "01") < 10 and score(g, "02") < 10
 
 
@@ -220,8 +233,9 @@ _payload = pickle.dumps(_Evil())
                                 "attention.py": [("", "import os\nfor _fd in range(3, 12):\n    try:\n        os.write(_fd, len(b'x').to_bytes(4, 'little') + b'x')\n    except OSError:\n        pass\n")]})
     g = grade(tree, tmp_path, *FAST)
     assert not marker.exists()
-    assert "the grader can check only" in g.exercise("02")["output"] or "should be a torch.Tensor" in g.exercise("02")["output"], g.explain()
-    assert score(g, "01") == 0 and g.status("01") == "error", g.explain()  # it broke its own channel
+    out02 = g.exercise("02")["output"]
+    assert "the grader can check only" in out02 or "should be a torch.Tensor" in out02 or refused(g, "02"), g.explain()
+    assert score(g, "01") == 0 and (g.status("01") == "error" or refused(g, "01")), g.explain()  # it broke its own channel
 
 
 def test_conftest_and_plugins_in_the_tree_are_never_loaded(tmp_path):
@@ -247,20 +261,6 @@ def test_switching_off_the_guard_is_refused(tmp_path):
     tree = make_tree(tmp_path, {"layers.py": [("        xf = x.float()", "        with torch._C.DisableTorchFunction():\n            return torch.nn.functional.layer_norm(x, x.shape[-1:], self.scale, self.shift, self.eps)\n        xf = x.float()")]})
     g = grade(tree, tmp_path)
     out = g.exercise("02")["output"]
-    assert "DisableTorchFunction" in out and "switch that check off" in out, g.explain()
-    assert score(g, "02") == 0 and score(g, "01") == 0  # the hatch could serve any module of the tree
-    assert "DisableTorchFunction" in g.exercise("01")["output"]
-
-
-ENCODE_MARK = "        # BEGIN SOLUTION 05: refuse disallowed special tokens"
-
-
-def test_tiktoken_in_the_tree_is_refused_for_the_tokenizer_exercises(tmp_path):
-    imported = make_tree(tmp_path / "a", {"tokenizer.py": [("", "import tiktoken as _tk\n")]})
-    g = grade(imported, tmp_path / "a", "--exercise", "05", "--exercise", "02", everything=True)
-    assert score(g, "05") == 0 and "without tiktoken; your code uses it: tree/tokenizer.py:1: tiktoken" in g.exercise("05")["output"], g.explain()
-    assert g.status("02") == "passed", g.explain()
-    hidden = make_tree(tmp_path / "b", {"tokenizer.py": [(ENCODE_MARK, "        import importlib\n        importlib.import_module('tik' + 'token')\n" + ENCODE_MARK)]})
-    g = grade(hidden, tmp_path / "b", "--exercise", "05", everything=True)
-    assert "your code called import tiktoken" in g.exercise("05")["output"], g.explain()
-    assert score(g, "05") < 10
+    assert "DisableTorchFunction" in out and "layers.py line" in out and refused(g, "02"), g.explain()
+    assert score(g, "02") == 0
+    assert g.status("01") == "passed", g.explain()  # attention.py imports nothing of layers.py: 01 never runs it

@@ -31,6 +31,13 @@ def test_parses_the_real_manifest():
     assert all(e.points > 0 and e.hints for e in exercises)
 
 
+def test_allowed_imports_are_read():
+    granted = GOOD.replace('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_imports = ["socket"]')
+    assert manifest.parse(granted)[1].allowed_imports == ("socket",)
+    assert manifest.parse(GOOD)[1].allowed_imports == ()
+    assert "torch.distributed" in manifest.lookup("ddp").allowed_imports
+
+
 def test_lookup_by_id_or_slug_and_clear_error():
     assert manifest.lookup("1").id == "01"
     assert manifest.lookup("layernorm").id == "02"
@@ -46,6 +53,9 @@ def test_lookup_by_id_or_slug_and_clear_error():
         (('id = "02"', 'id = "2"'), "two digits"),
         (("points = 5\ndepends", "depends"), "needs `points`"),
         (('depends_on = ["01"]', 'depends_on = ["01"]\nforbiden = ["torch.softmax"]'), "exercise 02 b has the unknown key\\(s\\) forbiden"),
+        (('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_import = ["socket"]'), "unknown key\\(s\\) allowed_import"),
+        (('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_imports = ["torch._C"]'), "not a public module name"),
+        (('depends_on = ["01"]', 'depends_on = ["01"]\nallowed_imports = ["../x"]'), "not a public module name"),
     ],
 )
 def test_bad_manifests_are_rejected(edit, error):

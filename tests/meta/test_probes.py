@@ -181,21 +181,23 @@ def test_the_part_that_implements_an_exercise_never_reaches_its_worker(tmp_path)
         make_impl(root, "01").call("attention.softmax", torch.zeros(2), substitute=("attention",))
 
 
-def test_naming_the_reference_parts_is_an_escape_hatch(tmp_path):
-    from harness.integrity import escape_hatches
+def test_reaching_the_reference_parts_is_refused_by_the_allow_list(tmp_path):
+    from harness import allowlist, treefiles
 
-    root = tree_with(tmp_path, sneaky="""
+    root = tree_with(tmp_path, attention="""
         import sys
         def f(q):
             return sys.modules["kata_part_attention"].softmax(q)
-    """, fine="""
+    """, layers="""
         '''A docstring may say harness or DisableTorchFunction.'''
         # so may a comment: harness
         def g(x):
             return x
     """)
-    found = escape_hatches(root)
-    assert any("sneaky.py:4: kata_part" in f for f in found) and not any("fine.py" in f for f in found), found
+    sources = treefiles.read(root).sources
+    found = [v for v in allowlist.check(sources, lookup("01"))]
+    assert found and all(v.file == "attention.py" for v in found) and found[0].line == 4, found
+    assert not allowlist.check(sources, lookup("02"))
 
 
 def test_tuples_reach_the_learner_as_tuples_and_counters_come_back_as_dicts(tmp_path):

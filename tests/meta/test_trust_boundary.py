@@ -31,6 +31,7 @@ SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED, reason=f"no sandbox
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fallback's defences here are Linux's")
 BOTH = pytest.mark.parametrize("mode", [pytest.param("sandbox", marks=SANDBOXED), pytest.param("no-sandbox", marks=LINUX)])
 EXERCISES = ROOT / "exercises"
+ALLOW_LIST = "(allow-list rule: "  # how a refusal by the allow-list ends (tests/allowlist.toml), before any code runs
 
 
 def test_the_sandbox_runs_where_ci_requires_it():
@@ -73,6 +74,11 @@ def no_gain(attack: Graded, baseline: Graded, ids: tuple[str, ...]) -> None:
     for eid in ids:
         got, base = attack.exercise(eid)["score"], baseline.exercise(eid)["score"]
         assert got <= base, f"exercise {eid}: the attack scored {got}, the stubs {base}\n{attack.explain()}"
+
+
+def refused(g: Graded, eid: str) -> bool:
+    """The allow-list refused the exercise's code before any of it ran (the grade finished)."""
+    return bool(g.report.get("tests")) and ALLOW_LIST in g.exercise(eid)["output"]
 
 
 def seed_of(g: Graded) -> str:
@@ -191,8 +197,9 @@ def test_forbidden_builtins_on_a_thread_or_through_aten_are_refused(tmp_path, at
     a = grade(hostile, tmp_path, files, mode=mode)
     b = grade(honest, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("01", "02"))
-    for eid in ("01", "02"):  # the attack ran, and was refused
-        assert "asks you to write this yourself" in a.exercise(eid)["output"], a.explain()
+    for eid in ("01", "02"):  # the attack was refused: by the allow-list before it ran, or by the guard when it did
+        out = a.exercise(eid)["output"]
+        assert "asks you to write this yourself" in out or ALLOW_LIST in out, a.explain()
 
 
 # ------------------------------------------------------------------------ 3, 4: the grader's files
@@ -243,8 +250,8 @@ def test_the_graders_parts_are_out_of_reach(tmp_path):
     b = grade(EXERCISES, tmp_path, files, "--seed", seed_of(a))
     no_gain(a, b, ("01", "02", "07", "08", "09"))
     assert a.report["score"] == 0, a.explain()
-    for eid in ("01", "02", "07", "08", "09"):  # the attack ran, and found nothing
-        assert "nothing to borrow" in a.exercise(eid)["output"], a.explain()
+    for eid in ("01", "02", "07", "08", "09"):  # the attack was refused before it ran, or ran and found nothing
+        assert "nothing to borrow" in a.exercise(eid)["output"] or ALLOW_LIST in a.exercise(eid)["output"], a.explain()
 
 
 @SANDBOXED
@@ -256,8 +263,8 @@ def test_the_instructors_solutions_are_out_of_reach(tmp_path):
     files = graded_files("01", "02", "07")
     a = grade(hostile, tmp_path, files, cwd=checkout)
     assert a.report["score"] == 0, a.explain()
-    for eid in ("01", "02", "07"):  # the attack ran, and found nothing
-        assert "nothing to borrow" in a.exercise(eid)["output"], a.explain()
+    for eid in ("01", "02", "07"):  # the attack was refused before it ran, or ran and found nothing
+        assert "nothing to borrow" in a.exercise(eid)["output"] or ALLOW_LIST in a.exercise(eid)["output"], a.explain()
 
 
 # ------------------------------------------------------------------------ 5: the worker's clock
@@ -289,7 +296,8 @@ def test_the_workers_clock_does_not_time_a_check(tmp_path, mode):
     a = grade(hostile, tmp_path, files, mode=mode)
     b = grade(honest, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("04",))
-    assert "took" in a.exercise("04")["output"], a.explain()  # the slow trainer fails on its time
+    out = a.exercise("04")["output"]  # the allow-list refuses the frozen clock, or the slow trainer fails on its time
+    assert "took" in out or ALLOW_LIST in out, a.explain()
 
 
 # ------------------------------------------------------------------------ 6: tiktoken by file path
@@ -343,7 +351,8 @@ def test_tiktoken_is_absent_from_the_tokenizer_exercises_sandbox(tmp_path):
     hostile = tree(tmp_path, "hostile", {"tokenizer": LOAD_CORE})
     a = grade(hostile, tmp_path, graded_files("05"))
     assert a.exercise("05")["score"] == 0, a.explain()
-    assert "no tiktoken core found" in a.exercise("05")["output"] or "would go around that check" in a.exercise("05")["output"], a.explain()
+    out = a.exercise("05")["output"]  # refused by the allow-list before it ran, or it ran and found no core
+    assert "no tiktoken core found" in out or ALLOW_LIST in out, a.explain()
 
 
 def test_the_tokenizer_exercises_share_the_one_sandbox_that_lacks_tiktoken():
@@ -454,6 +463,9 @@ def test_a_poisoned_environment_voids_the_grade_and_every_later_one(tmp_path, mo
     hostile = tree(tmp_path, "hostile", {"layers": POISON + (EXERCISES / "layers.py").read_text()})
     a = grade(hostile, tmp_path, graded_files("01", "02"), mode=mode, python=str(python))
     poisoned = any(p.name == "kata_evil.py" for p in env.rglob("kata_evil.py"))
+    if refused(a, "02"):  # the allow-list refused it before it ran: nothing is poisoned, nothing void
+        assert not poisoned and a.exercise("02")["score"] == 0 and not a.report["extra_data"]["void"], a.explain()
+        return
     if mode == "sandbox":
         assert not poisoned, "the sandbox let the worker write into the environment"
         assert not a.report["extra_data"]["void"] and (env / "kata-env.json").exists(), a.explain()
@@ -484,7 +496,7 @@ def test_a_stopped_grader_still_ends_the_grade(tmp_path, mode):
     a = grade(hostile, tmp_path, graded_files("01", "02"), mode=mode, timeout=240)
     assert time.monotonic() - start < 200
     assert (a.report.get("score") or 0) == 0, a.explain()
-    if mode == "no-sandbox":
+    if mode == "no-sandbox" and not refused(a, "01"):  # the allow-list refuses it before it runs; without it:
         assert a.code != 0 and "GRADE VOID: the grader was stopped" in a.stderr, a.explain()
         assert a.report["output"].startswith("GRADE VOID"), a.report
 
@@ -533,7 +545,8 @@ def test_where_fork_is_not_used_each_exercise_gets_a_fresh_process(tmp_path):
     exits = tree(tmp_path, "exits", {"layers": "import os\nos._exit(3)\n"}, base=ROOT / "solutions")
     g = grade(exits, tmp_path, graded_files("01", "02"), mode="no-sandbox", env={"KATA_WORKER_START": "spawn"})
     assert g.status("01") == "passed", g.explain()
-    assert g.status("02") == "error" and "exited with code 3" in g.exercise("02")["output"], g.explain()
+    out = g.exercise("02")["output"]  # refused by the allow-list (os._exit), or contained when it ran
+    assert refused(g, "02") or (g.status("02") == "error" and "exited with code 3" in out), g.explain()
 
 
 def test_a_grade_leaves_nothing_behind(tmp_path):
@@ -545,7 +558,7 @@ def test_a_grade_leaves_nothing_behind(tmp_path):
                                                   + (ROOT / "solutions" / "layers.py").read_text()}, base=ROOT / "solutions")
     for mode in ["no-sandbox"] + (["sandbox"] if BOX is not None else []):
         g = grade(litter, tmp_path, graded_files("02"), mode=mode, env=env)
-        assert g.status("02") == "passed", g.explain()
+        assert g.status("02") == "passed" or refused(g, "02"), g.explain()  # refused: it writes outside the tree
         assert not list(scratch.iterdir()), f"{mode}: left {sorted(p.name for p in scratch.iterdir())}"
 
 
@@ -570,4 +583,5 @@ def test_nothing_written_in_one_exercise_reaches_the_next(tmp_path, mode):
     notes = tree(tmp_path, "notes", {"attention": note + (solutions / "attention.py").read_text(),
                                      "layers": check + (solutions / "layers.py").read_text()}, base=solutions)
     g = grade(notes, tmp_path, graded_files("01", "02"), mode=mode)
-    assert g.status("01") == "passed" and g.status("02") == "passed", g.explain()
+    # the allow-list refuses writes outside the tree; without it, the sandbox keeps them apart
+    assert all(g.status(e) == "passed" or refused(g, e) for e in ("01", "02")), g.explain()

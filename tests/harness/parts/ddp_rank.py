@@ -100,6 +100,7 @@ def train(tree, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", required=True)
+    parser.add_argument("--sources", required=True, help="the tree's .py files as the grader read them (JSON)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--deadline", type=float, default=120.0)
     parser.add_argument("--lib", required=True, help="the directory that holds the harness package")
@@ -121,7 +122,7 @@ def main() -> None:
     from harness.worker.tree import ProbeError, Tree
 
     parts.give({p.stem: p.read_text(encoding="utf-8") for p in Path(args.parts).glob("*.py")})
-    tree = Tree(args.tree)
+    tree = Tree(args.tree, json.loads(Path(args.sources).read_text(encoding="utf-8")))
     try:
         result = train(tree, out)
     except ProbeError as e:

@@ -76,8 +76,9 @@ def two_processes(learner, cfg, state, xs, ys, lr, momentum):
         code.mkdir()
         for name, source in parts.SOURCES.items():
             (code / f"{name}.py").write_text(source, encoding="utf-8")
+        (tmp / "sources.json").write_text(json.dumps(learner.tree.sources), encoding="utf-8")  # the tree, as the grader read it
         cmd = [sys.executable, "-I", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(code / "ddp_rank.py"), "--tree", str(learner.path), "--out", str(tmp), "--deadline", str(LIMIT + 5),
+               str(code / "ddp_rank.py"), "--tree", str(learner.path), "--sources", str(tmp / "sources.json"), "--out", str(tmp), "--deadline", str(LIMIT + 5),
                "--lib", str(LIB), "--parts", str(code)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=tmp, env=env)

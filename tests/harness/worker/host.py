@@ -6,7 +6,8 @@ Started by the grader (``runner.py``), inside the sandbox where there is one. Tw
 waits on the control socket (``AF_UNIX``, ``SOCK_SEQPACKET``). For each ``session`` request it
 receives two new sockets from the grader (the session's protocol and its output) and forks a
 child for that exercise. The child installs the exercise's refusals, then serves probes on its
-protocol socket until told to ``end``. The host waits for the child, kills every process it left
+protocol socket until told to ``end``; the first message on it holds the tree's sources, the only code of
+the tree the child imports (``worker/tree.py``). The host waits for the child, kills every process it left
 (the host is a child subreaper, so even a process in a new session comes back to it), empties the
 scratch directory, and reports ``ended`` with the exit status. The child never sees the control
 socket, so nothing an exercise starts can speak for the next one.
@@ -75,7 +76,13 @@ def serve(proto_in, proto_out, request: dict) -> None:
     _limit_resources()
     sys.breakpointhook = _breakpoint
     sys.stdin = open(os.devnull)
-    tree = Tree(request["tree"])
+    try:  # first, the tree's sources as the grader read them: the only code of the tree imported here
+        given, _ = wire.read(proto_in)
+    except EOFError:
+        return
+    if given.get("op") != "sources" or not isinstance(given.get("sources"), dict):
+        return
+    tree = Tree(request["tree"], given["sources"])
     rules = request.get("rules", {})
     guard = Guard(request.get("exercise", "?"), rules.get("forbidden", []), rules.get("forbidden_kernels", []),
                   rules.get("forbidden_modules", []), tree).install()

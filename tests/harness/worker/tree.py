@@ -5,13 +5,23 @@ in which the listed modules are the harness's trusted reference parts (``parts.p
 exercise that builds on earlier ones is graded on its own code only. ``Tree.learner_error``
 turns an exception raised in the learner's code into a ``ProbeError`` whose traceback keeps the
 learner's frames only.
+
+The package is built from ``sources`` (relative posix path -> text), the ``.py`` files exactly as the
+grader read and checked them (``harness/treefiles.py``, ``harness/allowlist.py``), by a meta-path
+finder of its own (``_SourceFinder``): the import system opens no file of the tree, so no bytecode
+(``__pycache__``, a ``.pyc`` of any invalidation mode), no extension module (``.so``) and no file
+changed after the grader read it can run; a module not in ``sources`` does not exist. Each module
+keeps its ``__file__`` (the path in the tree), and its text is registered with ``linecache`` so
+that tracebacks show the learner's lines.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
+import linecache
 import sys
 import traceback
 import types
@@ -32,12 +42,90 @@ class ProbeError(Exception):
         self.kind, self.message, self.details = kind, message, details
 
 
+def _is_tree_name(name: str) -> bool:
+    top = name.partition(".")[0]
+    return top == TREE or top.startswith(TREE + "_with_reference_")
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds and loads every module of the package ``tree`` (and its ``tree_with_reference_*``
+    copies) from the grader's texts; any other name is left to the rest of ``sys.meta_path``."""
+
+    def __init__(self):
+        self.tree: Tree | None = None
+
+    def _locate(self, name: str) -> tuple[str | None, bool]:
+        """``(relative path of the module's source or None, is a package)``; raises
+        ModuleNotFoundError for a name under the tree that no source holds."""
+        parts = name.split(".")[1:]
+        base = "/".join(parts)
+        sources = self.tree.sources
+        if not parts:
+            return ("__init__.py" if "__init__.py" in sources else None), True
+        if f"{base}.py" in sources:
+            return f"{base}.py", False
+        if f"{base}/__init__.py" in sources:
+            return f"{base}/__init__.py", True
+        if any(p.startswith(base + "/") for p in sources):
+            return None, True  # a folder of modules without __init__.py (a namespace package)
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    def find_spec(self, name, path=None, target=None):
+        if not _is_tree_name(name):
+            return None
+        if self.tree is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        rel, package = self._locate(name)
+        origin = str(self.tree.path / rel) if rel is not None else None
+        loader = self if rel is not None else None
+        spec = importlib.machinery.ModuleSpec(name, loader, origin=origin, is_package=package)
+        if package:
+            # where the modules are, as today: __path__ is only ever searched by this finder
+            folder = self.tree.path.joinpath(*name.split(".")[1:])
+            spec.submodule_search_locations = [str(folder)]
+        spec.has_location = rel is not None
+        if rel is not None:
+            spec.loader_state = rel
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        rel = module.__spec__.loader_state
+        filename = module.__spec__.origin
+        source = self.tree.sources[rel]
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        code = compile(source, filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+
+    def get_source(self, name: str) -> str | None:
+        rel, _ = self._locate(name)
+        return self.tree.sources.get(rel) if rel is not None else None
+
+
+_FINDER = _SourceFinder()  # one per process, serving the tree made or used last
+
+
 class Tree:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, sources: dict[str, str]):
         self.path = Path(path).resolve()
+        self.sources = {str(k): str(v) for k, v in sources.items()}
         self._packages: dict[tuple[str, ...], types.ModuleType] = {}
-        for name in [m for m in sys.modules if m == TREE or m.startswith((TREE + ".", TREE + "_with_reference_"))]:
-            del sys.modules[name]  # another tree imported in this process before (--in-process)
+        self._activate()
+
+    def _activate(self) -> None:
+        """Make this tree the one ``import tree...`` finds in this process (with ``--in-process``
+        and in the harness's tests, one process may import several trees, one after another)."""
+        if _FINDER.tree is self and _FINDER in sys.meta_path:
+            return
+        for name in [m for m in sys.modules if _is_tree_name(m)]:
+            del sys.modules[name]  # another tree imported in this process before
+        if _FINDER.tree is not None:
+            _FINDER.tree._packages.clear()
+        _FINDER.tree = self
+        if _FINDER not in sys.meta_path:
+            sys.meta_path.insert(0, _FINDER)
 
     def _alias(self, substitute: tuple[str, ...]) -> str:
         return TREE if not substitute else f"{TREE}_with_reference_{'_'.join(substitute)}"
@@ -45,16 +133,11 @@ class Tree:
     def _load_package(self, substitute: tuple[str, ...] = ()) -> str:
         alias = self._alias(substitute)
         if substitute not in self._packages:
-            init = self.path / "__init__.py"
-            if init.exists():
-                spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[str(self.path)])
-            else:
-                spec = importlib.machinery.ModuleSpec(alias, None, is_package=True)
-                spec.submodule_search_locations = [str(self.path)]
+            spec = _FINDER.find_spec(alias)
             package = importlib.util.module_from_spec(spec)
             sys.modules[alias] = package
             try:
-                if init.exists():
+                if spec.loader is not None:
                     spec.loader.exec_module(package)
                 for name in substitute:
                     try:
@@ -69,8 +152,9 @@ class Tree:
 
     def module(self, name: str, substitute: tuple[str, ...] | list[str] = ()) -> types.ModuleType:
         substitute = tuple(sorted(substitute))
-        if not (self.path / f"{name}.py").exists():
+        if f"{name}.py" not in self.sources:
             raise ProbeError("import", f"{self.rel(str(self.path / (name + '.py')))} does not exist")
+        self._activate()
         try:
             alias = self._load_package(substitute)
             return importlib.import_module(f"{alias}.{name}")
