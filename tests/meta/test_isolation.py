@@ -83,18 +83,29 @@ def _parent(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-# 02 is forked from the same host next: rewrite a page of the host's memory (and of the grader's,
-# the host's parent, where it can be seen: without the sandbox), anywhere writable
-for _who, _pid in (("host", os.getppid()), ("grader", _parent(os.getppid()))):
+def _is_grader(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"pytest" in f.read()
+    except OSError:
+        return False
+
+
+# 02 is forked from the same host next: write into a page of the host's memory (and of the
+# grader's, the host's parent, where it can be seen: without the sandbox). The same bytes are
+# written back, so that a success harms nothing and shows: this module then fails to import.
+for _who, _pid in [("host", os.getppid())] + [("grader", p) for p in [_parent(os.getppid())] if _is_grader(p)]:
     try:
         with open(f"/proc/{_pid}/maps") as _maps:
             _start = next(int(line.split("-")[0], 16) for line in _maps if " rw-p " in line)
         with open(f"/proc/{_pid}/mem", "r+b", buffering=0) as _mem:
             _mem.seek(_start)
-            _mem.write(b"\\0" * 4096)
-        print(f"kata-test: wrote into the {_who}")
-    except (OSError, StopIteration) as e:
-        print(f"kata-test: could not write into the {_who}: {e!r}")
+            _page = _mem.read(4096)
+            _mem.seek(_start)
+            _mem.write(_page)
+    except (OSError, StopIteration):
+        continue
+    raise ImportError(f"kata-test: wrote into the {_who}")
 """
 
 LAYER_NORM = """
@@ -134,8 +145,7 @@ def test_an_exercise_cannot_rewrite_the_host_that_forks_the_next(tmp_path, mode)
     a = grade(attack, tmp_path, files, mode=mode)
     b = grade(baseline, tmp_path, files, "--seed", seed_of(a), mode=mode)
     no_gain(a, b, ("01", "02"))
-    assert "wrote into" not in a.exercise("01")["output"], a.explain()
-    assert "could not write into the host" in a.exercise("01")["output"], a.explain()
+    assert a.status("01") == "passed", a.explain()  # its module imported: every write was refused
     assert "asks you to write this yourself" in a.exercise("02")["output"], a.explain()
 
 
