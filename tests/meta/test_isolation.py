@@ -83,10 +83,10 @@ def _parent(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def _is_grader(pid):
+def _is_grader(pid):  # not bubblewrap's own process, the host's parent in the sandbox
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"pytest" in f.read()
+            return b"\\0--grade\\0" in f.read()
     except OSError:
         return False
 
