@@ -36,7 +36,9 @@ once (one exercise at a time; the host kills what an exercise left before the ne
 each inherits the same protection. What remains: a child can still signal its host (same uid).
 That costs only the sender's exercise: the host dies with everything below it (its death signal,
 the sandbox's PID namespace), the exercise scores 0, and the next exercise gets a new host
-(tested). Without the sandbox (``--no-sandbox``, macOS, Windows) a child as root without
+(tested). In the sandbox a child can also write into bubblewrap's own reaper (PID 1 there,
+dumpable, the same uid), which holds nothing of the grade; ``bwrap --as-pid-1`` would remove it
+(not done here: ``sandbox.py`` is another part of issue 24). Without the sandbox (``--no-sandbox``, macOS, Windows) a child as root without
 capabilities can still signal or overwrite any file root owns, the grader's included; the
 sandbox is what closes that. The cost: two ``prctl``/``capset`` calls per exercise (microseconds).
 
