@@ -202,3 +202,44 @@ def expect_value_error(call: Callable, what: str, needles=(), why: str = "", mis
         return
     shown = repr(res.out)
     raise Mismatch(f"{what} did not raise (it returned {shown[:80] + '…' if len(shown) > 80 else shown}); expected a ValueError{why}")
+
+
+STARTED = {"below": "one still running, or ended and not waited for", "orphans": "one left to the grader (a double fork)",
+           "reaped": "one it waited for", "sigchld_ignored": "SIGCHLD ignored, so that ended ones leave no trace"}
+
+
+def check_resources(resources: dict | None, what: str, scale: str, growth: int) -> None:
+    """The verdict on what a measured scenario (``impl.scenario(..., measure=True)``) used, from
+    the numbers the kernel gave the process that started the worker (``Runner.probe``), never
+    from the worker itself: no process started since the worker was forked (a double-forked
+    grandchild, a background process, one already waited for), and a peak resident memory at most
+    ``growth`` bytes above what it held at the start (the tree's import, its threads and NumPy
+    included). Threads are not a verdict of their own (NumPy starts some): what they hold is in
+    the peak. ``scale`` says what the cheap way costs; ``growth`` is a fraction of it, large
+    enough for the tiled way's inputs, outputs, tiles and the worker's own costs on any machine
+    (no timing is involved).
+
+    Where nothing outside the worker can read these (``--in-process``; macOS and Windows, where
+    ``resources["source"]`` is None) the check has only the scenario's own numbers, which a
+    hostile tree can change: weaker, and said so in ``tests/harness/__init__.py``."""
+    if not resources or resources.get("source") is None:
+        why = (resources or {}).get("why", "")
+        if "did not answer" in why:
+            raise Mismatch(f"{what}: the grader could not measure this check's process ({why})")
+        return
+    if not resources.get("readable"):
+        raise Mismatch(f"{what}: the grader could not read this check's process from outside it")
+    found = resources.get("processes", {})
+    if resources.get("started"):
+        how = "; ".join(words for key, words in STARTED.items() if found.get(key))
+        raise Mismatch(f"{what} started another process ({how}): compute attention in this one, tile by tile (the "
+                       "memory of another process is out of this check's sight, so the check cannot pass on it)")
+    peak = resources.get("peak_growth")
+    if peak is None:
+        raise Mismatch(f"{what}: the grader could not reset this check's peak memory, so it cannot be measured")
+    if peak > growth:
+        threads = resources.get("threads_started") or 0
+        raise Mismatch(f"{what}: the process's peak resident memory rose by {peak / 2**20:.1f} MiB during the check"
+                       + (f", and it started {threads} thread(s)" if threads > 0 else "") + " "
+                       f"(allowed: {growth / 2**20:.0f} MiB; {scale}). Memory made outside PyTorch (NumPy, lists), "
+                       "on another thread or at import counts too: compute one block_q x block_k tile at a time.")

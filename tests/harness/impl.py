@@ -70,7 +70,8 @@ def _part_targets(value: Any, found: set[str]) -> set[str]:
 
 
 class Backend(Protocol):
-    def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]: ...
+    def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float, fresh: bool = False,
+              measure: bool = False) -> tuple[dict, list, str]: ...
 
 
 class WorkerBackend:
@@ -81,8 +82,8 @@ class WorkerBackend:
         sources = treefiles.read(tree).sources if sources is None else sources
         self.runner = Runner(tree, echo, sandbox, start, require_sandbox, sources=sources)
 
-    def probe(self, exercise, rules, header, arrays, timeout):
-        return self.runner.probe(exercise, rules, header, arrays, timeout)
+    def probe(self, exercise, rules, header, arrays, timeout, fresh=False, measure=False):
+        return self.runner.probe(exercise, rules, header, arrays, timeout, fresh, measure)
 
     def prepare(self, exercises: list[Exercise]) -> None:
         """Start the worker hosts these exercises will need, side by side."""
@@ -104,7 +105,7 @@ class InProcessBackend:
         probes.SCRATCH = self.scratch
         weakref.finalize(self, shutil.rmtree, str(self.scratch), True)  # also when nobody calls close()
 
-    def probe(self, exercise, rules, header, arrays, timeout):
+    def probe(self, exercise, rules, header, arrays, timeout, fresh=False, measure=False):
         from .worker import probes
         from .worker.guard import Guard
 
@@ -117,6 +118,8 @@ class InProcessBackend:
         finally:
             guard.uninstall()
         reply, out = wire.read(io.BytesIO(wire.encode(reply, out)))
+        if measure:
+            reply["resources"] = {"source": None, "why": "--in-process: nothing outside the test process measures it"}
         return reply, out, ""
 
     def close(self) -> None:
@@ -132,6 +135,7 @@ class Result:
     output: str = ""  # what the learner's code printed
     then: list[Any] = field(default_factory=list)  # results of the `then` method calls
     seconds: float = 0.0  # the round trip, timed by the grader (imports included on a first call)
+    resources: dict | None = None  # with measure=True: what the kernel says the worker used (Runner.probe)
 
     def grad(self, key: Any) -> torch.Tensor:
         return self.grads[key]
@@ -160,7 +164,7 @@ class Impl:
         return {"forbidden": list(ex.forbidden), "forbidden_kernels": list(ex.forbidden_kernels),
                 "forbidden_modules": list(ex.forbidden_modules), "hidden_modules": list(ex.hidden_modules)}
 
-    def _send(self, spec: dict, values: dict, parts: set[str] = frozenset()) -> Result:
+    def _send(self, spec: dict, values: dict, parts: set[str] = frozenset(), fresh: bool = False, measure: bool = False) -> Result:
         if self.refused:
             raise LearnerError(self.refused)
         earlier = self.lost.get(self.exercise.id)
@@ -175,7 +179,9 @@ class Impl:
         header = {**spec, "exercise": self.exercise.id, "values": packed, "parts": {n: PART_SOURCES[n] for n in sorted(names)}}
         start = time.perf_counter()
         try:
-            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, self.timeout)
+            more = {"fresh": True} if fresh else {}
+            more.update({"measure": True} if measure else {})
+            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, self.timeout, **more)
             seconds = time.perf_counter() - start
             if printed.strip():
                 self.printed.append(printed)
@@ -209,6 +215,7 @@ class Impl:
                 param_grads=result.get("param_grads", {}),
                 initial=result.get("initial", {}),
                 output=printed,
+                resources=reply.get("resources") if measure else None,
             )
         cls = _RAISE.get(reply.get("kind"), LearnerError)
         error = cls(str(reply.get("message", "")), str(reply.get("details", "")))
@@ -256,13 +263,16 @@ class Impl:
             values["grad_output"] = grad_output
         return self._send(spec, values, set(substitute))
 
-    def scenario(self, target: str, *args: Any, substitute=(), **kwargs: Any) -> Result:
+    def scenario(self, target: str, *args: Any, substitute=(), fresh: bool = False, measure: bool = False, **kwargs: Any) -> Result:
         """Run the trusted scenario ``harness/parts/<module>.py:<name>(learner, *args, **kwargs)`` in
         the worker: it calls the learner's functions (``learner("training.train_step")``) on objects
         it builds itself and returns plain data (tensors, numbers, lists, dicts) as ``Result.out``.
-        Arguments travel as in ``call``."""
+        Arguments travel as in ``call``. ``fresh``: in a new worker process, where none of the tree
+        has run yet. ``measure``: ``Result.resources`` holds what the worker process used during
+        this scenario (peak memory, threads, the processes it ever started), read from the kernel
+        by the process that started it, out of the tree's reach (``Runner.probe``)."""
         spec = {"probe": "scenario", "scenario": target, "substitute": sorted(substitute)}
-        return self._send(spec, {"args": list(args), "kwargs": kwargs}, {target.partition(".")[0], *substitute})
+        return self._send(spec, {"args": list(args), "kwargs": kwargs}, {target.partition(".")[0], *substitute}, fresh, measure)
 
     def module(
         self,

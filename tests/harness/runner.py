@@ -36,7 +36,7 @@ import numpy as np
 
 from . import sandbox as sandboxing
 from .worker import processes, wire
-from .worker.host import END_OF_PROBE, empty
+from .worker.host import END_OF_PROBE, empty, isolate_host
 
 HOST = Path(__file__).resolve().parent / "worker" / "host.py"
 KEEP = 8 * 1024  # bytes of learner output kept from the start and from the end of each probe
@@ -256,6 +256,7 @@ class _ForkHost:
         threading.Thread(target=self._drain_log, daemon=True).start()
         self.session: Session | None = None
         self.torch_version: str | None = None  # known once the host is ready (``wait_ready``)
+        self.early: dict | None = None  # an ``ended`` that came while a ``measure`` was awaited
 
     def wait_ready(self) -> None:
         """Wait for the host to have imported torch (it starts importing as soon as it is made)."""
@@ -281,6 +282,9 @@ class _ForkHost:
     def _control_message(self, timeout: float) -> dict | None:
         """The host's next message, or None when it does not come within ``timeout`` seconds, or
         sooner when a process of the sandbox is stopped (the code under test can stop its host)."""
+        if self.early is not None:
+            early, self.early = self.early, None
+            return early
         deadline = time.monotonic() + timeout
         while True:
             self.control.settimeout(min(0.25, max(deadline - time.monotonic(), 0.001)))
@@ -317,6 +321,20 @@ class _ForkHost:
         self.session = Session(exercise, ours.makefile("rb"), ours.makefile("wb"), out_ours.recv, echo, self._lost)
         self.session.send_sources(self.runner.sources)
         return self.session
+
+    def measure(self, phase: str) -> dict | None:
+        """Have the host start (``phase="start"``) or end (``"end"``) measuring the session's
+        child from outside it (``worker/host.py``'s ``measure``); the end returns what the kernel
+        says it used. None when the host did not answer, or the child ended meanwhile."""
+        try:
+            self.control.send(json.dumps({"op": "measure", "phase": phase}).encode())
+        except OSError:
+            return None
+        message = self._control_message(CLOSING)
+        if message is not None and message.get("op") == "ended":
+            self.early = message  # the child is gone: the session's end reads it
+            return None
+        return message.get("resources") if message is not None else None
 
     def _lost(self, kill: bool) -> int | None:
         """The session's child is gone or must go: have the host end it; returns its exit code."""
@@ -413,6 +431,17 @@ class _SpawnHost:
         self.session = Session(exercise, self.proc.stdout, self.proc.stdin, read, echo, self._lost)
         self.session.send_sources(self.runner.sources)
         return self.session
+
+    def measure(self, phase: str) -> dict | None:
+        """As ``_ForkHost.measure``, read by the grader itself from its own child's ``/proc`` on
+        Linux: the same numbers, but orphans (which go to init here) are not seen. Elsewhere
+        (macOS, Windows) nothing is read: the check has only what the worker measured in itself."""
+        if not sys.platform.startswith("linux") or self.proc is None:
+            return None if phase == "start" else {"source": None, "why": f"no /proc on {sys.platform}"}
+        if phase == "start":
+            self.window = processes.window_start(self.proc.pid)
+            return None
+        return {"source": "grader", **processes.window_end(self.proc.pid, getattr(self, "window", {}))}
 
     def _lost(self, kill: bool) -> int | None:
         self.session = None
@@ -551,6 +580,7 @@ class Runner:
                  require_sandbox: bool = False, sources: dict[str, str] | None = None):
         self.tree, self.echo, self.sandbox, self.require_sandbox = tree, echo, sandbox, require_sandbox
         self.sources = dict(sources or {})  # the tree's .py files as the grader read them (``treefiles``)
+        isolate_host()  # the grader too: without the sandbox, a worker could see it and write into it
         self.sandbox_failed: str | None = None  # why the sandbox could not start the worker, if it could not
         start = start or os.environ.get("KATA_WORKER_START") or ("fork" if sys.platform.startswith("linux") else "spawn")
         if start not in ("fork", "spawn"):
@@ -631,7 +661,14 @@ class Runner:
                 except (OSError, WorkerLost):
                     pass  # the first probe that needs it tries again, and reports
 
-    def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float) -> tuple[dict, list, str]:
+    def probe(self, exercise: str, rules: dict, header: dict, arrays: list[np.ndarray], timeout: float, fresh: bool = False,
+              measure: bool = False) -> tuple[dict, list, str]:
+        """Send one probe (see the module's docstring). ``fresh``: in a new process for the
+        exercise, not the one its earlier probes ran in. ``measure``: the reply's ``resources``
+        holds what the process used during this probe, read from the kernel by the process that
+        started it (``_ForkHost.measure``); whatever the worker put there is dropped."""
+        if fresh:
+            self.end_session()
         hide = tuple(sorted(rules.get("hidden_modules", rules.get("forbidden_modules", []))))
         host = self._host(hide)
         self._start_later()
@@ -643,10 +680,16 @@ class Runner:
             session = host.start(exercise, rules, self.echo)
             session.started(STARTUP)
         try:
-            return host.session.request(header, arrays, timeout)
+            if measure:
+                host.measure("start")
+            reply, out, printed = host.session.request(header, arrays, timeout)
         except WorkerLost:
             self.current = None
             raise
+        reply.pop("resources", None)
+        if measure:
+            reply["resources"] = host.measure("end") or {"source": None, "why": "the worker's host did not answer"}
+        return reply, out, printed
 
     def end_session(self) -> None:
         if self.current is not None:

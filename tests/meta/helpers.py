@@ -118,27 +118,34 @@ def run_check(check, impl, seed: int):
     return check(impl, torch.Generator().manual_seed(seed)) if check.__code__.co_argcount == 2 else check(impl)
 
 
-def impl_for(tree: Path, module: str):
-    """The graded test module and an in-process ``Impl`` of its exercise on ``tree``."""
+def impl_for(tree: Path, module: str, worker: bool = False):
+    """The graded test module and an in-process ``Impl`` of its exercise on ``tree``; with
+    ``worker``, one whose probes run in a worker process (forked, unsandboxed), where what the
+    kernel measures from outside the worker is there (``measure=True``). Its worker ends with it."""
     import importlib
+    import weakref
 
-    from harness.impl import Impl, InProcessBackend
+    from harness.impl import Impl, InProcessBackend, WorkerBackend
     from harness.manifest import lookup
 
     tests = importlib.import_module(module)
-    return tests, Impl(InProcessBackend(tree), lookup(tests.EXERCISE), {})
+    backend = WorkerBackend(tree) if worker else InProcessBackend(tree)
+    impl = Impl(backend, lookup(tests.EXERCISE), {})
+    if worker:
+        weakref.finalize(impl, backend.close)
+    return tests, impl
 
 
 def assert_mistake_named(tmp: Path, mistake: str, file: str, edits, module: str, check: str, *,
-                         exact: bool = False, named: bool = False, seeds=SEEDS) -> None:
+                         exact: bool = False, named: bool = False, seeds=SEEDS, worker: bool = False) -> None:
     """The check fails on the mistake for every seed and says ``mistake``: right after "This looks
     like: " with ``exact`` (a Mismatch), somewhere after it with ``named``, else anywhere in what
-    the learner reads."""
+    the learner reads. ``worker``: graded in a worker process, as ``impl_for``."""
     import pytest
 
     from harness.failures import GradingFailure, Mismatch
 
-    tests, impl = impl_for(make_tree(tmp, {file: edits}), module)
+    tests, impl = impl_for(make_tree(tmp, {file: edits}), module, worker=worker)
     for seed in seeds:
         with pytest.raises(Mismatch if exact else GradingFailure) as failure:
             run_check(getattr(tests, check), impl, seed)

@@ -1,8 +1,12 @@
 """The speed track's tiled attention and fast path (28-30): each known mistake is named by the
 check that should catch it, the shortcuts that give the right numbers without the tiling (the whole
 score matrix, a row of tiles, NumPy, probabilities kept for the backward, autograd through plain
-attention) are caught by the memory checks, and a broken 28 costs 29 nothing.
+attention) are caught by the memory checks, and a broken 28 costs 29 nothing. The shortcuts out of
+the in-process tracker's sight (NumPy, another thread, another process) are caught by what the
+kernel says, read from outside the worker: those are graded in a worker process.
 """
+
+import sys
 
 import pytest
 from helpers import SEEDS, assert_checks_pass, assert_mistake_named, impl_for, make_tree, run_check
@@ -123,14 +127,25 @@ OP_BY_OP = ("context = F.scaled_dot_product_attention(q, k, v, is_causal=True, d
 SHORTCUTS = [
     ("whole score matrix would be", FWD, [WHOLE_MATRIX], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("one row of tiles", FWD, [ROW_OF_TILES], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
-    ("Memory made outside PyTorch", FWD, [NUMPY], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
-    ("resident memory grew", FWD, [THREAD], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
-    ("started another process", FWD, [PROCESS], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
     ("Keep nothing else on ctx", BWD, [KEEP_P], "test_29_flash_backward", "test_keeps_only_q_k_v_out_lse"),
     ("let tiled_attention (28) make the output", BWD, [FULL_FORWARD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
     ("remake p one block_q x block_k tile at a time", BWD, [AUTOGRAD], "test_29_flash_backward", "test_backward_memory_grows_with_the_tile"),
     ("did not run F.scaled_dot_product_attention", FAST, [OP_BY_OP], "test_30_fast_gpt", "test_fast_gpt_runs_fused_kernels"),
 ]
+
+
+# Caught by what the kernel says, read from outside the worker: graded in a worker process (Linux).
+KERNEL_SHORTCUTS = [
+    ("Memory made outside PyTorch", FWD, [NUMPY], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
+    ("resident memory rose", FWD, [THREAD], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
+    ("started another process", FWD, [PROCESS], "test_28_flash_forward", "test_tiled_attention_memory_grows_with_the_tile"),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's numbers are read from Linux's /proc")
+@pytest.mark.parametrize("words, file, edits, module, check", KERNEL_SHORTCUTS, ids=[c[0] for c in KERNEL_SHORTCUTS])
+def test_shortcuts_out_of_the_trackers_sight_are_caught_by_the_kernel(tmp_path, words, file, edits, module, check):
+    assert_mistake_named(tmp_path, words, file, edits, module, check, seeds=SEEDS[:2], worker=True)
 
 
 @pytest.mark.parametrize("mistake, file, edits, module, check", CASES, ids=[c[0] for c in CASES])
@@ -144,7 +159,7 @@ def test_shortcuts_around_the_tiling_are_caught(tmp_path, words, file, edits, mo
 
 
 def test_the_checks_pass_on_the_solution(tmp_path):
-    assert_checks_pass(tmp_path, CASES + SHORTCUTS)
+    assert_checks_pass(tmp_path, CASES + SHORTCUTS + KERNEL_SHORTCUTS)
 
 
 def test_a_broken_forward_costs_the_backward_nothing(tmp_path):

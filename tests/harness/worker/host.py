@@ -33,18 +33,82 @@ import time
 from pathlib import Path
 
 END_OF_PROBE = b"\n\x1ekata-end-of-probe\x1e\n"
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER = 1, 4, 24, 36
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _prctl(option: int, value: int) -> bool:
+def _prctl(option: int, value: int, arg3: int = 0) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, arg3, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def isolate_host() -> bool:
+    """Make this process non-dumpable, before it forks any exercise (the children inherit it).
+
+    The kernel then lets no process without ``CAP_SYS_PTRACE`` over this one open its
+    ``/proc/<pid>/mem``, ``environ`` or ``maps``, attach with ptrace or use ``process_vm_writev`` on
+    it, even under the same uid and without Yama; and its ``/proc`` files belong to root. The
+    children hold no capabilities (``isolate_child``), so none of them can. Returns whether it holds
+    (False off Linux)."""
+    return _prctl(PR_SET_DUMPABLE, 0)
+
+
+def _last_capability() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+def capabilities() -> dict[str, int]:
+    """This process's capability sets, from ``/proc/self/status`` (``CapEff`` and the rest); {} elsewhere."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cap"):
+                    name, value = line.split(":")
+                    out[name] = int(value, 16)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def isolate_child() -> list[str]:
+    """In the forked child, before any of the tree runs: give up every capability for good.
+
+    The bounding and ambient sets are emptied first (that needs ``CAP_SETPCAP``, which a child
+    started as root outside the sandbox still has; inside the sandbox bubblewrap has emptied
+    them already), then the effective, permitted and inheritable sets, and ``no_new_privs`` is set,
+    so that neither a set-uid program nor root's ``execve`` gives any back. A child with no
+    ``CAP_SYS_PTRACE`` cannot reach a non-dumpable host (``isolate_host``), whatever its uid.
+    Returns the sets still not empty afterwards (nothing, when all holds; everything off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return ["not Linux"]
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(_last_capability() + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EPERM once already gone: checked below
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc.capset(ctypes.byref(Header(CAPABILITY_VERSION_3, 0)), ctypes.byref((Data * 2)()))
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    return [name for name, value in capabilities().items() if value]
 
 
 def _limit_resources() -> None:
@@ -112,6 +176,10 @@ def _child(control: socket.socket, proto: int, output: int, request: dict) -> No
     """In the forked child: the session's sockets only, then ``serve``."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        left = isolate_child()
+        if left:
+            os.write(output, f"kata worker: could not give up the capabilities {left}: grading stops here\n".encode())
+            os._exit(70)
         control.close()
         os.dup2(output, 1)
         os.dup2(output, 2)
@@ -175,17 +243,36 @@ def empty(directory: Path) -> None:
                 pass
 
 
+def measure(pid: int, request: dict, windows: dict) -> dict:
+    """The grader's ``measure`` request about the child ``pid``: ``phase`` ``start`` resets its
+    peak memory; ``end`` reads what it used since, and the processes it started since it was
+    forked (``processes.window_end``). The child cannot touch these numbers: this process reads
+    them from the kernel, and the child can neither write nor trace this one (``isolate_host``)."""
+    from harness.worker import processes
+
+    if request.get("phase") == "start":
+        windows[pid] = processes.window_start(pid)
+        return {"op": "measured", "phase": "start"}
+    used = processes.window_end(pid, windows.pop(pid, {}), reaper=os.getpid())
+    return {"op": "measured", "phase": "end", "resources": {"source": "host", **used}}
+
+
 def _wait(control: socket.socket, pid: int) -> int:
-    """Wait for the child to end; a ``kill`` from the grader ends it. Returns its wait status."""
+    """Wait for the child to end; a ``kill`` from the grader ends it, a ``measure`` is answered
+    (``measure``). Returns its wait status."""
     try:
         handle = os.pidfd_open(pid)
     except (AttributeError, OSError):
         handle = None
+    windows: dict = {}
     while True:
         ready, _, _ = select.select([control] + ([handle] if handle is not None else []), [], [], 0.05 if handle is None else None)
         if control in ready:
             message = control.recv(65536)
-            if not message or json.loads(message).get("op") == "kill":
+            request = json.loads(message) if message else {}
+            if request.get("op") == "measure":
+                control.send(json.dumps(measure(pid, request, windows)).encode())
+            elif not message or request.get("op") == "kill":
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -203,6 +290,7 @@ def _wait(control: socket.socket, pid: int) -> int:
 def host(control_fd: int, tree: str, scratch: Path, sandboxed: bool, imports: list[str] = ()) -> None:
     control = socket.socket(fileno=control_fd)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    isolate_host()
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
     import importlib
 
@@ -273,6 +361,10 @@ def main() -> None:
                 os._exit(3)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+    left = isolate_child()  # the grader, its parent, is non-dumpable (runner.py): keep it out of reach
+    if left and sys.platform.startswith("linux"):
+        sys.stderr.write(f"kata worker: could not give up the capabilities {left}: grading stops here\n")
+        os._exit(70)
     from harness.worker import wire
 
     try:
