@@ -10,10 +10,10 @@ exercises are graded in the sandbox, in one run: each must score 0, every check 
 module (the grader substitutes the parts for the modules an exercise builds on, so another
 exercise's copy never runs in its checks).
 
-Parts whose exercise forbids built-ins that no exercise using the part forbids call one of them at
-import, so the worker's refusals zero them now. The others (``ALLOW_LIST``) compute through
-``torch.ops``, which only the allow-list for the tree's code refuses: those cases are expected to
-fail (strictly) until it is merged; then empty the set.
+Every part computes through ``torch.ops``, which the allow-list for the tree's code refuses
+(``tests/allowlist.toml``, rule ``internals``), so a copied part is refused whole before it runs. Parts
+whose exercise forbids built-ins that no exercise using the part forbids also call one of them at
+import, so the worker's refusals would zero them too.
 """
 
 from __future__ import annotations
@@ -37,11 +37,6 @@ SANDBOXED = pytest.mark.skipif(BOX is None and not REQUIRED, reason=f"no sandbox
 
 # Exercise -> the part standing in for it: every part named after an exercise's module.
 STANDS_FOR = {e.id: e.module for e in load() if e.module in impl.PART_SOURCES}
-# Exercises whose part is refused whole only by the allow-list (torch.ops in learner code), not by the
-# exercise's own refusals: these cases pass once the allow-list is merged. Exercise 07 refuses its
-# part's forward pass already (the fused attention kernels), not its construction: exercise 12 forbids
-# those kernels too and builds that part.
-ALLOW_LIST = {"07", "08", "09", "21", "23", "28"}
 IMPORT = re.compile(r"^from harness\.worker\.parts import load as load_part\n", re.M)
 LOAD = re.compile(r"""\bload_part\(["'](\w+)["']\)""")
 
@@ -64,7 +59,6 @@ def graded_file(eid: str) -> str:
 def test_every_exercise_module_part_is_covered():
     """The map is derived, not listed: it must hold the parts known to stand in for exercises."""
     assert {"01", "02", "07", "08", "09", "12", "19", "20", "21", "22", "23", "28"} <= set(STANDS_FOR)
-    assert ALLOW_LIST <= set(STANDS_FOR)
 
 
 def test_a_part_adapted_as_a_learner_would_imports_only_the_tree():
@@ -94,9 +88,7 @@ def graded(tmp_path_factory) -> tuple[dict, str]:
 
 
 @SANDBOXED
-@pytest.mark.parametrize(
-    "eid", [pytest.param(e, marks=pytest.mark.xfail(reason="refused by the allow-list only", strict=True))
-            if e in ALLOW_LIST else e for e in sorted(STANDS_FOR)])
+@pytest.mark.parametrize("eid", sorted(STANDS_FOR))
 def test_a_part_copied_into_the_tree_scores_zero(eid, graded):
     data, explain = graded
     module = STANDS_FOR[eid]
