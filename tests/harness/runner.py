@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -171,6 +172,7 @@ class Session:
     def __init__(self, exercise: str, proto_in, proto_out, output_read, echo: bool, on_lost):
         self.exercise, self.proto_out, self.on_lost = exercise, proto_out, on_lost
         self.requests = 0
+        self.key = secrets.token_bytes(32)  # the worker signs its replies with it (wire.signature)
         self.output = _Output(echo)
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=_pump_output, args=(output_read, self.output), daemon=True).start()
@@ -184,7 +186,12 @@ class Session:
             code = self.on_lost(kill=True)
             raise WorkerLost(f"{doing} did not return within {timeout:g} s: an infinite loop?", self._drain(), timed_out=True) from None
         if kind == "reply":
-            return payload
+            if wire.genuine(self.key, *payload):
+                payload[0].pop("mac", None)
+                return payload
+            self.on_lost(kill=True)
+            raise WorkerLost(f"while running {doing}, a reply came back that the grader's probe did not sign: something in "
+                             "the worker wrote to the grader's channel itself", self._drain())
         code = self.on_lost(kill=True)
         if kind == "garbage":
             raise WorkerLost(f"the worker sent something that is not a reply ({payload})", self._drain())
@@ -198,7 +205,7 @@ class Session:
     def send_sources(self, sources: dict[str, str]) -> None:
         """The tree's sources as the grader read them: the only code of the tree the worker imports."""
         try:
-            self.proto_out.write(wire.encode({"op": "sources", "sources": sources}))
+            self.proto_out.write(wire.encode({"op": "sources", "sources": sources, "key": self.key.hex()}))
             self.proto_out.flush()
         except (BrokenPipeError, OSError):
             pass  # the worker is gone: ``started`` says so

@@ -330,3 +330,47 @@ def test_a_violation_costs_only_the_exercises_whose_code_imports_it(tmp_path):
     out = a.exercise("02")["output"]
     assert "util.py line 5" in out and RULE + "frames" in out, a.explain()
     assert a.status("01") == "passed", a.explain()
+
+
+# ------------------------------------------------------------------------------------------ the channel
+
+FORGER = '''
+import json
+import os
+import struct
+
+
+def _forge_replies():
+    """Write a reply of "ok" for the next requests into every socket this process holds: the
+    grader's channel is one of them. The file descriptor is a variable: no scan can see which."""
+    for n in range(1, 6):
+        head = json.dumps({"status": "ok", "result": {}, "id": n, "arrays": []}).encode()
+        message = struct.pack("<I", len(head)) + head
+        for fd in range(3, 64):
+            try:
+                if os.stat(fd).st_mode & 0o170000 != 0o140000:
+                    continue
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(message)
+            except OSError:
+                pass
+'''
+
+
+@SANDBOXED
+def test_a_reply_the_probe_did_not_sign_is_refused(tmp_path):
+    """The tree holds the socket its own replies travel on, so it can write a reply of its own
+    (``open(fd)`` with a computed number passes any scan of the source). Every reply is signed with
+    the session's key by the trusted serving loop; one the tree wrote is refused, and the check
+    that met it fails."""
+    source = (SOLUTIONS / "attention.py").read_text()
+    forged = source.replace("\ndef softmax(", FORGER + "\n\ndef softmax(", 1)
+    assert forged != source
+    forged += "\n_forge_replies()\n"  # at import: before the first probe's own reply
+    attack = copy(tmp_path, "forger", {"attention.py": forged}, base=SOLUTIONS)
+    honest = copy(tmp_path, "honest", base=SOLUTIONS)
+    first = grade(honest, tmp_path, ("01",))
+    g = grade(attack, tmp_path, ("01",), "--seed", seed_of(first))
+    no_gain(g, first, ("01",))
+    assert g.exercise("01")["score"] < first.exercise("01")["score"], g.explain()
+    assert "did not sign" in json.dumps(g.report), g.explain()

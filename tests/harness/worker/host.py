@@ -146,11 +146,12 @@ def serve(proto_in, proto_out, request: dict) -> None:
         return
     if given.get("op") != "sources" or not isinstance(given.get("sources"), dict):
         return
+    key = bytes.fromhex(str(given.pop("key", "")))  # signs every reply (wire.signature); kept in this frame only
     tree = Tree(request["tree"], given["sources"])
     rules = request.get("rules", {})
     guard = Guard(request.get("exercise", "?"), rules.get("forbidden", []), rules.get("forbidden_kernels", []),
                   rules.get("forbidden_modules", []), tree).install()
-    wire.write(proto_out, {"status": "ready", "pid": os.getpid()})
+    wire.write(proto_out, wire.signed(key, {"status": "ready", "pid": os.getpid()}))
     while True:
         try:
             message, arrays = wire.read(proto_in)
@@ -167,9 +168,10 @@ def serve(proto_in, proto_out, request: dict) -> None:
                 pass
         os.write(2, END_OF_PROBE)
         try:
-            wire.write(proto_out, reply, out)
+            wire.write(proto_out, wire.signed(key, reply, out), out)
         except wire.WireError as e:
-            wire.write(proto_out, {"status": "error", "kind": "bad_output", "message": str(e), "details": "", "id": message.get("id")})
+            error = {"status": "error", "kind": "bad_output", "message": str(e), "details": "", "id": message.get("id")}
+            wire.write(proto_out, wire.signed(key, error))
 
 
 def _child(control: socket.socket, proto: int, output: int, request: dict) -> None:

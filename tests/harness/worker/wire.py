@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import collections
+import hashlib
+import hmac
 import json
 import struct
 import types
@@ -107,6 +109,35 @@ def read(stream: BinaryIO) -> tuple[dict[str, Any], list[np.ndarray]]:
         raw = _read_exact(stream, nbytes)
         arrays.append(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
     return header, arrays
+
+
+def signature(key: bytes, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> str:
+    """An HMAC-SHA256 of a message's header (but its ``mac``) and arrays under the session's key.
+
+    The grader gives each worker session a fresh key in the session's first message, before any
+    code of the tree runs; the trusted serving loop signs every reply with it, and the grader
+    accepts no reply whose signature differs. Code of the tree that wrote to the channel itself
+    (it holds the socket, by number) cannot sign: the key is a local of the serving loop, out of
+    the reach the allow-list leaves it (no frames, no ``gc``)."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    body = {k: v for k, v in header.items() if k != "mac"}
+    mac.update(json.dumps(body, sort_keys=True, allow_nan=True).encode())
+    for a in arrays or []:
+        a = np.ascontiguousarray(a).reshape(a.shape)
+        mac.update(f"|{a.dtype.name}{list(a.shape)}|".encode())
+        mac.update(a.tobytes())
+    return mac.hexdigest()
+
+
+def signed(key: bytes, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """``header`` with its ``mac`` (see ``signature``)."""
+    return {**header, "mac": signature(key, header, arrays)}
+
+
+def genuine(key: bytes, header: dict[str, Any], arrays: list[np.ndarray]) -> bool:
+    """Whether ``header`` and ``arrays`` carry the signature ``key`` gives them."""
+    mac = header.get("mac")
+    return isinstance(mac, str) and hmac.compare_digest(mac, signature(key, header, arrays))
 
 
 def write(stream: BinaryIO, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
