@@ -77,28 +77,34 @@ def test_a_child_cannot_write_trace_or_read_its_host(tmp_path, sandboxed):
 WRITE_HOST = """
 import os
 
+# The paths are computed, as a tree that hides from the allow-list would: no scan of the source
+# sees them, so this reaches the kernel, the layer this test is about.
+_PROC = "/" + "".join(["pr", "oc"])
+
 
 def _parent(pid):
-    with open(f"/proc/{pid}/stat") as f:
+    with open(f"{_PROC}/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def _is_grader(pid):  # not bubblewrap's own process, the host's parent in the sandbox
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"{_PROC}/{pid}/cmdline", "rb") as f:
             return b"\\0--grade\\0" in f.read()
     except OSError:
         return False
 
 
+_HOST = _parent("self")
+
 # 02 is forked from the same host next: write into a page of the host's memory (and of the
 # grader's, the host's parent, where it can be seen: without the sandbox). The same bytes are
 # written back, so that a success harms nothing and shows: this module then fails to import.
-for _who, _pid in [("host", os.getppid())] + [("grader", p) for p in [_parent(os.getppid())] if _is_grader(p)]:
+for _who, _pid in [("host", _HOST)] + [("grader", p) for p in [_parent(_HOST)] if _is_grader(p)]:
     try:
-        with open(f"/proc/{_pid}/maps") as _maps:
+        with open(f"{_PROC}/{_pid}/maps") as _maps:
             _start = next(int(line.split("-")[0], 16) for line in _maps if " rw-p " in line)
-        with open(f"/proc/{_pid}/mem", "r+b", buffering=0) as _mem:
+        with open(f"{_PROC}/{_pid}/mem", "r+b", buffering=0) as _mem:
             _mem.seek(_start)
             _page = _mem.read(4096)
             _mem.seek(_start)
