@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import impl, sandbox
+from harness import allowlist, impl, sandbox
 from harness.manifest import ROOT, load
 
 BOX, WHY = sandbox.find()
@@ -97,4 +97,19 @@ def test_a_part_copied_into_the_tree_scores_zero(eid, graded):
     assert result["max_score"] > 0 and result["extra_data"]["checks"] > 0, f"exercise {eid}: no checks ran\n{said}\n{explain}"
     assert result["score"] == 0, f"parts/{module}.py scores {result['score']}/{result['max_score']} as exercise {eid}:\n{said}"
     assert "[passed]" not in said, said
-    assert f"{module}.py" in said, f"exercise {eid} scored 0, but not for what its own module does:\n{said}"
+    # Its own module, or a copied part its module imports (the model's block.py, say): each is refused
+    # on its own too (``test_every_part_alone_breaks_the_allow_list``).
+    copied = {f"{m}.py" for m in STANDS_FOR.values()}
+    assert any(name in said for name in copied), f"exercise {eid} scored 0, but not for what the copied parts do:\n{said}"
+
+
+@pytest.mark.parametrize("eid", sorted(STANDS_FOR))
+def test_every_part_alone_breaks_the_allow_list(eid):
+    """Each part, pasted as its exercise's module, is refused by the allow-list by itself (it
+    computes through ``torch.ops``), whatever the rest of the tree holds."""
+    ex = next(e for e in load() if e.id == eid)
+    module = STANDS_FOR[eid]
+    sources = {"__init__.py": "", f"{module}.py": as_learner_module(impl.PART_SOURCES[module])}
+    found = [v for v in allowlist.check(sources, ex) if v.file == f"{module}.py"]
+    assert found, f"parts/{module}.py passes the allow-list as exercise {eid}'s module"
+    assert any(v.rule == "internals" for v in found), [v.message for v in found]
