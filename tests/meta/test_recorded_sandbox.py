@@ -39,10 +39,13 @@ FORGED = {"score": 160, "max_score": 160, "output": "all passed", "tests": [],
 
 def fake_bwrap(folder: Path, extra: str, mark: Path) -> Path:
     """An executable named ``bwrap`` in ``folder`` that leaves ``mark`` and runs the real one with
-    ``extra`` arguments put after the first (``--unshare-all``)."""
+    ``extra`` arguments put last among its options (before the ``--`` that ends them), so that no
+    bind or tmpfs of the grader's, such as ``/tmp`` over a checkout that lies under it, hides them."""
     folder.mkdir(parents=True, exist_ok=True)
     fake = folder / "bwrap"
-    fake.write_text(f"#!/bin/sh\ntouch {mark}\nfirst=\"$1\"\nshift\nexec {BOX.bwrap} \"$first\" {extra} \"$@\"\n")
+    fake.write_text(f"#!/bin/sh\ntouch {mark}\nn=$#\ndone=\nfor a in \"$@\"; do\n"
+                    f"  if [ \"$a\" = \"--\" ] && [ -z \"$done\" ]; then set -- \"$@\" {extra} --; done=1\n"
+                    f"  else set -- \"$@\" \"$a\"; fi\ndone\nshift $n\nexec {BOX.bwrap} \"$@\"\n")
     fake.chmod(0o755)
     return fake
 
