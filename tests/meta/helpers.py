@@ -164,3 +164,19 @@ def assert_checks_pass(tmp: Path, cases, seeds=SEEDS) -> None:
         tests, impl = impl_for(tree, module)
         for seed in seeds:
             run_check(getattr(tests, check), impl, seed)
+
+
+def assert_not_named(tmp: Path, name: str, file: str, edits, module: str, check: str, *, seeds=SEEDS) -> None:
+    """A near miss: on the edited copy of solutions/ the check may pass or fail, but for no seed
+    does its failure say "This looks like: " followed by ``name`` (a name is given only when the
+    evidence fits that mistake alone)."""
+    from harness.failures import GradingFailure
+
+    tests, impl = impl_for(make_tree(tmp, {file: edits}), module)
+    for seed in seeds:
+        try:
+            run_check(getattr(tests, check), impl, seed)
+        except GradingFailure as failure:
+            said = failure.explain()
+            named = said.split("This looks like: ", 1)[1] if "This looks like: " in said else ""
+            assert name not in named, f"seed {seed}: a near miss was given the name {name!r}: {said[:3000]}"
