@@ -1,4 +1,4 @@
-"""GPT from scratch: the reference implementation of every exercise.
+"""GPT from scratch: one module per step of the course, together a GPT that trains and generates.
 
 Each module is one step of the course (see the table in README.md). Modules import each other
 with relative imports only (``from .attention import softmax``), so any copy of this directory

@@ -45,11 +45,14 @@ class ImportFailure(GradingFailure):
 
 
 class Lost(GradingFailure):
-    """The worker crashed or exited while running this exercise: the exercise scores 0."""
+    """The worker crashed or exited during this check: the check is an error, the next one runs
+    in a fresh process (``impl.Trouble``)."""
 
     status = "error"
 
 
 class TimedOut(GradingFailure):
-    """A call into the learner's code did not return in time: that check fails, the others count
-    (after a second timeout the exercise's remaining checks are not run, and fail)."""
+    """A call into the learner's code did not return in time, or called code that did not return
+    in an earlier check: that check is an error, the others count (``impl.Trouble``)."""
+
+    status = "error"

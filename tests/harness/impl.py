@@ -142,21 +142,37 @@ class Result:
 
 
 _RAISE = {"not_started": NotStarted, "import": ImportFailure}
+_ELSEWHERE = "*"  # the ``lost`` entry of hangs met while grading an exercise that does not own them
 
 
 @dataclass
 class Trouble:
-    """What went wrong earlier in one exercise's worker (the grade's ``lost`` maps id -> this)."""
+    """What went wrong earlier in one exercise's worker (the grade's ``lost`` maps id -> this).
+
+    A fault costs only the check that met it: after a time-out or a crash the next check gets a
+    fresh process. ``hangs`` are the places of the tree that did not return (``worker/hangs.py``):
+    later checks are stopped at once when they call one. ``spent`` is the time the exercise's
+    checks lost to faults; the exercise may lose at most twice its time limit so (``budget``):
+    each later check may run at most what is left, and when nothing is, its remaining checks are
+    not run (``ended``)."""
 
     reason: str
     timeouts: int = 0
-    ended: type[GradingFailure] | None = None  # set: the exercise's remaining checks are not run, failing so
+    ended: type[GradingFailure] | None = None  # set: the exercise's remaining checks are not run
+    hangs: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (file, function) -> (Place, "20 s in test_x")
+    spent: float = 0.0
+    budget: float = 0.0
 
 
 class Impl:
-    def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None, refused: str | None = None):
+    def __init__(self, backend: Backend, exercise: Exercise, lost: dict[str, str], timeout: float | None = None,
+                 refused: str | None = None, fallback: frozenset[str] = frozenset(), check: str = "this check"):
         self.backend, self.exercise, self.lost, self.refused = backend, exercise, lost, refused
         self.timeout = timeout or exercise.timeout
+        # modules of other exercises that the tree's module imports and that a reference part may
+        # stand in for when they fail to import (``worker/tree.py``'s ``Tree.module``)
+        self.fallback = frozenset(fallback)
+        self.check = check
         self.printed: list[str] = []  # what the learner's code printed during this test
 
     def rules(self) -> dict:
@@ -169,37 +185,44 @@ class Impl:
             raise LearnerError(self.refused)
         earlier = self.lost.get(self.exercise.id)
         if earlier is not None and earlier.ended is not None:
-            raise earlier.ended(f"not run: {earlier.reason} earlier in this exercise")
+            raise earlier.ended(f"not run: {earlier.reason}")
+        timeout = self.timeout if earlier is None else min(self.timeout, earlier.budget - earlier.spent)
         arrays: list[np.ndarray] = []
         packed = wire.pack(values, arrays)
         names = needed_parts(set(parts) | _part_targets(packed, set()))
         if self.exercise.module in names and self.exercise.id in _GRADED:
             raise ValueError(f"harness: exercise {self.exercise.id}'s checks may not use the reference part "
                              f"for its own module, parts/{self.exercise.module}.py")
-        header = {**spec, "exercise": self.exercise.id, "values": packed, "parts": {n: PART_SOURCES[n] for n in sorted(names)}}
+        fallback = {m for m in self.fallback if self.exercise.module not in needed_parts({m})}
+        names |= needed_parts(fallback)
+        header = {**spec, "exercise": self.exercise.id, "values": packed, "parts": {n: PART_SOURCES[n] for n in sorted(names)},
+                  "fallback": sorted(fallback), "hangs": self._known_hangs()}
+        more = {"fresh": True} if fresh else {}
+        more.update({"measure": True} if measure else {})
         start = time.perf_counter()
         try:
-            more = {"fresh": True} if fresh else {}
-            more.update({"measure": True} if measure else {})
-            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, self.timeout, **more)
-            seconds = time.perf_counter() - start
-            if printed.strip():
-                self.printed.append(printed)
+            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, timeout, **more)
         except WorkerLost as e:
-            if e.output.strip():
-                self.printed.append(e.output)
-            trouble = self.lost.setdefault(self.exercise.id, Trouble(e.reason))
-            trouble.reason = e.reason
-            if e.timed_out:
-                # A timeout costs only its own check: the next check gets a fresh process. A second
-                # one ends the exercise (its other checks fail unrun), so an endless loop is not
-                # waited on check by check.
-                trouble.timeouts += 1
-                if trouble.timeouts >= 2:
-                    trouble.ended = TimedOut
-                raise TimedOut(e.reason) from None
-            trouble.ended = Lost  # a crash or an exit: the exercise scores 0
-            raise Lost(e.reason) from None
+            if not (e.timed_out and e.stuck is not None and e.stuck.at_import and self._module_of(e.stuck) in fallback):
+                if e.output.strip():
+                    self.printed.append(e.output)
+                raise self._fault(e, time.perf_counter() - start, timeout) from None
+            # Another exercise's module loops at import: that costs this check nothing. Said once
+            # (its own exercise names it), then every import of it meets the tripwire and the part
+            # stands in for it (``worker/tree.py``); this check runs again, in a fresh process.
+            self.lost.setdefault(_ELSEWHERE, Trouble("")).hangs[(e.stuck.file, e.stuck.function)] = (
+                e.stuck, f"{timeout:g} s in {self.check} of exercise {self.exercise.id}")
+            header["hangs"] = self._known_hangs()
+            start = time.perf_counter()
+            try:
+                reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, timeout, **more)
+            except WorkerLost as again:
+                if again.output.strip():
+                    self.printed.append(again.output)
+                raise self._fault(again, time.perf_counter() - start, timeout) from None
+        seconds = time.perf_counter() - start
+        if printed.strip():
+            self.printed.append(printed)
         if reply.get("status") == "ok":
             try:
                 result = wire.unpack(reply["result"], out)
@@ -217,10 +240,75 @@ class Impl:
                 output=printed,
                 resources=reply.get("resources") if measure else None,
             )
+        if reply.get("kind") == "hang":
+            raise TimedOut(self._known_hang(str(reply.get("details", ""))))
         cls = _RAISE.get(reply.get("kind"), LearnerError)
         error = cls(str(reply.get("message", "")), str(reply.get("details", "")))
         error.kind = str(reply.get("kind", "raised"))
         raise error
+
+    def _fault(self, e: WorkerLost, seconds: float, timeout: float) -> GradingFailure:
+        """The failure of a check whose process hung or ended (``Trouble`` says what it costs)."""
+        trouble = self.lost.setdefault(self.exercise.id, Trouble(e.reason, budget=2 * self.timeout))
+        trouble.reason = e.reason
+        if not e.timed_out and not e.crashed:
+            # it broke the channel to the grader (or its host is gone): nothing more from it is trusted
+            trouble.ended, trouble.reason = Lost, f"{e.reason}, earlier in this exercise"
+            return Lost(e.reason)
+        trouble.spent += seconds if not e.timed_out else max(seconds, timeout)
+        if e.timed_out:
+            trouble.timeouts += 1
+            said = self._stuck(e, timeout)
+            if e.stuck is not None:
+                trouble.hangs[(e.stuck.file, e.stuck.function)] = (e.stuck, f"{timeout:g} s in {self.check}")
+            failure: GradingFailure = TimedOut(said)
+        else:
+            failure = Lost(e.reason)
+        if trouble.spent >= trouble.budget:
+            trouble.ended, trouble.reason = TimedOut, (
+                f"this exercise has lost {trouble.spent:.0f} s to code that did not return or ended its process, "
+                f"twice its time limit of {self.timeout:g} s (first: {failure.message.splitlines()[0]})")
+        return failure
+
+    def _stuck(self, e: WorkerLost, timeout: float) -> str:
+        """What to say of a check that ran out of time: where the tree's code was stopped."""
+        place = e.stuck
+        if place is None:
+            return e.reason
+        name = Path(place.file).name
+        if place.at_import:
+            return (f"importing {name} did not end within {timeout:g} s: an endless loop at import? It was at line "
+                    f"{place.line} of {name} when stopped; later checks that import it fail at once.")
+        return (f"{place.function} ({name}) did not return within {timeout:g} s: an endless loop? It was at line "
+                f"{place.line} of {name} when stopped; later checks that call {place.function} fail at once.")
+
+    def _known_hangs(self) -> list[list[str]]:
+        """The places the tripwire stops in this exercise's probes: where its own checks hung, and
+        any module of the tree whose import did not end (in whichever exercise it was met)."""
+        places = {k for k, (place, _) in self._hangs() if place.at_import}
+        trouble = self.lost.get(self.exercise.id)
+        places |= set(trouble.hangs) if trouble is not None else set()
+        return [list(k) for k in sorted(places)]
+
+    def _hangs(self):
+        """Every known hang of this grade: ``((file, function), (Place, when))``."""
+        return [item for trouble in list(self.lost.values()) for item in trouble.hangs.items()]
+
+    @staticmethod
+    def _module_of(place) -> str:
+        return Path(place.file).stem
+
+    def _known_hang(self, details: str) -> str:
+        """What to say of a check stopped on entering a place that hung in an earlier check."""
+        trouble = self.lost.get(self.exercise.id) if self.exercise.id != _ELSEWHERE else None
+        file, _, function = details.rpartition("::")
+        name = Path(file).name
+        what = f"imports {name}, whose import" if function == "<module>" else f"calls {function} ({name}), which"
+        mine = list(trouble.hangs.items()) if trouble is not None else []
+        for (f, fn), (place, when) in mine + self._hangs():
+            if fn == function and Path(f).name == name:
+                return f"not run: it {what} did not end within {when} (an endless loop at line {place.line}?)"
+        return f"not run: it {what} did not end in an earlier check of this exercise"
 
     def call(
         self,

@@ -9,6 +9,7 @@ process the grade started is gone.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
 import hashlib
@@ -86,7 +87,7 @@ import torch  # noqa: E402  (after the hosts have started)
 
 from . import allowlist, integrity, reference, treefiles  # noqa: E402
 from .failures import GradingFailure  # noqa: E402
-from .impl import Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
+from .impl import PART_SOURCES, Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
 from .worker import processes  # noqa: E402
 
 DEFAULT_GRADE_TIMEOUT = 1800.0
@@ -148,7 +149,8 @@ class Outcome:
 
     @property
     def score(self) -> float:
-        if self.status in ("error", "no checks"):
+        """Points in proportion to the checks passed: a check that errs costs itself only."""
+        if not self.checks:
             return 0.0
         passed = sum(c.status == "passed" for c in self.checks)
         return round(self.exercise.points * passed / len(self.checks), 2)
@@ -219,6 +221,7 @@ class Kata:
             return allowlist.tree_imports(name, files.sources[name], known)
 
         refusals = {}
+        self.fallback = {ex.id: self._fallback(ex, imports) for ex in manifest.load()}
         for ex in manifest.load():
             if self.selected and ex.id not in self.selected:
                 continue
@@ -234,6 +237,18 @@ class Kata:
                 refusals[ex.id] = "\n".join([violations[0].message, *more]) + rest
         self.tree_check_seconds = time.perf_counter() - start
         return refusals
+
+    def _fallback(self, ex: manifest.Exercise, imports) -> frozenset[str]:
+        """The tree's modules that ``ex``'s module imports, directly or not, that another
+        exercise owns and a reference part can stand in for: when one of them fails to import,
+        ``ex`` is graded with the part (``worker/tree.py``), so a typo there costs ``ex`` nothing."""
+        seen, todo = set(), [ex.module]
+        while todo:
+            name = todo.pop()
+            if f"{name}.py" in self.files.sources and name not in seen:
+                seen.add(name)
+                todo += [m.removesuffix(".py").replace("/", ".") for m in imports(f"{name}.py")]
+        return frozenset(m for m in seen if m != ex.module and m in PART_SOURCES)
 
     def _check_environment(self) -> None:
         self.environment = environment.signature()
@@ -446,7 +461,8 @@ def impl(request: pytest.FixtureRequest, kata: Kata) -> Impl:
         raise pytest.UsageError(f"{request.node.nodeid} uses `impl` but its module sets no EXERCISE")
     refused = kata.refusals.get(ex.id)  # the allow-list's verdict, or a file the grader would not read
     kata.environment_checked()
-    return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused)
+    return Impl(kata.get_backend(), ex, kata.lost, request.config.option.probe_timeout, refused=refused,
+                fallback=kata.fallback.get(ex.id, frozenset()), check=request.node.name)
 
 
 @pytest.fixture
@@ -511,7 +527,8 @@ def scoreboard(kata: Kata, width: int = 100) -> str:
     for o in outcomes:
         pts = f"{_num(kata.score(o))}/{_num(o.exercise.points)}"
         blocked = kata.blocked_by(o)
-        note = f" · blocked by {', '.join(e.name for e in blocked)}" if blocked else ""
+        names = ", ".join(e.name for e in blocked)
+        note = "" if not blocked else f" · builds on {names}, not passing yet" if o.status == "passed" else f" · blocked by {names}"
         lines.append(f" {STATUS_MARK[o.status]} {o.exercise.id}  {o.exercise.title:<{title_w}}  {pts:>7}  {o.status}{note}")
         if o.reason:
             reason = o.reason if len(o.reason) <= max(width - 7, 30) else o.reason[: max(width - 8, 29)] + "…"
@@ -573,13 +590,22 @@ def next_step(kata: Kata) -> str:
     ex = todo.exercise
     path = kata.tree / f"{ex.module}.py"
     where = f"{path.relative_to(manifest.ROOT) if manifest.ROOT in path.parents else path}"
-    line = _line_of(kata.sources.get(f"{ex.module}.py", ""), ex)
+    trouble = kata.lost.get(ex.id)
+    hung = [place for place, _ in (trouble.hangs.values() if trouble is not None else ()) if Path(place.file).name == path.name]
+    line = hung[0].line if hung else _line_of(kata.sources.get(f"{ex.module}.py", ""), ex)
     return f"next: {ex.id} {ex.slug}, {where}" + (f" line {line}" if line else "") + f" (`nox -s hint -- {ex.id}` for a hint)"
 
 
 def _line_of(source: str, ex: manifest.Exercise) -> int | None:
     """Where the learner starts on ``ex`` in its module's ``source`` (as the grader read it, never
-    imported): its first stub, else the definition of its first function."""
+    imported): the line of a syntax error (parsed here, never run), else its first stub, else the
+    definition of its first function."""
+    try:
+        ast.parse(source)
+    except SyntaxError as e:
+        return e.lineno
+    except ValueError:
+        pass
     lines = source.splitlines()
     stub = stubs.stub_start(ex.id)
     for n, text in enumerate(lines, 1):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import sandbox as sandboxing
-from .worker import processes, wire
+from .worker import hangs, processes, wire
 from .worker.host import END_OF_PROBE, empty, isolate_host
 
 HOST = Path(__file__).resolve().parent / "worker" / "host.py"
@@ -49,9 +49,11 @@ PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LANG"
 class WorkerLost(Exception):
     """The worker died, hung or broke the protocol; ``reason`` says which."""
 
-    def __init__(self, reason: str, output: str = "", timed_out: bool = False):
+    def __init__(self, reason: str, output: str = "", timed_out: bool = False, stuck: hangs.Place | None = None,
+                 crashed: bool = False):
         super().__init__(reason)
-        self.reason, self.output, self.timed_out = reason, output, timed_out
+        self.reason, self.output, self.timed_out, self.crashed = reason, output, timed_out, crashed
+        self.stuck = stuck  # with timed_out: the tree's innermost frame when it was stopped, if known
 
 
 class _Output:
@@ -76,6 +78,11 @@ class _Output:
             self.tail = (self.tail + data)[-KEEP:]
         if self.echo and self.total <= 4 * KEEP:
             sys.stderr.write(data.decode(errors="replace"))
+
+    def recent(self) -> str:
+        """The last bytes received, left in place."""
+        with self.lock:
+            return (self.head if not self.tail else self.tail).decode(errors="replace")
 
     def take(self) -> str:
         with self.lock:
@@ -169,8 +176,10 @@ def describe_exit(code: int | None) -> str:
 class Session:
     """The process serving one exercise: requests go out, replies and printed output come back."""
 
-    def __init__(self, exercise: str, proto_in, proto_out, output_read, echo: bool, on_lost):
+    def __init__(self, exercise: str, proto_in, proto_out, output_read, echo: bool, on_lost, on_stuck=None, owns=None):
         self.exercise, self.proto_out, self.on_lost = exercise, proto_out, on_lost
+        self.on_stuck = on_stuck  # asks the child to write its stack to its output (worker/hangs.py)
+        self.owns = owns or (lambda filename: False)  # is a file of the dump the tree's
         self.requests = 0
         self.key = secrets.token_bytes(32)  # the worker signs its replies with it (wire.signature)
         self.output = _Output(echo)
@@ -183,8 +192,11 @@ class Session:
         try:
             kind, payload = self.replies.get(timeout=timeout)
         except queue.Empty:
-            code = self.on_lost(kill=True)
-            raise WorkerLost(f"{doing} did not return within {timeout:g} s: an infinite loop?", self._drain(), timed_out=True) from None
+            self._ask_stack()
+            self.on_lost(kill=True)
+            printed, dump = hangs.split_dump(self._drain())
+            raise WorkerLost(f"{doing} did not return within {timeout:g} s: an infinite loop?", printed, timed_out=True,
+                             stuck=hangs.where_stuck(dump, self.owns)) from None
         if kind == "reply":
             if wire.genuine(self.key, *payload):
                 payload[0].pop("mac", None)
@@ -195,7 +207,18 @@ class Session:
         code = self.on_lost(kill=True)
         if kind == "garbage":
             raise WorkerLost(f"the worker sent something that is not a reply ({payload})", self._drain())
-        raise WorkerLost(describe_exit(code) + f" while running {doing}", self._drain())
+        raise WorkerLost(describe_exit(code) + f" while running {doing}", self._drain(), crashed=True)
+
+    def _ask_stack(self, wait: float = 1.0) -> None:
+        """Have the child write where it is stuck, and wait (at most ``wait`` s) for the text."""
+        if self.on_stuck is None or not self.on_stuck():
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if "(most recent call first):" in self.output.recent():
+                time.sleep(0.1)  # the rest of the dump
+                return
+            time.sleep(0.02)
 
     def _drain(self) -> str:
         self.alive = False
@@ -225,7 +248,7 @@ class Session:
             self.proto_out.flush()
         except (BrokenPipeError, OSError):
             code = self.on_lost(kill=True)
-            raise WorkerLost(describe_exit(code) + " before the check started", self._drain()) from None
+            raise WorkerLost(describe_exit(code) + " before the check started", self._drain(), crashed=True) from None
         reply, out = self._receive(timeout, _running(header))
         if reply.get("id") != self.requests:
             self.on_lost(kill=True)
@@ -325,9 +348,18 @@ class _ForkHost:
             theirs.close()
             out_theirs.close()
         self.sockets = (ours, out_ours)
-        self.session = Session(exercise, ours.makefile("rb"), ours.makefile("wb"), out_ours.recv, echo, self._lost)
+        self.session = Session(exercise, ours.makefile("rb"), ours.makefile("wb"), out_ours.recv, echo, self._lost,
+                               self._ask_stack, _owned_by(self.runner, sandboxing.TREES / self.runner.tree.name
+                                                          if self.runner.sandbox is not None else self.runner.tree))
         self.session.send_sources(self.runner.sources)
         return self.session
+
+    def _ask_stack(self) -> bool:
+        try:
+            self.control.send(json.dumps({"op": "stack"}).encode())
+            return True
+        except OSError:
+            return False
 
     def measure(self, phase: str) -> dict | None:
         """Have the host start (``phase="start"``) or end (``"end"``) measuring the session's
@@ -435,7 +467,8 @@ class _SpawnHost:
         self.proc.stdin.write(wire.encode({"op": "session", "exercise": exercise, "rules": rules}))
         self.proc.stdin.flush()
         read = self.proc.stderr.read1 if hasattr(self.proc.stderr, "read1") else self.proc.stderr.read
-        self.session = Session(exercise, self.proc.stdout, self.proc.stdin, read, echo, self._lost)
+        self.session = Session(exercise, self.proc.stdout, self.proc.stdin, read, echo, self._lost, self._ask_stack,
+                               _owned_by(self.runner, self.runner.tree))
         self.session.send_sources(self.runner.sources)
         return self.session
 
@@ -449,6 +482,15 @@ class _SpawnHost:
             self.window = processes.window_start(self.proc.pid)
             return None
         return {"source": "grader", **processes.window_end(self.proc.pid, getattr(self, "window", {}))}
+
+    def _ask_stack(self) -> bool:
+        if os.name != "posix" or self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            os.kill(self.proc.pid, signal.SIGUSR2)
+            return True
+        except OSError:
+            return False
 
     def _lost(self, kill: bool) -> int | None:
         self.session = None
@@ -492,6 +534,17 @@ class _SpawnHost:
 
     def close(self) -> None:
         self.end()
+
+
+def _owned_by(runner: "Runner", root: Path):
+    """Whether a file named in a worker's stack dump is one of the tree's (as the worker sees the
+    tree: ``root``): a path under it whose relative name the grader read."""
+    prefix = str(Path(root).resolve()).rstrip("/") + "/"
+
+    def owns(filename: str) -> bool:
+        return filename.startswith(prefix) and filename[len(prefix):] in runner.sources
+
+    return owns
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

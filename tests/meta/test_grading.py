@@ -59,20 +59,10 @@ def test_an_infinite_loop_costs_only_its_check_and_names_the_function(tmp_path):
     tree = make_tree(tmp_path, {"layers.py": [('    """GELU, tanh approximation', '    while True:\n        pass\n    """GELU, tanh approximation')]})
     g = grade(tree, tmp_path, *FAST, timeout=200)
     out = g.exercise("02")["output"]
-    assert g.status("02") == "failing", g.explain()
-    assert "gelu (layers.py) did not return within 5 s: an infinite loop?" in out, out
+    assert g.status("02") == "error", g.explain()  # the checks that met the loop are errors; the others count
+    assert "gelu (layers.py) did not return within 5 s: an endless loop?" in out, out
     assert 0 < g.exercise("02")["score"] < g.exercise("02")["max_score"], "LayerNorm's checks must still count"
     assert "probe" not in out.lower(), out
-    assert g.status("01") == "passed", g.explain()
-
-
-def test_a_second_timeout_ends_the_exercise(tmp_path):
-    """A loop every check meets (at import) is waited on twice, not once per check."""
-    tree = make_tree(tmp_path, {"layers.py": [("", "while True:\n    pass\n")]})
-    g = grade(tree, tmp_path, *FAST, timeout=200)
-    out = g.exercise("02")["output"]
-    assert g.status("02") == "failing" and g.exercise("02")["score"] == 0, g.explain()
-    assert "not run:" in out and "earlier in this exercise" in out, out
     assert g.status("01") == "passed", g.explain()
 
 
@@ -198,7 +188,7 @@ def test_a_broken_attention_costs_attention_but_not_the_exercises_built_on_it(tm
     for eid in ("07", "08"):
         assert g.status(eid) == "passed" and score_of(g, eid) == 10, g.explain()
     assert "01" in manifest.lookup("07").depends_on
-    assert "passed · blocked by 01 attention" in g.stdout, g.explain()  # 07's line on the scoreboard
+    assert "passed · builds on 01 attention, not passing yet" in g.stdout, g.explain()  # 07's line on the scoreboard
     assert g.exercise("07")["extra_data"]["blocked_by"] == ["01"]
 
 

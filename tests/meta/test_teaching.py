@@ -33,7 +33,7 @@ def test_an_exercise_whose_prerequisite_fails_is_shown_blocked():
     kata = fake_kata([base, dependent])
     board = scoreboard(kata)
     line = next(line for line in board.splitlines() if f" {real[1].id}  " in line)
-    assert f"passed · blocked by {real[0].id} {real[0].slug}" in line
+    assert f"passed · builds on {real[0].id} {real[0].slug}, not passing yet" in line
     assert kata.score(dependent) == real[1].points  # its own points still count
     base.checks[0] = Check("a", "a", "passed")
     assert "blocked" not in scoreboard(kata)

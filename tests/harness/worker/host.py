@@ -133,11 +133,12 @@ def _breakpoint(*args, **kwargs) -> None:
 
 def serve(proto_in, proto_out, request: dict) -> None:
     """One exercise: install its refusals, then answer probes until ``end`` or the end of input."""
-    from harness.worker import probes, wire
+    from harness.worker import hangs, probes, wire
     from harness.worker.guard import Guard
     from harness.worker.tree import Tree
 
     _limit_resources()
+    hangs.install_dump()  # where the code was stuck, when the grader asks before ending a probe that ran out of time
     sys.breakpointhook = _breakpoint
     sys.stdin = open(os.devnull)
     try:  # first, the tree's sources as the grader read them: the only code of the tree imported here
@@ -274,6 +275,11 @@ def _wait(control: socket.socket, pid: int) -> int:
             request = json.loads(message) if message else {}
             if request.get("op") == "measure":
                 control.send(json.dumps(measure(pid, request, windows)).encode())
+            elif request.get("op") == "stack":  # the child writes its stack to its output (worker/hangs.py)
+                try:
+                    os.kill(pid, signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
             elif not message or request.get("op") == "kill":
                 try:
                     os.kill(pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import parts, wire
+from . import hangs, parts, wire
 from .guard import Guard
 from .tree import ProbeError, Tree
 
@@ -216,8 +216,10 @@ def run(tree: Tree, guard: Guard, request: dict, arrays: list[np.ndarray]) -> tu
         parts.give(request.get("parts", {}))
         values = _decode(request.get("values", {}), arrays)
         args, kwargs = list(values.pop("args", [])), dict(values.pop("kwargs", {}))
+        tree.fallback = frozenset(str(m) for m in request.get("fallback", ()))
         try:
-            result = PROBES[request["probe"]](tree, request, args, kwargs, values)
+            with hangs.tripwire(tuple(place) for place in request.get("hangs", ())):
+                result = PROBES[request["probe"]](tree, request, args, kwargs, values)
             out: list[np.ndarray] = []
             packed = {}
             for key, value in result.items():

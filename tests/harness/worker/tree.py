@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import parts
+from .hangs import KnownHang, rearm
 
 TREE = "tree"  # the name the tree under test is imported as, whatever its directory is called
 
@@ -112,6 +113,9 @@ class Tree:
         self.path = Path(path).resolve()
         self.sources = {str(k): str(v) for k, v in sources.items()}
         self._packages: dict[tuple[str, ...], types.ModuleType] = {}
+        # modules of other exercises that a reference part may stand in for when importing them
+        # fails (set per probe from the request's ``fallback``): see ``module``
+        self.fallback: frozenset[str] = frozenset()
         self._activate()
 
     def _activate(self) -> None:
@@ -151,6 +155,11 @@ class Tree:
         return alias
 
     def module(self, name: str, substitute: tuple[str, ...] | list[str] = ()) -> types.ModuleType:
+        """The tree's module ``name``, with the modules in ``substitute`` replaced by reference
+        parts. When importing it fails in another module that ``fallback`` lists (a SyntaxError
+        there, a name it lacks, an exception or a known loop in its top-level code), it is imported
+        again with that module's part instead: a module another exercise owns costs this one
+        nothing. The learner's own error is reported if that does not import either."""
         substitute = tuple(sorted(substitute))
         if f"{name}.py" not in self.sources:
             raise ProbeError("import", f"{self.rel(str(self.path / (name + '.py')))} does not exist")
@@ -163,7 +172,38 @@ class Tree:
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
+            if isinstance(e, KnownHang):
+                rearm()
+            culprit = self.culprit(e)
+            if culprit is not None and culprit != name and culprit in self.fallback and culprit not in substitute:
+                try:
+                    return self.module(name, substitute + (culprit,))
+                except ProbeError:
+                    pass
             raise self.learner_error(e, importing=name) from None
+
+    def culprit(self, e: BaseException) -> str | None:
+        """The tree's module whose import raised ``e``: the file of a SyntaxError or of a known
+        loop, the module an ImportError names, else the innermost top-level frame of the tree."""
+        if isinstance(e, SyntaxError) and self.owns(e.filename):
+            return self.module_name(e.filename)
+        if isinstance(e, KnownHang):
+            return self.module_name(e.file) if self.owns(e.file) else None
+        if isinstance(e, ImportError) and e.name and _is_tree_name(e.name) and "." in e.name:
+            return e.name.partition(".")[2]
+        for frame in reversed(traceback.extract_tb(e.__traceback__)):
+            if frame.name == "<module>" and self.owns(frame.filename):
+                return self.module_name(frame.filename)
+        return None
+
+    def module_name(self, filename: str) -> str | None:
+        """``attention`` for the tree's ``attention.py``, ``pkg.x`` for ``pkg/x.py``."""
+        try:
+            rel = Path(filename).resolve().relative_to(self.path)
+        except (OSError, ValueError):
+            return None
+        parts_ = rel.with_suffix("").parts
+        return ".".join(parts_[:-1] if parts_[-1] == "__init__" else parts_) or None
 
     def attr(self, module: str, name: str, substitute=()) -> Any:
         obj: Any = self.module(module, substitute)
@@ -177,6 +217,11 @@ class Tree:
         """The learner's exception, with the traceback trimmed to frames in the tree."""
         if isinstance(e, ProbeError):
             return e
+        if isinstance(e, KnownHang):
+            rel = self.rel(e.file) if self.owns(e.file) else e.file
+            what = f"importing {Path(e.file).name}" if e.function == "<module>" else f"{e.function} ({Path(e.file).name})"
+            return ProbeError("hang", f"{what} did not end in an earlier check of this exercise: not run again",
+                              json_place(rel, e.function))
         frames = [f for f in traceback.extract_tb(e.__traceback__) if self.owns(f.filename)]
         if isinstance(e, SyntaxError) and e.filename and self.owns(e.filename):
             where = f"{Path(e.filename).name}, line {e.lineno}"
@@ -209,3 +254,8 @@ def _syntax_details(e: SyntaxError) -> str:
     text = (e.text or "").rstrip("\n")
     caret = " " * max((e.offset or 1) - 1, 0) + "^" if text else ""
     return f"  File \"{Path(e.filename).name}\", line {e.lineno}\n    {text}\n    {caret}\nSyntaxError: {e.msg}"
+
+
+def json_place(rel: str, function: str) -> str:
+    """A known hang's place, as the details of its ``hang`` reply: ``rel::function``."""
+    return f"{rel}::{function}"
