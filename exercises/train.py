@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     opt.add_argument("--lr", type=float, default=3e-3, help="the peak learning rate")
     opt.add_argument("--min-lr", type=float, default=3e-4, help="the learning rate at the end of the cosine")
-    opt.add_argument("--warmup", type=int, help="steps of linear warmup (default: 50, or a tenth of --steps when that is fewer)")
+    opt.add_argument("--warmup", type=int,
+                     help="steps of linear warmup (default: 50, or a tenth of --steps when that is fewer)")
     opt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's, on the 2-D weights only")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradients' global norm to this (0: no clipping)")
     opt.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",

@@ -81,9 +81,9 @@ def test_a_number_the_user_chose_is_kept(kata, flag, omp, want):
 def test_the_job_says_how_many_threads_it_uses_and_how_to_change_it(kata):
     """Without a choice, the line names the threads, the cores, the load and the two ways to choose."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    calls = json.dumps({"calls": [["use_threads", [], {}]]})
     res = subprocess.run([sys.executable, "-c", PROBE.replace("print(json.dumps(", "(("), str(kata.tree)],
-                         input=json.dumps({"calls": [["use_threads", [], {}]]}), capture_output=True, text=True, timeout=60,
-                         env=env)
+                         input=calls, capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("threads: ") and " core(s), " in line and "busy with other work" in line, line
