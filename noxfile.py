@@ -308,7 +308,7 @@ def train(session: nox.Session) -> None:
     """Train a small GPT from scratch: `nox -s train` (about 8 minutes on a 2-core CPU).
 
     Options after -- go to `python -m <tree>.train` (`-- --help` lists them: --data FILE,
-    --steps N, --emb-dim D, --amp bf16, --resume PATH, ...), plus --impl solutions|exercises (the
+    --steps N, --emb-dim D, --amp bf16, --resume PATH, --threads N, ...), plus --impl solutions|exercises (the
     tree that trains: solutions where this checkout has it, else exercises) and --nproc N (N processes on this
     machine, data-parallel, through torch.distributed.run). With --tokenizer gpt2 the session finds
     GPT-2's ranks itself. The checkpoint and the loss curve go to out/train/ (--out DIR).
@@ -335,7 +335,7 @@ def sample(session: nox.Session) -> None:
 
     Reads out/train/ckpt.pt (or --checkpoint PATH). Options after --: --max-new-tokens N,
     --temperature T (0: greedy), --top-k K, --top-p P, --seed S, --device auto|cpu|cuda|mps,
-    --impl solutions|exercises.
+    --threads N, --impl solutions|exercises.
     """
     args = list(session.posargs)
     tree = _take_option(session, args, "--impl", _default_tree())
@@ -354,7 +354,7 @@ def finetune(session: nox.Session) -> None:
     `nox -s finetune` (every weight, about 3 minutes on a 2-core CPU), `-- --lora RANK`, `-- --dpo`.
 
     Options after -- go to `python -m <tree>.finetune` (`-- --help` lists them: --base PATH|gpt2,
-    --steps N, --lr LR, --dpo-steps N, --beta B, --out DIR, ...), plus --impl solutions|exercises.
+    --steps N, --lr LR, --dpo-steps N, --beta B, --out DIR, --threads N, ...), plus --impl solutions|exercises.
     Writes out/finetune/: ckpt.pt, loss.png, responses.md and metrics.json.
     """
     args = list(session.posargs)
@@ -374,7 +374,7 @@ def chat(session: nox.Session) -> None:
 
     Options after --: --checkpoint PATH (default out/finetune/ckpt.pt), --temperature T (0:
     greedy), --top-k K, --top-p P, --max-new-tokens N, --seed S, --device auto|cpu|cuda|mps,
-    --impl solutions|exercises.
+    --threads N, --impl solutions|exercises.
     """
     args = list(session.posargs)
     tree = _take_option(session, args, "--impl", _default_tree())

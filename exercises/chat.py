@@ -9,7 +9,9 @@ Each turn is written in Alpaca's template (``format_input({"instruction": turn})
 response header); the earlier turns of the conversation, each in the template with its answer,
 come before it, as many of the latest as fit the model's context with room for the answer. The
 answer streams as its tokens come, and stops at the end-of-text token, at the template's next
-section ("###"), or after ``--max-new-tokens``.
+section ("###"), or after ``--max-new-tokens``. An answer the model ends before any text is
+not left blank: chat says so (on stderr for one prompt, after ``bot>`` in a conversation).
+Like ``train``, it first says on stderr how many threads it uses (``--threads N`` to choose).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from .device import pick_device
 from .instruct import format_input
 from .stream import stream_text, stream_tokens
+from .threads import add_threads_option, use_threads
 from .train import OneLineErrors, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +34,9 @@ EOS = "<|endoftext|>"
 RESPONSE_HEADER = "\n\n### Response:\n"
 STOP_STRINGS = ("\n\n###", "\n###", "###")  # the template's next section: an answer ends before it
 HELP = "type a question; /reset forgets the conversation, /quit (or Ctrl-D) ends it"
+# what chat says when the answer is empty: the model ended it (end-of-text, or the template's next section) at once
+NO_ANSWER = ("(no answer: the model ended its reply before any text; ask in other words, or sample with "
+             "--temperature 0.7)")
 
 
 def build_parser() -> OneLineErrors:
@@ -45,6 +51,7 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranks", help="GPT-2's ranks (gpt2.tiktoken), for a model with GPT-2's tokenizer")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add_threads_option(p)
     return p
 
 
@@ -135,6 +142,7 @@ def run(args, parser) -> None:
     model, tok, eos_id, device = load(args, parser)
     if model.cfg.context_length <= args.max_new_tokens:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in a context of {model.cfg.context_length}")
+    use_threads(args.threads)  # on stderr, once the options are known good: stdout is the answers alone
     chat = Chat(model, tok, eos_id, args, device)
 
     def write(piece: str) -> None:
@@ -144,7 +152,8 @@ def run(args, parser) -> None:
     if args.prompt is not None:
         if not args.prompt.strip():
             parser.error("the prompt is empty: ask something")
-        chat.answer(args.prompt, write)
+        if not chat.answer(args.prompt, write):
+            print(NO_ANSWER, file=sys.stderr)  # stdout stays the answer alone: here, an empty line
         write("\n")
         return
     print(HELP)
@@ -166,7 +175,8 @@ def run(args, parser) -> None:
             print(f"unknown command {user}: {HELP}")
             continue
         write("bot> ")
-        chat.answer(user, write)
+        if not chat.answer(user, write):
+            write(NO_ANSWER)
         write("\n")
 
 

@@ -41,6 +41,7 @@ from .loss import calc_loss_batch, calc_loss_loader
 from .model import GPTModel
 from .resume import save_checkpoint
 from .schedule import clip_grad_norm, learning_rate
+from .threads import add_threads_option, use_threads
 from .train import OneLineErrors, make_optimizer, plot_losses, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where the checkpoint, plot and tables go")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add_threads_option(p)
     return p
 
 
@@ -230,6 +232,7 @@ def run(args, parser) -> None:
     ctx = model.cfg.context_length
     if ctx <= args.max_new_tokens + 16:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in a context of {ctx} tokens")
+    use_threads(args.threads)  # the first line, once the options are known good: the threads, and how to change them
     lr = args.lr or (1e-4 if args.base == "gpt2" else 5e-3 if args.lora else 1e-3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import torch
 
 from .device import pick_device
 from .generate import generate
+from .threads import add_threads_option, use_threads
 from .train import OneLineErrors, read_extra, tokenizer_from_state, trained_model
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--ranks", help="GPT-2's ranks (gpt2.tiktoken), for a model trained with --tokenizer gpt2")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
 
     if not Path(args.checkpoint).is_file():
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ids = tok.encode(args.prompt)
     if not ids:
         parser.error("the prompt is empty: give some text to continue")
+    use_threads(args.threads)  # on stderr, once the options are known good: stdout is the completion alone
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(model, idx, args.max_new_tokens, cfg.context_length, temperature=args.temperature,

@@ -55,9 +55,14 @@ features, 6 heads, context 128, BPE of 1,024 tokens), batches of 16 x 128 tokens
 warmup and a cosine down to 3e-4. The corpus is small, so the run is limited by data more than
 by compute: without dropout a model of this size memorizes it (validation loss rises again after
 about 10 passes), hence dropout 0.2. Measured on a 2-core AMD EPYC, lightly loaded by other work:
-8 min 13 s in all, 4,900 tokens/s, validation loss 3.61 (perplexity 37) from 6.95. On a busy
-machine, ``OMP_NUM_THREADS=1`` can be faster than two threads that wait on each other; on a CPU
+8 min 13 s in all, 4,900 tokens/s, validation loss 3.61 (perplexity 37) from 6.95. A shorter
+run warms up for a tenth of its steps when that is fewer than 50 (``--steps 20``: 2). On a CPU
 with bfloat16 instructions ``--amp bf16`` is about 1.6x faster (``nox -s bench -- training``).
+
+Threads: torch's threads wait on each other, so a thread on a core that other work holds slows
+them all. Before the model is built, ``threads.use_threads`` takes one thread per core that is at
+least half idle at that moment (at least one), unless ``--threads N`` or ``OMP_NUM_THREADS`` says
+how many, and the run's first line (on stderr) says which and how to change it.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ from .model import GPTModel
 from .modern import ModernModel
 from .resume import load_checkpoint, save_checkpoint
 from .schedule import learning_rate
+from .threads import add_threads_option, use_threads
 from .tokenizer import Tokenizer
 from .training import train_step, use_gradient_checkpointing
 
@@ -210,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     opt.add_argument("--lr", type=float, default=3e-3, help="the peak learning rate")
     opt.add_argument("--min-lr", type=float, default=3e-4, help="the learning rate at the end of the cosine")
-    opt.add_argument("--warmup", type=int, default=50, help="steps of linear warmup")
+    opt.add_argument("--warmup", type=int,
+                     help="steps of linear warmup (default: 50, or a tenth of --steps when that is fewer)")
     opt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's, on the 2-D weights only")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradients' global norm to this (0: no clipping)")
     opt.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
@@ -225,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sample-tokens", type=int, default=48, help="tokens per sample (0: no samples)")
     run.add_argument("--seed", type=int, default=1337)
     run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add_threads_option(run)
     return p
 
 
@@ -241,7 +249,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         except Exception as e:  # not a checkpoint, or not one of ours
             parser.error(f"--resume {args.resume}: {e}".splitlines()[0])
         known = {a.dest for a in parser._actions}
-        saved = {k: v for k, v in extra.get("args", {}).items() if k in known and k != "resume"}
+        saved = {k: v for k, v in extra.get("args", {}).items() if k in known and k not in ("resume", "threads")}
         parser.set_defaults(**saved)
         args = parser.parse_args(argv)
         changed = [k for k in MODEL_OPTIONS if k in saved and getattr(args, k) != saved[k]]
@@ -259,8 +267,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.emb_dim % args.n_heads:
         parser.error(f"--emb-dim {args.emb_dim} is not divisible by --n-heads {args.n_heads}")
+    if args.warmup is None:
+        args.warmup = default_warmup(args.steps)
     if not 0 <= args.warmup <= args.steps:
-        parser.error(f"--warmup {args.warmup} must be between 0 and --steps {args.steps}")
+        parser.error(f"--warmup {args.warmup} must be between 0 and --steps {args.steps} (leave it out for "
+                     f"{default_warmup(args.steps)}, the default for {args.steps} steps)")
     if not 0 <= args.min_lr <= args.lr:
         parser.error(f"--min-lr {args.min_lr} must be between 0 and --lr {args.lr}")
     if args.arch == "llama":
@@ -295,6 +306,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--amp fp16 needs CUDA (it needs a GradScaler); on a CPU or MPS use --amp bf16")
     if args.max_chars is not None and args.max_chars < 1:
         parser.error(f"--max-chars must be at least 1, got {args.max_chars}")
+
+
+def default_warmup(steps: int) -> int:
+    """The warmup of a run of ``steps`` steps when ``--warmup`` is not given: 50 steps, or a tenth of
+    the run when that is fewer (a short run, ``--steps 20``, warms up for 2)."""
+    return min(50, steps // 10)
 
 
 def read_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -343,6 +360,8 @@ def run(args, parser, extra, text, info: DistInfo, wall_start: float) -> None:
     torch.manual_seed(args.seed)  # the initial weights (and, on one process, the dropout masks)
 
     data = prepare_data(args, parser, extra, text)
+    # the first line, once the options and the text are known good: the threads, and how to change them
+    use_threads(args.threads, announce=info.is_main)
     raw_model = build_model(args, extra, data.tok, info.device)
     optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, info.device, fused=isinstance(raw_model, FastGPT))
     # fp16's small gradients underflow to zero unless the loss is scaled up first

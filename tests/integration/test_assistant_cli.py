@@ -174,6 +174,29 @@ def test_chat_answers_one_prompt(runner, tuned):
     assert said.endswith("\n") and said.count("\n") >= 1 and "you>" not in said, said
 
 
+def test_chat_says_when_the_answer_is_empty(runner, tuned):
+    """A model that ends every answer at once: chat says so, on stderr, and stdout stays the empty answer.
+    The checkpoint is edited as data: the final norm's scale zeroed and its shift a direction u, the
+    end-of-text row of the (tied) embedding 100 u, so that greedy decoding picks end-of-text first."""
+    out, _ = tuned
+    state = read_checkpoint(out / "ckpt.pt")
+    extra, weights = state["extra"], state["model"]
+    eos = (extra.get("assistant") or {}).get("eos_id", extra["tokenizer"]["vocab"].index("<|endoftext|>"))
+    direction = torch.randn(extra["config"]["emb_dim"], generator=torch.Generator().manual_seed(0))
+    u = direction / direction.norm()
+    weights["final_norm.scale"].zero_()
+    weights["final_norm.shift"].copy_(u)
+    for key in ("tok_emb.weight", "out_head.weight"):
+        if key in weights:
+            weights[key][eos] = 100 * u
+    mute = runner.workdir / "mute.pt"
+    torch.save(state, mute)
+    res = runner("chat", QUESTION, "--checkpoint", str(mute), "--max-new-tokens", "6")
+    said = ok(res, "chat.py with a model that answers nothing")
+    assert said == "\n", f"stdout should be the empty answer alone, got {said!r}"
+    assert "no answer" in res.stderr and "--temperature" in res.stderr, res.stderr[-2000:]
+
+
 def _read_until(fd: int, marker: str, deadline: float, seen: list[str]) -> str:
     text = ""
     while marker not in text:
