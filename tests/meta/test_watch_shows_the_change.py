@@ -44,8 +44,9 @@ def test_a_check_meets_what_it_called_or_what_its_message_names():
 
 
 def test_report_checks_reads_each_failing_check_back(tmp_path):
-    output = ("failing: gelu(x) differs\n[passed] test_a\n[failing] test_b\n    gelu(x) differs\n    "
-              "This looks like: the cubic term is missing. Fix it.\n[not started] test_c\n    LayerNorm.__init__: store eps")
+    output = ("failing: gelu(x) differs\n[passed] test_a\n[failing] test_b\n    gelu(x) differs\n"
+              "    This looks like: the cubic term is missing. Fix it.\n"
+              "[not started] test_c\n    LayerNorm.__init__: store eps")
     with_report = {"tests": [{"number": "02", "output": output}]}
     path = tmp_path / "report.json"
     path.write_text(json.dumps(with_report))
@@ -61,8 +62,8 @@ def test_watch_shows_the_saved_gelu_failure_before_the_line(tmp_path):
     pytest.importorskip("watchfiles", reason="watch mode needs watchfiles (nox -s watch installs it)")
     tree = make_tree(tmp_path)
     shutil.copy(ROOT / "exercises" / "layers.py", tree / "layers.py")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "harness" / "watch.py"), "--impl", str(tree), "--exit-after", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, str(ROOT / "tests" / "harness" / "watch.py"), "--impl", str(tree), "--exit-after", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert "watching" in proc.stdout.readline()
         time.sleep(1.0)
@@ -80,8 +81,8 @@ def test_watch_shows_the_saved_gelu_failure_before_the_line(tmp_path):
     assert line.group(2).startswith("LayerNorm.__init__"), "the exercise's line keeps its first failure"
 
     report = tmp_path / "grade.json"
-    subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), str(ROOT / "tests"),
-                    "--grade", "-q", "--assert=plain", "--impl", str(tree), "--exercise", "02", "--report", str(report)],
-                   cwd=ROOT, capture_output=True, text=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
+                    str(ROOT / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--exercise", "02",
+                    "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     graded = json.loads(report.read_text())["tests"][0]
     assert (graded["extra_data"]["kata_status"], f"{graded['score']:g}") == ("failing", line.group(1)), out
