@@ -174,6 +174,7 @@ class Impl:
         self.fallback = frozenset(fallback)
         self.check = check
         self.printed: list[str] = []  # what the learner's code printed during this test
+        self.called: list[str] = []  # the targets this test called, "module.name" (for watch)
 
     def rules(self) -> dict:
         ex = self.exercise
@@ -338,6 +339,7 @@ class Impl:
         allocates no memory (what it returns cannot be sent back; its methods' results can).
         """
         module, name = _split(target)
+        self.called.append(target)
         spec: dict[str, Any] = {"probe": "call", "module": module, "target": name, "grad_wrt": [str(k) for k in grad_wrt],
                                 "substitute": sorted(substitute), "device": device}
         if returns == "data":
@@ -359,6 +361,7 @@ class Impl:
         has run yet. ``measure``: ``Result.resources`` holds what the worker process used during
         this scenario (peak memory, threads, the processes it ever started), read from the kernel
         by the process that started it, out of the tree's reach (``Runner.probe``)."""
+        self.called.append(target)
         spec = {"probe": "scenario", "scenario": target, "substitute": sorted(substitute)}
         return self._send(spec, {"args": list(args), "kwargs": kwargs}, {target.partition(".")[0], *substitute}, fresh, measure)
 
@@ -382,6 +385,7 @@ class Impl:
         ``seed``, ``torch.manual_seed(seed)`` runs just before the forward pass, so that an oracle
         seeded alike draws the same dropout masks."""
         module, name = _split(target)
+        self.called.append(target)
         spec: dict[str, Any] = {
             "probe": "module", "module": module, "target": name,
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
