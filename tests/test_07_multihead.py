@@ -10,7 +10,8 @@ import torch
 from gpt_oracle import multihead, multihead_params, multihead_train, seeded
 from torch import nn
 
-from harness.compare import Mistake, assert_close, assert_gradients_close, assert_true, autograd_through
+from harness.compare import (Mistake, assert_close, assert_gradients_close, assert_true, autograd_through,
+                             softmax_axis_mistakes)
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 
@@ -47,7 +48,8 @@ def mistakes(x, params, heads):
                 wrong("scale_by_d_out")),
         Mistake("scores scaled by 1/head_dim instead of 1/sqrt(head_dim)", "Divide by math.sqrt(self.head_dim).", wrong("scale_by_head_dim")),
         Mistake("out_proj is not applied", "End with self.out_proj(context).", wrong("no_out_proj")),
-    ]
+    ] + softmax_axis_mistakes(lambda axis, zeros: multihead(x, params, heads, softmax_axis=axis, zeros=zeros), (x.size(0), heads, x.size(1), x.size(1)),
+                              -1, "the keys", "softmax(scores, dim=-1).")
 
 
 def describe(x, init):

@@ -17,9 +17,9 @@ EXERCISE = "19"
 BF16 = {"atol": 3e-2, "rtol": 3e-2}
 
 
-def inputs(gen, scale: float = 1.0, min_dim: int = 2):
+def inputs(gen, scale: float = 1.0, min_dim: int = 3):
     lead = [n(gen, 1, 4) for _ in range(n(gen, 1, 3))]
-    d = n(gen, min_dim, 48)
+    d = n(gen, min_dim, 48)  # three features at least: with two, a pair of opposite signs makes several mistakes look alike
     # a common offset too: RMSNorm must not subtract the mean, and a mean far from 0 shows it
     x = (torch.randn(*lead, d, generator=gen) * (1 + 3 * torch.rand(1, generator=gen)) + 2 * torch.randn(1, generator=gen)) * scale
     weight = torch.randn(d, generator=gen) * 0.5 + 1
@@ -48,7 +48,24 @@ def mistakes(x, weight, eps, offset=False):
                 lambda: x * torch.rsqrt(ms + eps) * (1 + w)),
         Mistake("the weight is not applied", "Multiply the normalised x by the weight (or 1 + weight).",
                 lambda: x * torch.rsqrt(ms + eps)),
-    ]
+        Mistake("the sum of squares, not their mean", "Average the squares: x.pow(2).mean(-1, keepdim=True).",
+                lambda: x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps) * scale),
+        Mistake("the squares summed and divided by d - 1", "RMSNorm takes the plain mean of the squares: .mean(-1), no d - 1.",
+                lambda: x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) / (x.size(-1) - 1) + eps) * scale),
+        Mistake("eps left out", "Add eps to the mean of squares, inside the root: torch.rsqrt(ms + eps).",
+                lambda: x * torch.rsqrt(ms) * scale),
+        Mistake("divided by the standard deviation, not the root mean square", "RMSNorm takes no mean at all: divide by "
+                "sqrt(mean(x ** 2) + eps), not by sqrt(var(x) + eps).",
+                lambda: x / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * scale),
+        Mistake("multiplied by the root mean square instead of divided", "Divide: x * torch.rsqrt(ms + eps).",
+                lambda: x * torch.sqrt(ms + eps) * scale),
+        Mistake("the weight added, not multiplied", "Scale the normalised x: y * weight.",
+                lambda: x * torch.rsqrt(ms + eps) + scale),
+        Mistake("the mean of squares over the whole tensor, not each vector", "Average over the last dimension only: "
+                "x.pow(2).mean(dim=-1, keepdim=True).", lambda: x * torch.rsqrt(x.pow(2).mean() + eps) * scale),
+    ] + [Mistake("the mean of squares over the wrong dimension", f"Average over the last dimension (dim=-1), not dim={axis}, "
+                 "with keepdim=True.", lambda axis=axis: x * torch.rsqrt(x.pow(2).mean(axis, keepdim=True) + eps) * scale)
+         for axis in range(x.dim() - 1)]
 
 
 def describe(x, eps, offset=False):
@@ -65,7 +82,10 @@ def test_rmsnorm_weight_starts_at_ones_or_zeros_with_offset(impl, gen):
         assert_true(len(res.initial) == 1, f"RMSNorm({d}) has the parameters {', '.join(res.initial)}; it has one, `weight` "
                                            "(no shift: only LayerNorm has one)")
         assert_close(res.initial["weight"], torch.full((d,), fill), f"RMSNorm({d}, offset={offset}).weight as built",
-                     oracle=f"torch.full(({d},), {fill}): {'Gemma stores w, applied as 1 + w' if offset else 'ones'}")
+                     oracle=f"torch.full(({d},), {fill}): {'Gemma stores w, applied as 1 + w' if offset else 'ones'}",
+                     mistakes=[Mistake(f"the weight starts at {'ones with' if offset else 'zeros without'} offset",
+                                       "It starts where it changes nothing: zeros with offset (applied as 1 + w), else ones.",
+                                       lambda fill=fill: torch.full((d,), 1 - fill))])
 
 
 def test_rmsnorm_matches_builtin(impl, gen):

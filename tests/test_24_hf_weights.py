@@ -89,6 +89,14 @@ def mistakes(idx, params, cfg):
                 p[key] = meta_permutation(params[key], heads)
         return modern(idx, p, cfg)
 
+    def first_layer_everywhere():
+        p = dict(params)
+        for key, value in params.items():
+            if key.startswith("trf_blocks.0."):
+                for i in range(1, cfg["n_layers"]):
+                    p[key.replace("trf_blocks.0.", f"trf_blocks.{i}.", 1)] = value
+        return modern(idx, p, cfg)
+
     out = [
         Mistake("gate_proj and up_proj swapped", "gate_proj is ff.gate, the projection that goes through SiLU; up_proj is ff.up.",
                 swapped(("ff.gate", "ff.up"))),
@@ -96,6 +104,9 @@ def mistakes(idx, params, cfg):
                 "input_layernorm normalises the block's input, before the attention (norm1); post_attention_layernorm comes "
                 "after the attention, before the MLP (norm2).", swapped(("norm1", "norm2"))),
         Mistake("k_proj and v_proj swapped", "k_proj is att.W_key, v_proj is att.W_value.", swapped(("att.W_key", "att.W_value"))),
+        Mistake("q_proj and k_proj swapped", "q_proj is att.W_query, k_proj is att.W_key.", swapped(("att.W_query", "att.W_key"))),
+        Mistake("every block loaded from layers.0", "Block i takes the tensors of model.layers.{i}: build each key from the loop's "
+                "index.", first_layer_everywhere),
         Mistake("q_proj and k_proj permuted as for Meta's original checkpoints",
                 "Hugging Face's files are permuted already: copy q_proj and k_proj as they are.", permuted),
     ]

@@ -51,8 +51,9 @@ class Mistake:
 
 def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float, atol: float) -> Mistake | None:
     """The known mistake whose output the learner's is closest to, among those it matches and
-    that the inputs can tell apart from the correct output."""
-    best, best_d = None, float("inf")
+    that the inputs can tell apart from the correct output; None when mistakes of different names
+    match (the evidence does not fit one alone)."""
+    best, best_d, names = None, float("inf"), set()
     for m in mistakes:
         try:
             if not m.matches(actual, rtol, atol) or m.matches(expected, rtol, atol):
@@ -60,9 +61,10 @@ def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistak
             d = m.distance(actual)
         except (RuntimeError, ValueError, TypeError):
             continue
+        names.add(m.name)
         if d < best_d:
             best, best_d = m, d
-    return best
+    return best if len(names) == 1 else None
 
 
 def _fmt(x: float) -> str:
@@ -243,3 +245,40 @@ def check_resources(resources: dict | None, what: str, scale: str, growth: int) 
                        + (f", and it started {threads} thread(s)" if threads > 0 else "") + " "
                        f"(allowed: {growth / 2**20:.0f} MiB; {scale}). Memory made outside PyTorch (NumPy, lists), "
                        "on another thread or at import counts too: compute one block_q x block_k tile at a time.")
+
+
+# ------------------------------------------------------------ naming mistakes of 19-24, and the softmax's axis (issue 25)
+
+
+def softmax_axis_mistakes(variant: Callable[[int | None, bool], torch.Tensor], sizes: tuple[int, ...], right: int, over: str,
+                          fix: str) -> list[Mistake]:
+    """The softmax taken over a wrong axis, for a computation whose softmax normalises a tensor of
+    shape ``sizes`` over the axis ``right``: ``variant(axis, zeros)`` computes the output with the
+    softmax over ``axis`` instead (None: over every element at once), where a slice of -inf only
+    gives zeros (the course's softmax) or, with ``zeros`` False, NaN (``torch.softmax``). Every
+    wrong axis gets the one name "softmax over the wrong axis", so that axes whose outputs coincide
+    do not make the name ambiguous; axes of size 1 coincide and give one. ``over`` says what the
+    right axis holds ("the keys"), ``fix`` how to take it."""
+    right = right % len(sizes)
+    out, seen_one = [], False
+    for axis, size in enumerate(sizes):
+        if axis == right or (size == 1 and seen_one):
+            continue
+        seen_one = seen_one or size == 1
+        where = f"an axis of size 1 (dim={axis}), so every weight is 1" if size == 1 else f"dim={axis} (of size {size})"
+        for zeros in (True, False):
+            out.append(Mistake("softmax over the wrong axis", f"The output is what a softmax over {where} gives, not one over "
+                               f"{over}: {fix}", lambda axis=axis, zeros=zeros: variant(axis, zeros)))
+    if sum(s > 1 for i, s in enumerate(sizes) if i != right):
+        for zeros in (True, False):
+            out.append(Mistake("softmax over the wrong axis: over every element at once",
+                               f"The output is what one softmax over the whole tensor gives, not one over {over}: {fix}",
+                               lambda zeros=zeros: variant(None, zeros)))
+    return out
+
+
+def softmax_over(x: torch.Tensor, axis: int | None, zeros: bool = True) -> torch.Tensor:
+    """``torch.softmax`` over ``axis``, or over every element at once with None; an all -inf slice
+    gives zeros, or with ``zeros`` False NaN, as ``torch.softmax`` does."""
+    out = torch.softmax(x.flatten(), 0).view_as(x) if axis is None else torch.softmax(x, axis)
+    return torch.nan_to_num(out) if zeros else out
