@@ -48,6 +48,15 @@ def mistakes(x, p):
                 lambda: F.linear(F.silu(g) + u, wd)),
         Mistake("SiLU applied after the product", "Apply SiLU to the gate alone, then multiply by up(x).",
                 lambda: F.linear(F.silu(g * u), wd)),
+        Mistake("ReLU instead of SiLU", "Llama's gate is SiLU: z * sigmoid(z).", lambda: F.linear(F.relu(g) * u, wd)),
+        Mistake("no activation on the gate", "The gate goes through SiLU: silu(self.gate(x)) * self.up(x).",
+                lambda: F.linear(g * u, wd)),
+        Mistake("SiLU on both projections", "Only the gate goes through SiLU; up(x) stays linear.",
+                lambda: F.linear(F.silu(g) * F.silu(u), wd)),
+        Mistake("the up projection left out: silu(up(x)) alone", "Two projections meet: silu(self.gate(x)) * self.up(x).",
+                lambda: F.linear(F.silu(u), wd)),
+        Mistake("the up projection left out: silu(gate(x)) alone", "Multiply by the up projection: silu(self.gate(x)) * "
+                "self.up(x).", lambda: F.linear(F.silu(g), wd)),
     ]
 
 
@@ -55,7 +64,14 @@ def test_silu_matches_builtin(impl, gen):
     x = torch.randn(n(gen, 1, 5), n(gen, 1, 40), generator=gen) * 4
     assert_close(impl.call("swiglu.silu", x).out, F.silu(x), f"silu(x) for x of shape {tuple(x.shape)}", oracle="F.silu",
                  mistakes=[Mistake("the sigmoid alone", "SiLU multiplies: x * torch.sigmoid(x).", lambda: torch.sigmoid(x)),
-                           Mistake("GELU", "SiLU is x * sigmoid(x), not GELU.", lambda: F.gelu(x))])
+                           Mistake("GELU", "SiLU is x * sigmoid(x), not GELU.", lambda: F.gelu(x)),
+                           Mistake("GELU's sigmoid approximation, x * sigmoid(1.702 x)", "SiLU is x * sigmoid(x), no factor.",
+                                   lambda: x * torch.sigmoid(1.702 * x)),
+                           Mistake("the sign of the exponent flipped: x * sigmoid(-x)", "sigmoid(x) = 1 / (1 + exp(-x)).",
+                                   lambda: x * torch.sigmoid(-x)),
+                           Mistake("tanh instead of the sigmoid", "SiLU is x * sigmoid(x); x * tanh(x) is another function.",
+                                   lambda: x * torch.tanh(x)),
+                           Mistake("ReLU", "SiLU is x * sigmoid(x), smooth and slightly negative below 0.", lambda: F.relu(x))])
 
 
 def test_swiglu_layers_are_named_and_shaped(impl, gen):

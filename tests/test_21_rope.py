@@ -66,6 +66,11 @@ def test_rope_cos_sin_at_absolute_positions(impl, gen):
                      rtol=1e-4, atol=1e-4,
                      mistakes=[Mistake("the positions start at 0, not at the ones given", "Use positions as given: a cached decode "
                                        "passes start .. start + n - 1.", lambda z=zero: z.float()),
+                               Mistake("cos and sin swapped", "Return (cos, sin), in that order: angles.cos(), angles.sin().",
+                                       lambda other=(want_sin if name == "cos" else want_cos): other.float()),
+                               *[Mistake("the positions off by one", "Token t sits at positions[t] exactly: angles = positions[:, None] "
+                                         "* inv_freq[None, :].", lambda s=s, name=name: cos_sin(d, positions + s, theta)[name == "sin"].float())
+                                 for s in (-1, 1)],
                                Mistake("the halves interleaved, not repeated", "Repeat the angles: torch.cat([angles, angles], -1), "
                                        "so that features i and i + head_dim / 2 share an angle.",
                                        lambda w=want: torch.stack([w[:, : d // 2], w[:, : d // 2]], -1).flatten(-2).float())])
@@ -86,6 +91,25 @@ def test_rope_angles_stay_float32_in_bfloat16(impl, gen):
                              "only the cosines and sines to x's dtype.")
 
 
+def turned(x, positions, theta, rotate_half):
+    """``x * cos + rotate_half(x1, x2) * sin`` in float64, with another ``rotate_half`` (a mistake's)."""
+    cos, sin = cos_sin(x.size(-1), positions, theta)
+    x1, x2 = x.double().chunk(2, dim=-1)
+    return x.double() * cos + torch.cat(rotate_half(x1, x2), dim=-1) * sin
+
+
+def apply_mistakes(x, positions, theta):
+    """apply_rope's known mistakes on ``x`` at ``positions``: other pairs, other rotate_halfs."""
+    return [Mistake("neighbours paired (interleaved), not the two halves", "Llama's convention pairs feature i with "
+                    "i + head_dim / 2: rotate_half(x) = (-x2, x1).", lambda: rotate(x, positions, theta, interleaved=True)),
+            Mistake("rotated the wrong way", "rotate_half(x) is (-x2, x1), not (x2, -x1): out = x * cos + rotate_half(x) * sin.",
+                    lambda: rotate(x, -positions, theta)),
+            Mistake("rotate_half without its minus sign: (x2, x1)", "rotate_half(x) is (-x2, x1): the second half, negated, "
+                    "comes first.", lambda: turned(x, positions, theta, lambda a, b: (b, a))),
+            Mistake("rotate_half's halves in the wrong order: (-x1, x2)", "rotate_half(x) is (-x2, x1): the second half, "
+                    "negated, then the first.", lambda: turned(x, positions, theta, lambda a, b: (-a, b)))]
+
+
 def test_apply_rope_matches_the_complex_rotation(impl, gen):
     x, theta = case(gen)
     seq, d = x.size(-2), x.size(-1)
@@ -94,10 +118,7 @@ def test_apply_rope_matches_the_complex_rotation(impl, gen):
     got = impl.call("rope.apply_rope", x, cos.float(), sin.float()).out
     assert_close(got, rotate(x, positions, theta).float(), f"apply_rope(x of shape {tuple(x.shape)}, cos, sin)",
                  oracle="each pair (i, i + d/2) turned as a complex number",
-                 mistakes=[Mistake("neighbours paired (interleaved), not the two halves", "Llama's convention pairs feature i with "
-                                   "i + head_dim / 2: rotate_half(x) = (-x2, x1).", lambda: rotate(x, positions, theta, interleaved=True)),
-                           Mistake("rotated the wrong way", "rotate_half(x) is (-x2, x1), not (x2, -x1): out = x * cos + rotate_half(x) * sin.",
-                                   lambda: rotate(x, -positions, theta))])
+                 mistakes=apply_mistakes(x, positions, theta))
 
 
 def test_apply_rope_keeps_bfloat16(impl, gen):
@@ -109,7 +130,8 @@ def test_apply_rope_keeps_bfloat16(impl, gen):
     assert_true(got.dtype == torch.bfloat16, f"apply_rope on bfloat16 x returned {got.dtype}: return x's dtype (compute in float32, "
                                               "then .to(x.dtype))")
     assert_close(got.float(), rotate(xb.float(), positions, theta).float(), f"apply_rope(bf16 x of shape {tuple(x.shape)})",
-                 oracle="the exact rotation of the same bf16 values", check_dtype=False, rtol=1e-2, atol=1e-2)
+                 oracle="the exact rotation of the same bf16 values", check_dtype=False, rtol=1e-2, atol=1e-2,
+                 mistakes=apply_mistakes(xb.float(), positions, theta))
 
 
 def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
@@ -125,10 +147,22 @@ def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
     assert_close(got, rotate(x, torch.arange(seq), theta)[..., start:, :].float(),
                  f"apply_rope on positions {start} .. {seq - 1} of {seq} (a cached decode)", oracle="the same rows of the full pass",
                  mistakes=[Mistake("the positions start at 0, not at the ones given", "A cached decode rotates token t at its absolute "
-                                   "position: pass torch.arange(start, start + n).", lambda: rotate(tail, torch.arange(seq - start), theta))])
+                                   "position: pass torch.arange(start, start + n).", lambda: rotate(tail, torch.arange(seq - start), theta))]
+                 + apply_mistakes(tail, torch.arange(start, seq), theta))
 
 
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def llama3_variant(inv, scaling, two_pi=True, shares_swapped=False):
+    """The docstring's three cases written out, with a mistake: the wavelength without 2 pi, or
+    the blend's shares swapped (s on the slowed frequency, 1 - s on the kept one)."""
+    f, low, high, original = (scaling[k] for k in LLAMA3_KEYS)
+    inv = inv.double()
+    wavelength = (2 * torch.pi if two_pi else 1.0) / inv
+    s = (original / wavelength - low) / (high - low)
+    blended = s * inv / f + (1 - s) * inv if shares_swapped else (1 - s) * inv / f + s * inv
+    return torch.where(wavelength > original / low, inv / f, torch.where(wavelength < original / high, inv, blended))
 
 
 def llama3_mistakes(inv, scaling):
@@ -144,6 +178,10 @@ def llama3_mistakes(inv, scaling):
         Mistake("the pairs in between not blended (only the two ends scaled)", "Between the two wavelengths, use (1 - s) * inv_freq / "
                 "factor + s * inv_freq with s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor).",
                 lambda: torch.where(wavelength > original / low, inv / f, inv)),
+        Mistake("the wavelength taken as 1 / inv_freq, without 2 pi", "A pair turns once in 2 * pi / inv_freq positions: "
+                "wavelength = 2 * math.pi / inv_freq.", lambda: llama3_variant(inv, scaling, two_pi=False)),
+        Mistake("the blend's shares swapped", "In between, keep the share s of inv_freq: (1 - s) * inv_freq / factor + "
+                "s * inv_freq.", lambda: llama3_variant(inv, scaling, shares_swapped=True)),
     ]
 
 
