@@ -136,19 +136,21 @@ def test_apply_rope_keeps_bfloat16(impl, gen):
 
 def test_a_cached_decode_rotates_as_the_full_pass(impl, gen):
     """The learner's own two functions together: the last tokens at positions start.. equal those
-    rows of the whole sequence rotated at once."""
+    rows of the whole sequence rotated at once; a random start, and always the last position
+    alone (one token decoded, the commonest step of a cached decode)."""
     x, theta = case(gen)
     x = torch.cat([x, x], dim=-2)  # at least two positions, so that the decoded ones do not start at 0
     seq = x.size(-2)
-    start = n(gen, 1, seq - 1)
-    tail = x[..., start:, :].contiguous()
-    cos, sin = impl.call("rope.rope_cos_sin", tail, torch.arange(start, seq), theta, returns="data").out
-    got = impl.call("rope.apply_rope", tail, cos, sin).out
-    assert_close(got, rotate(x, torch.arange(seq), theta)[..., start:, :].float(),
-                 f"apply_rope on positions {start} .. {seq - 1} of {seq} (a cached decode)", oracle="the same rows of the full pass",
-                 mistakes=[Mistake("the positions start at 0, not at the ones given", "A cached decode rotates token t at its absolute "
-                                   "position: pass torch.arange(start, start + n).", lambda: rotate(tail, torch.arange(seq - start), theta))]
-                 + apply_mistakes(tail, torch.arange(start, seq), theta))
+    for start in (n(gen, 1, seq - 1), seq - 1):
+        tail = x[..., start:, :].contiguous()
+        cos, sin = impl.call("rope.rope_cos_sin", tail, torch.arange(start, seq), theta, returns="data").out
+        got = impl.call("rope.apply_rope", tail, cos, sin).out
+        assert_close(got, rotate(x, torch.arange(seq), theta)[..., start:, :].float(),
+                     f"apply_rope on positions {start} .. {seq - 1} of {seq} (a cached decode)", oracle="the same rows of the full pass",
+                     mistakes=[Mistake("the positions start at 0, not at the ones given", "A cached decode rotates token t at its "
+                                       "absolute position: pass torch.arange(start, start + n).",
+                                       lambda tail=tail, start=start: rotate(tail, torch.arange(seq - start), theta))]
+                     + apply_mistakes(tail, torch.arange(start, seq), theta))
 
 
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")

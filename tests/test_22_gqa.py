@@ -86,7 +86,7 @@ def more_mistakes(x, p, cfg):
         ("causal mask off by one: one future key is visible", "Block every j > i: allowed = j <= i.", wrong(causal=1)),
         ("RoPE applied to the values too", "Rotate the queries and keys only: positions enter the scores, not the values.",
          wrong(rope_values=True)),
-        ("RoPE not applied", "Rotate the queries and the keys with apply_rope(q, cos, sin), apply_rope(k, cos, sin).",
+        ("RoPE applied to neither queries nor keys", "Rotate both with apply_rope(q, cos, sin), apply_rope(k, cos, sin).",
          wrong(rope_queries=False, rope_keys=False)),
         ("heads merged with a reshape but no transpose", "Merge with (weights @ v).transpose(1, 2).reshape(b, t, n_heads * "
          "head_dim): the heads' axis must move back next to the features first.", wrong(merge="reshape")),

@@ -51,20 +51,21 @@ class Mistake:
 
 def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float, atol: float) -> Mistake | None:
     """The known mistake whose output the learner's is closest to, among those it matches and
-    that the inputs can tell apart from the correct output; None when mistakes of different names
-    match (the evidence does not fit one alone)."""
-    best, best_d, names = None, float("inf"), set()
+    that the inputs can tell apart from the correct output; None when a mistake of another name
+    matches about as closely (within twice the distance: the evidence does not fit one alone)."""
+    fits = []
     for m in mistakes:
         try:
             if not m.matches(actual, rtol, atol) or m.matches(expected, rtol, atol):
                 continue
-            d = m.distance(actual)
+            fits.append((m.distance(actual), m))
         except (RuntimeError, ValueError, TypeError):
             continue
-        names.add(m.name)
-        if d < best_d:
-            best, best_d = m, d
-    return best if len(names) == 1 else None
+    if not fits:
+        return None
+    best_d, best = min(fits, key=lambda f: f[0])
+    rivals = [m for d, m in fits if m.name != best.name and d <= 2 * best_d + 1e-12]
+    return None if rivals else best
 
 
 def _fmt(x: float) -> str:
