@@ -13,7 +13,7 @@ import math
 import torch
 from gpt_oracle import gqa
 
-from harness.compare import (Mistake, assert_close, assert_gradients_close, assert_true, autograd_through,
+from harness.compare import (Mistake, assert_close_alone, assert_gradients_close, assert_true, autograd_through,
                              expect_value_error, softmax_axis_mistakes)
 from harness.draw import n
 
@@ -137,20 +137,20 @@ def test_gqa_parameters_are_shared_by_groups(impl, gen):
 def test_gqa_matches_oracle(impl, gen):
     cfg = config(gen)
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="grouped-query attention with RoPE, in float64",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="grouped-query attention with RoPE, in float64",
                  mistakes=mistakes(x, p, cfg))
 
 
 def test_gqa_with_qk_norm_as_qwen3(impl, gen):
     cfg = config(gen, qk_norm=True)
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="QK-norm, then RoPE, in float64", mistakes=mistakes(x, p, cfg))
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="QK-norm, then RoPE, in float64", mistakes=mistakes(x, p, cfg))
 
 
 def test_gqa_sliding_window(impl, gen):
     cfg = config(gen, window=n(gen, 1, 3))
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle=f"keys i - {cfg['window']} < j <= i only",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle=f"keys i - {cfg['window']} < j <= i only",
                  mistakes=mistakes(x, p, cfg))
 
 
@@ -162,7 +162,7 @@ def test_gqa_backward_matches_autograd(impl, gen):
     res = impl.module("gqa.GroupedQueryAttention", x, init_args=(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"]),
                       init_kwargs=init(cfg), params=p, substitute=PARTS, grad_output=g, grad_wrt=(0,))
     out, x_grad, param_grads = autograd_through(lambda xx, pp: gqa(xx, pp, cfg).to(xx.dtype), x, p, g)
-    assert_close(res.out, out, describe(cfg, x), oracle="the float64 oracle", mistakes=mistakes(x, p, cfg))
+    assert_close_alone(res.out, out, describe(cfg, x), oracle="the float64 oracle", mistakes=mistakes(x, p, cfg))
     assert_gradients_close(res, x_grad, param_grads)
 
 
@@ -179,5 +179,5 @@ def test_gqa_with_llama3_rope_scaling(impl, gen):
     cfg["rope_scaling"] = {"factor": [4.0, 8.0, 32.0][n(gen, 0, 2)], "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                            "original_max_position_embeddings": n(gen, 8, 32)}  # a context short enough that the scaling shows
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x) + f" and rope_scaling={cfg['rope_scaling']}",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x) + f" and rope_scaling={cfg['rope_scaling']}",
                  oracle="RoPE of Llama 3.1's scaled frequencies, in float64", mistakes=mistakes(x, p, cfg))

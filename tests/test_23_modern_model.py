@@ -11,7 +11,7 @@ RoPE, SwiGLU and grouped-query attention parts, so mistakes in 19-22 cost this e
 import torch
 from gpt_oracle import modern, modern_block, modern_config, modern_params, modern_shapes, sub
 
-from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, autograd_through, expect_value_error
+from harness.compare import Mistake, assert_close_alone, assert_parameter_shapes, assert_true, autograd_through, expect_value_error
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch, NotStarted
 from harness.reference import load_reference
@@ -104,7 +104,7 @@ def test_modern_block_matches_oracle(impl, gen):
     def wrong(variant):
         return lambda: modern_block(x, p, cfg, variant)
 
-    assert_close(res.out, modern_block(x, p, cfg).float(), f"ModernBlock({describe(cfg)[12:-1]}) on x of shape {tuple(x.shape)}",
+    assert_close_alone(res.out, modern_block(x, p, cfg).float(), f"ModernBlock({describe(cfg)[12:-1]}) on x of shape {tuple(x.shape)}",
                  oracle="pre-norm RMSNorm, grouped-query attention and SwiGLU, in float64", atol=1e-4, rtol=1e-4,
                  mistakes=block_mistakes(wrong) + config_mistakes(lambda changed: modern_block(x, p, changed), cfg))
 
@@ -117,7 +117,7 @@ def test_modern_model_matches_oracle(impl, gen):
     if cfg["tie_weights"] and "out_head.weight" in res.initial:
         raise Mismatch("with tie_weights=True, out_head.weight is a parameter of its own.\nThis looks like: the output head is not "
                        "tied to the token embedding. Share the parameter: self.out_head.weight = self.tok_emb.weight")
-    assert_close(res.out, modern(idx, params, cfg).float(), describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4,
+    assert_close_alone(res.out, modern(idx, params, cfg).float(), describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg))
 
 
@@ -149,9 +149,9 @@ def test_modern_backward_reaches_every_parameter(impl, gen):
     g = torch.randn(*idx.shape, cfg["vocab_size"], generator=gen)
     res = impl.module("modern.ModernModel", idx, init_args=(cfg,), params=params, grad_output=g, substitute=PARTS)
     out, _, grads = autograd_through(lambda _, pp: modern(idx, pp, cfg).float(), torch.zeros(1), params, g)
-    assert_close(res.out, out, describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
+    assert_close_alone(res.out, out, describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
     for name, want in grads.items():
-        assert_close(res.param_grads[name], want, f"{describe(cfg, idx)}: the gradient with respect to {name}",
+        assert_close_alone(res.param_grads[name], want, f"{describe(cfg, idx)}: the gradient with respect to {name}",
                      oracle="autograd through the oracle", atol=1e-4, rtol=1e-3)
 
 

@@ -11,7 +11,7 @@ table on random config.json dicts in both of transformers' ways of writing RoPE'
 import torch
 from gpt_oracle import modern, modern_config, modern_params, read_safetensors
 
-from harness.compare import Mistake, assert_close, expect_value_error
+from harness.compare import Mistake, assert_close_alone, expect_value_error
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 from harness.impl import Part
@@ -140,7 +140,7 @@ def check_committed(impl, gen, kind):
     sd = layout(gen, CHECKPOINTS[kind])
     got = load_and_run(impl, cfg, sd, ids)
     model = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[kind]
-    assert_close(got, expected, f"the output of {describe(cfg, sd, f'reference/24_{kind}_tiny.safetensors, a')}",
+    assert_close_alone(got, expected, f"the output of {describe(cfg, sd, f'reference/24_{kind}_tiny.safetensors, a')}",
                  oracle=f"transformers' {model}", atol=1e-4, rtol=1e-4, mistakes=mistakes(ids, to_params(CHECKPOINTS[kind], cfg), cfg))
 
 
@@ -183,7 +183,7 @@ def test_random_checkpoint_matches_oracle(impl, gen):
             sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = torch.rand(cfg["head_dim"] // 2, generator=gen)
     sd = layout(gen, sd)
     got = load_and_run(impl, cfg, sd, idx)
-    assert_close(got, modern(idx, to_params(sd, cfg), cfg).float(), f"the output of {describe(cfg, sd)} with {cfg['n_layers']} block(s)",
+    assert_close_alone(got, modern(idx, to_params(sd, cfg), cfg).float(), f"the output of {describe(cfg, sd)} with {cfg['n_layers']} block(s)",
                  oracle="the modern model's forward pass on the checkpoint's tensors, in float64", atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, to_params(sd, cfg), cfg))
 
@@ -194,7 +194,7 @@ def test_untied_model_without_lm_head_takes_the_embedding(impl, gen):
     sd = layout(gen, sd)
     params = to_params({**sd, "lm_head.weight": sd[[k for k in sd if k.endswith("embed_tokens.weight")][0]]}, cfg)
     got = load_and_run(impl, cfg, sd, idx)
-    assert_close(got, modern(idx, params, cfg).float(), f"the output of {describe(cfg, sd)} that has no lm_head.weight",
+    assert_close_alone(got, modern(idx, params, cfg).float(), f"the output of {describe(cfg, sd)} that has no lm_head.weight",
                  oracle="the model with embed_tokens.weight as its head", atol=1e-4, rtol=1e-4)
 
 

@@ -8,8 +8,9 @@ it, the message names the mistake and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -51,21 +52,18 @@ class Mistake:
 
 def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float, atol: float) -> Mistake | None:
     """The known mistake whose output the learner's is closest to, among those it matches and
-    that the inputs can tell apart from the correct output; None when a mistake of another name
-    matches about as closely (within twice the distance: the evidence does not fit one alone)."""
-    fits = []
+    that the inputs can tell apart from the correct output."""
+    best, best_d = None, float("inf")
     for m in mistakes:
         try:
             if not m.matches(actual, rtol, atol) or m.matches(expected, rtol, atol):
                 continue
-            fits.append((m.distance(actual), m))
+            d = m.distance(actual)
         except (RuntimeError, ValueError, TypeError):
             continue
-    if not fits:
-        return None
-    best_d, best = min(fits, key=lambda f: f[0])
-    rivals = [m for d, m in fits if m.name != best.name and d <= 2 * best_d + 1e-12]
-    return None if rivals else best
+        if d < best_d:
+            best, best_d = m, d
+    return best
 
 
 def _fmt(x: float) -> str:
@@ -283,3 +281,38 @@ def softmax_over(x: torch.Tensor, axis: int | None, zeros: bool = True) -> torch
     gives zeros, or with ``zeros`` False NaN, as ``torch.softmax`` does."""
     out = torch.softmax(x.flatten(), 0).view_as(x) if axis is None else torch.softmax(x, axis)
     return torch.nan_to_num(out) if zeros else out
+
+
+@dataclass
+class Alone(Mistake):
+    """A mistake that fits only where no mistake of another name in its ``group`` fits the output
+    about as closely (within twice its distance): where the evidence fits two, none is named."""
+    group: list = field(default_factory=list, repr=False)
+
+    def matches(self, actual: torch.Tensor, rtol: float, atol: float) -> bool:
+        if not Mistake.matches(self, actual, rtol, atol):
+            return False
+        mine = self.distance(actual)
+        for other in self.group:
+            try:
+                if (other.name != self.name and Mistake.matches(other, actual, rtol, atol)
+                        and other.distance(actual) <= 2 * mine + 1e-12):
+                    return False
+            except (RuntimeError, ValueError, TypeError):
+                continue
+        return True
+
+
+def alone(mistakes: list[Mistake]) -> list[Mistake]:
+    """``mistakes`` as ``Alone`` ones of one group, each output computed once: a name is given only
+    when the learner's output fits that mistake and no mistake of another name fits as well."""
+    group: list[Mistake] = []
+    for m in mistakes:
+        group.append(Alone(m.name, m.fix, functools.cache(m.output) if callable(m.output) else m.output, group))
+    return group
+
+
+def assert_close_alone(actual: torch.Tensor, expected: torch.Tensor, name: str, *, mistakes: list[Mistake] | None = None,
+                       **kwargs) -> None:
+    """``assert_close`` where a mistake is named only when the evidence fits it alone (``alone``)."""
+    assert_close(actual, expected, name, mistakes=alone(mistakes or []), **kwargs)
