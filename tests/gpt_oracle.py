@@ -47,8 +47,10 @@ def layer_norm(x, params, name):
 # ----------------------------------------------------------------------------------- 07
 
 
-def multihead(x, params, num_heads, variant="", dropout_weights=None):
-    """Causal multi-head attention with ``MultiHeadAttention``'s parameters, on F.scaled_dot_product_attention."""
+def multihead(x, params, num_heads, variant="", dropout_weights=None, softmax_axis=-1, zeros=True):
+    """Causal multi-head attention with ``MultiHeadAttention``'s parameters, on F.scaled_dot_product_attention;
+    with another ``softmax_axis`` of the scores ``(batch, heads, queries, keys)`` (None: every element at once),
+    the mistake of a softmax over it (an all -inf slice gives zeros, or NaN without ``zeros``)."""
     b, t, _ = x.shape
     q, k, v = (linear(x, params, f"W_{name}") for name in ("query", "key", "value"))
     d = q.size(-1)
@@ -58,7 +60,10 @@ def multihead(x, params, num_heads, variant="", dropout_weights=None):
     else:
         q, k, v = (z.view(b, t, num_heads, hd).transpose(1, 2) for z in (q, k, v))
     scale = {"no_scale": 1.0, "scale_by_d_out": 1 / math.sqrt(d), "scale_by_head_dim": 1 / hd}.get(variant)
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "no_mask", scale=scale)
+    if softmax_axis == -1:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "no_mask", scale=scale)
+    else:
+        out = softmax_over_axis(masked_scores(q, k, scale), softmax_axis, zeros) @ v
     if variant == "merge_without_transpose":
         out = out.reshape(b, t, d)
     else:
@@ -66,6 +71,20 @@ def multihead(x, params, num_heads, variant="", dropout_weights=None):
     if variant == "no_out_proj":
         return out
     return linear(out, params, "out_proj")
+
+
+def masked_scores(q, k, scale=None):
+    """Causal attention's scores ``q @ k^T`` scaled (by ``1 / sqrt(head_dim)`` unless ``scale``), keys ``j > i`` at -inf."""
+    t, s = q.size(-2), k.size(-2)
+    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(q.size(-1)))
+    return scores.masked_fill(~torch.ones(t, s, dtype=torch.bool).tril(), float("-inf"))
+
+
+def softmax_over_axis(scores, axis, zeros=True):
+    """A softmax over ``axis`` of ``scores`` (None: over every element at once); an all -inf slice
+    gives zeros, or NaN with ``zeros`` False (as ``torch.softmax``)."""
+    out = torch.softmax(scores.flatten(), 0).view_as(scores) if axis is None else torch.softmax(scores, axis)
+    return torch.nan_to_num(out) if zeros else out
 
 
 def multihead_train(x, params, num_heads, p, variant=""):
@@ -391,12 +410,18 @@ def rms_norm(x, weight, eps):
 
 
 def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True,
-        rope_positions=None):
+        rope_positions=None, softmax_axis=-1, zeros=True, causal=0, rope_queries=True, rope_values=False, merge="transpose",
+        key_norm="k"):
     """Grouped-query attention (with its keyword arguments at their defaults) and, with them
     changed, its known mistakes. ``p`` holds ``W_query.weight`` .. ``out_proj.weight`` (and
     ``q_norm.weight``, ``k_norm.weight`` with ``qk_norm``); ``cfg`` the sizes, ``qk_norm``,
     ``window``, ``theta`` and ``eps`` (1e-6 when absent). ``rope_positions`` rotates each token
-    at another position than its own (a cache's mistake)."""
+    at another position than its own (a cache's mistake); ``softmax_axis`` of the scores ``(batch,
+    heads, queries, keys)`` normalises another axis (None: every element at once; an all -inf
+    slice gives zeros, or NaN without ``zeros``). Other mistakes: ``scale`` a number (the scores
+    divided by it), ``causal`` (keys ``j <= i + causal`` visible; None: no causal mask),
+    ``rope_queries`` False, ``rope_values`` True, ``merge`` "reshape" (the heads merged without the
+    transpose), ``key_norm`` "q" (the keys normalised with q_norm) or None (not normalised)."""
     h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
     b, t, _ = x.shape
     x = x.double()
@@ -407,28 +432,29 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     pos = torch.arange(t) if rope_positions is None else rope_positions
 
     def norm(z, which):
-        return rms_norm(z, p[f"{which}_norm.weight"], cfg.get("eps", 1e-6)) if cfg["qk_norm"] else z
+        return rms_norm(z, p[f"{which}_norm.weight"], cfg.get("eps", 1e-6)) if cfg["qk_norm"] and which else z
 
     if not norm_after_rope:
-        q, k = norm(q, "q"), norm(k, "k")
+        q, k = norm(q, "q"), norm(k, key_norm)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     scaling = cfg.get("rope_scaling")
-    q = rope_rotate(q, pos, cfg["theta"], scaling=scaling)
+    q = rope_rotate(q, pos, cfg["theta"], scaling=scaling) if rope_queries else q
+    v = rope_rotate(v, pos, cfg["theta"], scaling=scaling) if rope_values else v
     k = rope_rotate(k, pos, cfg["theta"], scaling=scaling) if rope_keys else k
     if norm_after_rope:
-        q, k = norm(q, "q"), norm(k, "k")
+        q, k = norm(q, "q"), norm(k, key_norm)
     group = h // kv
     if repeat == "interleave":
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     else:  # the groups in the wrong order: kv head h % n_kv_heads
         k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale else 1.0)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale is True else 1.0 if scale is False else float(scale))
     i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
-    allowed = j <= i
+    allowed = j <= i + (causal if causal is not None else t)
     if cfg.get("window") is not None:
         allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
-    w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    out = (w @ v).transpose(1, 2).reshape(b, t, h * d)
+    w = softmax_over_axis(scores.masked_fill(~allowed, float("-inf")), softmax_axis, zeros)
+    out = (w @ v).reshape(b, t, h * d) if merge == "reshape" else (w @ v).transpose(1, 2).reshape(b, t, h * d)
     return F.linear(out, p["out_proj.weight"])
 
 
@@ -437,10 +463,12 @@ def modern_block(x, p, cfg, variant="", **attention):
     keyword arguments (mistakes) to ``gqa``."""
     x = x.double()
     p = {k: v.double() for k, v in p.items()}
-    eps = cfg["eps"]
+    eps = 1e-6 if variant == "default_eps" else cfg["eps"]  # RMSNorm's default where cfg.eps was not passed
     n1, n2 = p["norm1.weight"], p["norm2.weight"]
     if variant == "one_norm":
         n2 = n1
+    if variant == "norms_swapped":
+        n1, n2 = n2, n1
     att = sub(p, "att.")
 
     def attend(z):
@@ -457,20 +485,29 @@ def modern_block(x, p, cfg, variant="", **attention):
         return ff(rms_norm(x, n2, eps))
     if variant == "parallel":  # GPT-J's parallel branches, both reading the same input
         return x + attend(rms_norm(x, n1, eps)) + ff(rms_norm(x, n2, eps))
-    x = x + attend(rms_norm(x, n1, eps))
-    return x + ff(rms_norm(x, n2, eps))
+    if variant in ("residual_after_norm", "residual_after_norm1"):  # the shortcut carries norm(x), not x (in both, or the first)
+        x = rms_norm(x, n1, eps)
+        x = x + attend(x)
+        if variant == "residual_after_norm1":
+            return x + ff(rms_norm(x, n2, eps))
+        x = rms_norm(x, n2, eps)
+        return x + ff(x)
+    x = attend(rms_norm(x, n1, eps)) + (0 if variant == "no_attention_residual" else x)
+    return ff(rms_norm(x, n2, eps)) + (0 if variant == "no_feed_forward_residual" else x)
 
 
 def modern(idx, params, cfg, variant="", **attention):
-    """The Llama/Qwen3 model in float64: logits ``(batch, num_tokens, vocab_size)``."""
+    """The Llama/Qwen3 model in float64: logits ``(batch, num_tokens, vocab_size)``; ``variant``
+    names a known mistake (``modern_block``'s, ``scaled_embedding``, ``no_final_norm``,
+    ``first_block_only``, ``default_eps``: every RMSNorm of the model with eps 1e-6)."""
     p = {k: v.double() for k, v in params.items()}
     x = F.embedding(idx, p["tok_emb.weight"])
     if variant == "scaled_embedding":  # Gemma's, not Llama's or Qwen3's
         x = x * math.sqrt(cfg["emb_dim"])
-    for i in range(cfg["n_layers"]):
+    for i in range(1 if variant == "first_block_only" else cfg["n_layers"]):
         x = modern_block(x, sub(p, f"trf_blocks.{i}."), cfg, variant, **attention)
     if variant != "no_final_norm":
-        x = rms_norm(x, p["final_norm.weight"], cfg["eps"])
+        x = rms_norm(x, p["final_norm.weight"], 1e-6 if variant == "default_eps" else cfg["eps"])
     return F.linear(x, p["out_head.weight"] if "out_head.weight" in p else p["tok_emb.weight"])
 
 

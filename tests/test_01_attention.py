@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.compare import Mistake, assert_close, assert_true
+from harness.compare import Mistake, assert_close_alone, assert_true, softmax_axis_mistakes, softmax_over
 from harness.draw import n
 from harness.reference import load_reference
 
@@ -28,12 +28,13 @@ def qkv(gen, four_d=True, L=None, S=None, scale=1.0):
     return q, k, v
 
 
-def manual_attention(q, k, v, mask=None, scale=None, dim=-1):
-    """A wrong variant's output, for naming mistakes (scale, mask and softmax axis as given)."""
+def manual_attention(q, k, v, mask=None, scale=None, dim=-1, zeros=True):
+    """A wrong variant's output, for naming mistakes (scale, mask and softmax axis as given; None:
+    one softmax over every element of the scores; an all -inf slice gives zeros, or NaN without ``zeros``)."""
     scores = q @ k.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(q.size(-1)))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.nan_to_num(torch.softmax(scores, dim=dim)) @ v
+    return softmax_over(scores, dim, zeros) @ v
 
 
 def attention_mistakes(q, k, v, mask=None, causal=False):
@@ -49,9 +50,8 @@ def attention_mistakes(q, k, v, mask=None, causal=False):
                 lambda: manual_attention(q, k, v, allowed, scale=1.0)),
         Mistake("scaling by 1/d_k instead of 1/sqrt(d_k)", "The scale is 1 / sqrt(d_k), not 1 / d_k.",
                 lambda: manual_attention(q, k, v, allowed, scale=1.0 / d)),
-        Mistake("softmax over the wrong axis", "Normalise over the keys: softmax(scores, dim=-1).",
-                lambda: manual_attention(q, k, v, allowed, dim=-2)),
     ]
+    mistakes += axis_mistakes(q, k, v, allowed)
     if causal:
         base = mask if mask is not None else torch.ones(L, S, dtype=torch.bool)
         mistakes += [
@@ -75,7 +75,33 @@ def attention_mistakes(q, k, v, mask=None, causal=False):
 
 SDPA = "F.scaled_dot_product_attention"
 
+
+def axis_mistakes(q, k, v, mask=None):
+    """The softmax over each wrong axis of the scores ``(..., L, S)``, with ``mask`` (bool: True
+    where allowed; float: added to the scaled scores)."""
+    if mask is not None and mask.dtype != torch.bool:
+        def variant(axis, zeros):
+            return softmax_over(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)) + mask, axis, zeros) @ v
+    else:
+        def variant(axis, zeros):
+            return manual_attention(q, k, v, mask, dim=axis, zeros=zeros)
+    return softmax_axis_mistakes(variant, (*q.shape[:-1], k.size(-2)), -1, "the keys", "softmax(scores, dim=-1).")
+
 # ----------------------------------------------------------------------------------- softmax
+
+
+def softmax_mistakes(x, dim):
+    """A softmax over the wrong axis (every other one, the whole tensor), and a maximum or sum taken
+    without keepdim=True (then broadcast against the wrong axis), on ``x`` with the argument ``dim``."""
+    fix = f"reduce over dim={dim}, the argument given: x.amax(dim, keepdim=True) and e.sum(dim, keepdim=True)."
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return softmax_axis_mistakes(lambda axis, zeros: softmax_over(x, axis, zeros), x.shape, dim, f"dim={dim}", fix) + [
+        Mistake("the sum taken without keepdim=True", "e.sum(dim) drops the dimension, so the division broadcasts it against "
+                "the wrong axis: e.sum(dim, keepdim=True).", lambda: e / e.sum(dim)),
+        Mistake("the maximum taken without keepdim=True", "x.amax(dim) drops the dimension, so the subtraction broadcasts it "
+                "against the wrong axis: x.amax(dim, keepdim=True).",
+                lambda: torch.exp(x - x.amax(dim)) / torch.exp(x - x.amax(dim)).sum(dim, keepdim=True)),
+    ]
 
 
 def test_softmax_matches_torch(impl, gen):
@@ -83,20 +109,17 @@ def test_softmax_matches_torch(impl, gen):
     x = torch.randn(*[n(gen, 1, 7) for _ in range(ndim)], generator=gen) * 3
     dim = n(gen, -ndim, ndim - 1)
     got = impl.call("attention.softmax", x, dim=dim).out
-    wrong_dim = (dim + 1) % ndim
-    assert_close(got, torch.softmax(x, dim=dim), f"softmax(x, dim={dim}) for x of shape {tuple(x.shape)}",
-                 oracle="torch.softmax",
-                 mistakes=[Mistake("softmax over the wrong dimension", f"Reduce over dim={dim}, the argument given.",
-                                   lambda: torch.softmax(x, dim=wrong_dim))] if ndim > 1 else [])
+    assert_close_alone(got, torch.softmax(x, dim=dim), f"softmax(x, dim={dim}) for x of shape {tuple(x.shape)}",
+                 oracle="torch.softmax", mistakes=softmax_mistakes(x, dim))
     sums = got.sum(dim=dim)
-    assert_close(sums, torch.ones_like(sums), f"the sums of softmax(x, dim={dim}) along dim {dim}", oracle="1.0", atol=1e-5)
+    assert_close_alone(sums, torch.ones_like(sums), f"the sums of softmax(x, dim={dim}) along dim {dim}", oracle="1.0", atol=1e-5)
 
 
 def test_softmax_stable_for_large_logits(impl, gen):
     x = torch.randn(n(gen, 2, 5), n(gen, 3, 9), generator=gen) * 1e4
     got = impl.call("attention.softmax", x).out
-    assert_close(got, torch.softmax(x, dim=-1), "softmax(x) for logits of magnitude 1e4", oracle="torch.softmax",
-                 mistakes=[Mistake("exp overflowed: the row maximum was not subtracted",
+    assert_close_alone(got, torch.softmax(x, dim=-1), "softmax(x) for logits of magnitude 1e4", oracle="torch.softmax",
+                 mistakes=softmax_mistakes(x, -1) + [Mistake("exp overflowed: the row maximum was not subtracted",
                                    "exp(88.8) is already inf in float32; compute exp(x - x.max(dim, keepdim=True)).",
                                    lambda: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True))])
 
@@ -109,8 +132,8 @@ def test_softmax_all_masked_row_gives_zeros(impl, gen):
     got = impl.call("attention.softmax", x).out
     expected = torch.softmax(x, dim=-1)
     expected[row] = 0.0  # the docstring's contract: nothing to attend to gives zeros, not NaN
-    assert_close(got, expected, f"softmax(x) where row {row} is all -inf", oracle="torch.softmax (zeros for the all -inf row)",
-                 mistakes=[Mistake("an all -inf row gives NaN", "max is -inf there, and -inf - (-inf) is NaN: replace a non-finite max by 0 and guard the division by a zero sum.",
+    assert_close_alone(got, expected, f"softmax(x) where row {row} is all -inf", oracle="torch.softmax (zeros for the all -inf row)",
+                 mistakes=softmax_mistakes(x, -1) + [Mistake("an all -inf row gives NaN", "max is -inf there, and -inf - (-inf) is NaN: replace a non-finite max by 0 and guard the division by a zero sum.",
                                    lambda: torch.softmax(x, dim=-1))])
 
 
@@ -122,7 +145,7 @@ def test_causal_mask(impl, gen):
     got = impl.call("attention.causal_mask", size).out
     expected = torch.ones(size, size).tril().bool()
     assert_true(got.dtype == torch.bool, f"causal_mask({size}) has dtype {got.dtype}, expected torch.bool (True where attention is allowed)")
-    assert_close(got, expected, f"causal_mask({size})", oracle="the lower triangle with its diagonal",
+    assert_close_alone(got, expected, f"causal_mask({size})", oracle="the lower triangle with its diagonal",
                  mistakes=[Mistake("the mask is inverted", "True marks allowed positions: j <= i, the lower triangle.", lambda: ~expected),
                            Mistake("the diagonal is excluded", "Position i may attend to itself: use diagonal=0.", lambda: torch.ones(size, size).tril(-1).bool())])
 
@@ -133,14 +156,14 @@ def test_causal_mask(impl, gen):
 def test_attention_3d_matches_builtin(impl, gen):
     q, k, v = qkv(gen, four_d=False, S=n(gen, 2, 9))
     got = impl.call("attention.scaled_dot_product_attention", q, k, v).out
-    assert_close(got, F.scaled_dot_product_attention(q, k, v), f"attention for 3-D q {tuple(q.shape)}, k {tuple(k.shape)}",
+    assert_close_alone(got, F.scaled_dot_product_attention(q, k, v), f"attention for 3-D q {tuple(q.shape)}, k {tuple(k.shape)}",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v))
 
 
 def test_attention_4d_causal_matches_builtin(impl, gen):
     q, k, v = qkv(gen, L=n(gen, 3, 9))  # three positions at least tell the mask's mistakes apart
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
-    assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), f"causal attention for 4-D q {tuple(q.shape)}",
+    assert_close_alone(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), f"causal attention for 4-D q {tuple(q.shape)}",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
 
 
@@ -154,7 +177,7 @@ def test_attention_bool_mask(impl, gen):
     q, k, v = qkv(gen, S=n(gen, 2, 9))
     mask = random_bool_mask(gen, q.size(-2), k.size(-2))
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
-    assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with a boolean attn_mask",
+    assert_close_alone(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with a boolean attn_mask",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v, mask=mask))
 
 
@@ -162,9 +185,9 @@ def test_attention_additive_float_mask(impl, gen):
     q, k, v = qkv(gen, four_d=bool(n(gen, 0, 1)))
     mask = torch.randn(q.size(-2), k.size(-2), generator=gen)
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
-    assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with an additive float attn_mask",
+    assert_close_alone(got, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention with an additive float attn_mask",
                  oracle=SDPA,
-                 mistakes=[Mistake("the float mask was ignored", "A float attn_mask is added to the scaled scores before the softmax.",
+                 mistakes=axis_mistakes(q, k, v, mask) + [Mistake("the float mask was ignored", "A float attn_mask is added to the scaled scores before the softmax.",
                                    lambda: F.scaled_dot_product_attention(q, k, v)),
                            Mistake("the float mask was added before scaling", "Add the mask to q @ k^T / sqrt(d_k), after the scaling.",
                                    lambda: torch.softmax((q @ k.transpose(-2, -1) + mask) / math.sqrt(q.size(-1)), -1) @ v)])
@@ -176,7 +199,7 @@ def test_attention_causal_and_bool_mask(impl, gen):
     mask = random_bool_mask(gen, L, L) | torch.eye(L, dtype=torch.bool)
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask, is_causal=True).out
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask & torch.ones(L, L, dtype=torch.bool).tril())
-    assert_close(got, expected, "attention with is_causal=True and a boolean attn_mask (both apply)",
+    assert_close_alone(got, expected, "attention with is_causal=True and a boolean attn_mask (both apply)",
                  oracle=SDPA, mistakes=attention_mistakes(q, k, v, mask=mask, causal=True)
                  + [Mistake("attn_mask was ignored when is_causal=True", "Apply both: the causal mask and attn_mask.",
                             lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))])
@@ -189,16 +212,17 @@ def test_attention_gradients_match_builtin(impl, gen):
     qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
     out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True)
     out.backward(g)
-    assert_close(res.out, out.detach(), "the output", oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
+    assert_close_alone(res.out, out.detach(), "the output", oracle=SDPA, mistakes=attention_mistakes(q, k, v, causal=True))
     for i, name, ref in ((0, "q", qq), (1, "k", kk), (2, "v", vv)):
-        assert_close(res.grad(i), ref.grad, f"the gradient with respect to {name}", oracle=f"{SDPA}'s backward", atol=1e-4, rtol=1e-3)
+        assert_close_alone(res.grad(i), ref.grad, f"the gradient with respect to {name}", oracle=f"{SDPA}'s backward", atol=1e-4, rtol=1e-3)
 
 
 def test_attention_large_logits_stay_finite(impl, gen):
     q, k, v = qkv(gen, scale=30.0)  # scores of magnitude ~1e4
+    L = q.size(-2)
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, is_causal=True).out
-    assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), "causal attention with scores of magnitude 1e4",
-                 oracle=SDPA, atol=1e-4, rtol=1e-3)
+    assert_close_alone(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), "causal attention with scores of magnitude 1e4",
+                 oracle=SDPA, atol=1e-4, rtol=1e-3, mistakes=axis_mistakes(q, k, v, torch.ones(L, L, dtype=torch.bool).tril()))
 
 
 def test_attention_fully_masked_row_returns_zeros(impl, gen):
@@ -210,9 +234,9 @@ def test_attention_fully_masked_row_returns_zeros(impl, gen):
     got = impl.call("attention.scaled_dot_product_attention", q, k, v, attn_mask=mask).out
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert_true(bool((expected[..., row, :] == 0).all()), "this PyTorch's F.scaled_dot_product_attention does not return zeros for a fully masked row; grade with torch >= 2.5")
-    assert_close(got, expected, f"attention where query {row} may attend to no key (the docstring: its output is zeros)",
+    assert_close_alone(got, expected, f"attention where query {row} may attend to no key (the docstring: its output is zeros)",
                  oracle=SDPA,
-                 mistakes=[Mistake("the fully masked row gives NaN", "softmax must give zeros for a row that is all -inf (see its docstring).",
+                 mistakes=axis_mistakes(q, k, v, mask) + [Mistake("the fully masked row gives NaN", "softmax must give zeros for a row that is all -inf (see its docstring).",
                                    lambda: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).masked_fill(~mask, float("-inf")), -1) @ v)])
 
 
@@ -234,4 +258,8 @@ def test_attention_known_answer(impl, gen):
             k, v = k[..., keys, :], v[..., keys, :]
             kwargs["attn_mask"] = t["attn_mask"][..., keys]
         got = impl.call("attention.scaled_dot_product_attention", q, k, v, **kwargs).out
-        assert_close(got, out, f"attention on the committed case {case!r} (shuffled)", oracle="reference/01_attention.npz")
+        mask = kwargs.get("attn_mask", torch.ones(q.size(-2), k.size(-2), dtype=torch.bool))
+        if kwargs["is_causal"]:
+            mask = mask & torch.ones(q.size(-2), k.size(-2), dtype=torch.bool).tril()
+        assert_close_alone(got, out, f"attention on the committed case {case!r} (shuffled)", oracle="reference/01_attention.npz",
+                     mistakes=axis_mistakes(q, k, v, mask))

@@ -10,7 +10,8 @@ import torch
 from gpt_oracle import multihead, multihead_params, multihead_train, seeded
 from torch import nn
 
-from harness.compare import Mistake, assert_close, assert_gradients_close, assert_true, autograd_through
+from harness.compare import (Mistake, assert_close_alone, assert_gradients_close, assert_true, autograd_through,
+                             softmax_axis_mistakes)
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 
@@ -47,7 +48,8 @@ def mistakes(x, params, heads):
                 wrong("scale_by_d_out")),
         Mistake("scores scaled by 1/head_dim instead of 1/sqrt(head_dim)", "Divide by math.sqrt(self.head_dim).", wrong("scale_by_head_dim")),
         Mistake("out_proj is not applied", "End with self.out_proj(context).", wrong("no_out_proj")),
-    ]
+    ] + softmax_axis_mistakes(lambda axis, zeros: multihead(x, params, heads, softmax_axis=axis, zeros=zeros), (x.size(0), heads, x.size(1), x.size(1)),
+                              -1, "the keys", "softmax(scores, dim=-1).")
 
 
 def describe(x, init):
@@ -58,7 +60,7 @@ def describe(x, init):
 def test_multihead_matches_builtin_attention(impl, gen):
     x, init, params = case(gen, dropout=float(torch.rand(1, generator=gen)) * 0.5)
     res = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init, params=params, substitute=PARTS)
-    assert_close(res.out, multihead(x, params, init["num_heads"]), f"{describe(x, init)}, in eval mode", oracle=ORACLE,
+    assert_close_alone(res.out, multihead(x, params, init["num_heads"]), f"{describe(x, init)}, in eval mode", oracle=ORACLE,
                  mistakes=mistakes(x, params, init["num_heads"]))
 
 
@@ -74,7 +76,7 @@ def test_multihead_matches_nn_multiheadattention(impl, gen):
         ref.out_proj.bias.copy_(params["out_proj.bias"])
         blocked = torch.ones(t, t, dtype=torch.bool).triu(1)  # nn.MultiheadAttention: True = may NOT attend
         expected, _ = ref(x, x, x, attn_mask=blocked, need_weights=False)
-    assert_close(res.out, expected, describe(x, init), oracle="nn.MultiheadAttention with the same weights",
+    assert_close_alone(res.out, expected, describe(x, init), oracle="nn.MultiheadAttention with the same weights",
                  mistakes=mistakes(x, params, init["num_heads"]))
 
 
@@ -83,7 +85,7 @@ def test_multihead_backward_matches_autograd(impl, gen):
     g = torch.randn(x.size(0), x.size(1), init["d_out"], generator=gen)
     res = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init, params=params, grad_output=g, grad_wrt=(0,), substitute=PARTS)
     out, x_grad, param_grads = autograd_through(lambda xx, pp: multihead(xx, pp, init["num_heads"]), x, params, g)
-    assert_close(res.out, out, describe(x, init), oracle=ORACLE, mistakes=mistakes(x, params, init["num_heads"]))
+    assert_close_alone(res.out, out, describe(x, init), oracle=ORACLE, mistakes=mistakes(x, params, init["num_heads"]))
     assert_gradients_close(res, x_grad, param_grads)
 
 
@@ -97,7 +99,7 @@ def test_multihead_mask_is_a_causal_buffer(impl, gen):
     if mask.dtype != torch.bool and mask.shape == expected.shape and bool((mask == expected.logical_not().float()).all()):
         raise Mismatch(f"MultiHeadAttention(context_length={ctx}).mask is 1 above the diagonal (the blocked places, the book's "
                        "convention); this course's mask is causal_mask(context_length): bool, True where query i may attend to key j")
-    assert_close(mask, expected, f"MultiHeadAttention(context_length={ctx}).mask", oracle="causal_mask(context_length)",
+    assert_close_alone(mask, expected, f"MultiHeadAttention(context_length={ctx}).mask", oracle="causal_mask(context_length)",
                  mistakes=[Mistake("the mask is inverted", "True marks allowed positions: j <= i, the lower triangle.", lambda: ~expected)])
     built = impl.module("multihead.MultiHeadAttention", x, init_kwargs=init, substitute=PARTS)
     assert_true("mask" not in built.initial, "mask is a parameter (the optimiser would train it): use self.register_buffer(\"mask\", ...)")
@@ -112,7 +114,7 @@ def test_multihead_eval_mode_has_no_dropout(impl, gen):
     if not torch.equal(first, second):
         raise Mismatch("two identical calls in eval mode gave different outputs: dropout is active in eval. Use the nn.Dropout "
                        "module (self.dropout), which model.eval() switches off, not F.dropout(..., training=True)")
-    assert_close(first, expected, f"{describe(x, init)} with dropout=0.5, in eval mode (dropout off)", oracle=ORACLE,
+    assert_close_alone(first, expected, f"{describe(x, init)} with dropout=0.5, in eval mode (dropout off)", oracle=ORACLE,
                  mistakes=mistakes(x, params, init["num_heads"]))
 
 
@@ -127,7 +129,7 @@ def test_multihead_training_dropout_falls_on_the_attention_weights(impl, gen):
     def wrong(variant):
         return lambda: seeded(seed, lambda: multihead_train(x, params, heads, p, variant))
 
-    assert_close(got, seeded(seed, lambda: multihead_train(x, params, heads, p)),
+    assert_close_alone(got, seeded(seed, lambda: multihead_train(x, params, heads, p)),
                  f"{describe(x, init)} with dropout={p:g} in training mode, after torch.manual_seed({seed})",
                  oracle="the same heads with F.dropout on the attention weights, drawn from the same seed",
                  mistakes=[

@@ -8,7 +8,7 @@ The worker refuses ``F.silu``, ``nn.SiLU`` and GLU to the learner's code.
 import torch
 import torch.nn.functional as F
 
-from harness.compare import Mistake, assert_close, assert_gradients_close, assert_true, autograd_through
+from harness.compare import Mistake, assert_close_alone, assert_gradients_close, assert_true, autograd_through
 from harness.draw import n
 
 EXERCISE = "20"
@@ -48,14 +48,30 @@ def mistakes(x, p):
                 lambda: F.linear(F.silu(g) + u, wd)),
         Mistake("SiLU applied after the product", "Apply SiLU to the gate alone, then multiply by up(x).",
                 lambda: F.linear(F.silu(g * u), wd)),
+        Mistake("ReLU instead of SiLU", "Llama's gate is SiLU: z * sigmoid(z).", lambda: F.linear(F.relu(g) * u, wd)),
+        Mistake("no activation on the gate", "The gate goes through SiLU: silu(self.gate(x)) * self.up(x).",
+                lambda: F.linear(g * u, wd)),
+        Mistake("SiLU on both projections", "Only the gate goes through SiLU; up(x) stays linear.",
+                lambda: F.linear(F.silu(g) * F.silu(u), wd)),
+        Mistake("the up projection left out: silu(up(x)) alone", "Two projections meet: silu(self.gate(x)) * self.up(x).",
+                lambda: F.linear(F.silu(u), wd)),
+        Mistake("the up projection left out: silu(gate(x)) alone", "Multiply by the up projection: silu(self.gate(x)) * "
+                "self.up(x).", lambda: F.linear(F.silu(g), wd)),
     ]
 
 
 def test_silu_matches_builtin(impl, gen):
     x = torch.randn(n(gen, 1, 5), n(gen, 1, 40), generator=gen) * 4
-    assert_close(impl.call("swiglu.silu", x).out, F.silu(x), f"silu(x) for x of shape {tuple(x.shape)}", oracle="F.silu",
+    assert_close_alone(impl.call("swiglu.silu", x).out, F.silu(x), f"silu(x) for x of shape {tuple(x.shape)}", oracle="F.silu",
                  mistakes=[Mistake("the sigmoid alone", "SiLU multiplies: x * torch.sigmoid(x).", lambda: torch.sigmoid(x)),
-                           Mistake("GELU", "SiLU is x * sigmoid(x), not GELU.", lambda: F.gelu(x))])
+                           Mistake("GELU", "SiLU is x * sigmoid(x), not GELU.", lambda: F.gelu(x)),
+                           Mistake("GELU's sigmoid approximation, x * sigmoid(1.702 x)", "SiLU is x * sigmoid(x), no factor.",
+                                   lambda: x * torch.sigmoid(1.702 * x)),
+                           Mistake("the sign of the exponent flipped: x * sigmoid(-x)", "sigmoid(x) = 1 / (1 + exp(-x)).",
+                                   lambda: x * torch.sigmoid(-x)),
+                           Mistake("tanh instead of the sigmoid", "SiLU is x * sigmoid(x); x * tanh(x) is another function.",
+                                   lambda: x * torch.tanh(x)),
+                           Mistake("ReLU", "SiLU is x * sigmoid(x), smooth and slightly negative below 0.", lambda: F.relu(x))])
 
 
 def test_swiglu_layers_are_named_and_shaped(impl, gen):
@@ -72,7 +88,7 @@ def test_swiglu_matches_oracle(impl, gen):
     emb, hidden = sizes(gen)
     x, p = inputs(gen, emb), weights(gen, emb, hidden)
     res = impl.module("swiglu.SwiGLU", x, init_args=(emb, hidden), params=p)
-    assert_close(res.out, swiglu(x, p), f"SwiGLU({emb}, {hidden}) on x of shape {tuple(x.shape)}",
+    assert_close_alone(res.out, swiglu(x, p), f"SwiGLU({emb}, {hidden}) on x of shape {tuple(x.shape)}",
                  oracle="down(F.silu(gate(x)) * up(x))", mistakes=mistakes(x, p))
 
 
@@ -82,5 +98,5 @@ def test_swiglu_backward_matches_autograd(impl, gen):
     g = torch.randn(*x.shape[:-1], emb, generator=gen)
     res = impl.module("swiglu.SwiGLU", x, init_args=(emb, hidden), params=p, grad_output=g, grad_wrt=(0,))
     out, x_grad, param_grads = autograd_through(swiglu, x, p, g)
-    assert_close(res.out, out, f"SwiGLU({emb}, {hidden})", oracle="down(F.silu(gate(x)) * up(x))", mistakes=mistakes(x, p))
+    assert_close_alone(res.out, out, f"SwiGLU({emb}, {hidden})", oracle="down(F.silu(gate(x)) * up(x))", mistakes=mistakes(x, p))
     assert_gradients_close(res, x_grad, param_grads)

@@ -8,11 +8,13 @@ exercise nothing. The worker refuses ``F.scaled_dot_product_attention`` and
 ``nn.MultiheadAttention``.
 """
 
+import math
+
 import torch
 from gpt_oracle import gqa
 
-from harness.compare import (Mistake, assert_close, assert_gradients_close, assert_true, autograd_through,
-                             expect_value_error)
+from harness.compare import (Mistake, assert_close_alone, assert_gradients_close, assert_true, autograd_through,
+                             expect_value_error, softmax_axis_mistakes)
 from harness.draw import n
 
 EXERCISE = "22"
@@ -48,6 +50,9 @@ def mistakes(x, p, cfg):
         Mistake("RoPE not applied to the keys", "Rotate both queries and keys (never the values).", lambda: gqa(x, p, cfg, rope_keys=False)),
         Mistake("no 1/sqrt(head_dim) scaling", "Divide the scores by math.sqrt(head_dim).", lambda: gqa(x, p, cfg, scale=False)),
     ]
+    out += more_mistakes(x, p, cfg)
+    out += softmax_axis_mistakes(lambda axis, zeros: gqa(x, p, cfg, softmax_axis=axis, zeros=zeros), (x.size(0), cfg["n_heads"], x.size(1), x.size(1)),
+                                 -1, "the keys", "torch.softmax(scores, dim=-1).")
     if cfg["qk_norm"]:
         out.append(Mistake("the QK-norm applied after RoPE", "Qwen3 normalises each head's queries and keys first, then rotates them.",
                            lambda: gqa(x, p, cfg, norm_after_rope=True)))
@@ -59,6 +64,43 @@ def mistakes(x, p, cfg):
                            "Query i sees the window latest keys, itself included: i - window < j <= i.",
                            lambda: gqa(x, p, cfg, window_off_by_one=True)))
     return out
+
+
+def more_mistakes(x, p, cfg):
+    """Mistakes named by their outputs: the scale, the causal mask, where RoPE and the QK-norms go,
+    the merge of the heads, the window."""
+    d, width = cfg["head_dim"], cfg["n_heads"] * cfg["head_dim"]
+
+    def wrong(zeros=(True,), **kwargs):
+        return [lambda z=z: gqa(x, p, cfg, zeros=z, **kwargs) for z in zeros]
+
+    both = (True, False)  # a row with no key left: zeros (the course's softmax) or NaN (torch.softmax)
+    named = [
+        ("scores scaled by 1/head_dim instead of 1/sqrt(head_dim)", "Divide by math.sqrt(self.head_dim).", wrong(scale=d)),
+        ("scores scaled by the square root of the model's width, not of head_dim", "Each head's dot products have head_dim "
+         "terms: divide by math.sqrt(self.head_dim).", wrong(scale=math.sqrt(cfg["emb_dim"])) + wrong(scale=math.sqrt(width))),
+        ("no causal mask", "Query i sees keys j <= i only: mask the scores where j > i with -inf before the softmax.",
+         wrong(causal=None)),
+        ("causal mask off by one: the diagonal is masked", "Query i may attend to key i itself: allowed = j <= i.",
+         wrong(both, causal=-1)),
+        ("causal mask off by one: one future key is visible", "Block every j > i: allowed = j <= i.", wrong(causal=1)),
+        ("RoPE applied to the values too", "Rotate the queries and keys only: positions enter the scores, not the values.",
+         wrong(rope_values=True)),
+        ("RoPE applied to neither queries nor keys", "Rotate both with apply_rope(q, cos, sin), apply_rope(k, cos, sin).",
+         wrong(rope_queries=False, rope_keys=False)),
+        ("heads merged with a reshape but no transpose", "Merge with (weights @ v).transpose(1, 2).reshape(b, t, n_heads * "
+         "head_dim): the heads' axis must move back next to the features first.", wrong(merge="reshape")),
+    ]
+    if cfg["qk_norm"]:
+        named += [("the keys not normalised (k_norm left out)", "With qk_norm, normalise both: q, k = self.q_norm(q), "
+                   "self.k_norm(k).", wrong(key_norm=None)),
+                  ("the keys normalised with q_norm", "The keys have their own norm: self.k_norm(k).", wrong(key_norm="q"))]
+    if cfg["window"] is not None:
+        named += [("the window not applied", "Query i sees only keys i - window < j <= i: allowed = allowed & (j > i - window).",
+                   [lambda: gqa(x, p, {**cfg, "window": None})]),
+                  ("the window one token too narrow", "Query i sees the window latest keys, itself included: j > i - window, "
+                   "not j > i - window + 1.", [lambda z=z: gqa(x, p, {**cfg, "window": cfg["window"] - 1}, zeros=z) for z in both])]
+    return [Mistake(name, fix, out) for name, fix, outs in named for out in outs]
 
 
 def init(cfg):
@@ -95,20 +137,20 @@ def test_gqa_parameters_are_shared_by_groups(impl, gen):
 def test_gqa_matches_oracle(impl, gen):
     cfg = config(gen)
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="grouped-query attention with RoPE, in float64",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="grouped-query attention with RoPE, in float64",
                  mistakes=mistakes(x, p, cfg))
 
 
 def test_gqa_with_qk_norm_as_qwen3(impl, gen):
     cfg = config(gen, qk_norm=True)
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="QK-norm, then RoPE, in float64", mistakes=mistakes(x, p, cfg))
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle="QK-norm, then RoPE, in float64", mistakes=mistakes(x, p, cfg))
 
 
 def test_gqa_sliding_window(impl, gen):
     cfg = config(gen, window=n(gen, 1, 3))
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle=f"keys i - {cfg['window']} < j <= i only",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x), oracle=f"keys i - {cfg['window']} < j <= i only",
                  mistakes=mistakes(x, p, cfg))
 
 
@@ -120,7 +162,7 @@ def test_gqa_backward_matches_autograd(impl, gen):
     res = impl.module("gqa.GroupedQueryAttention", x, init_args=(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_heads"]),
                       init_kwargs=init(cfg), params=p, substitute=PARTS, grad_output=g, grad_wrt=(0,))
     out, x_grad, param_grads = autograd_through(lambda xx, pp: gqa(xx, pp, cfg).to(xx.dtype), x, p, g)
-    assert_close(res.out, out, describe(cfg, x), oracle="the float64 oracle", mistakes=mistakes(x, p, cfg))
+    assert_close_alone(res.out, out, describe(cfg, x), oracle="the float64 oracle", mistakes=mistakes(x, p, cfg))
     assert_gradients_close(res, x_grad, param_grads)
 
 
@@ -137,5 +179,5 @@ def test_gqa_with_llama3_rope_scaling(impl, gen):
     cfg["rope_scaling"] = {"factor": [4.0, 8.0, 32.0][n(gen, 0, 2)], "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                            "original_max_position_embeddings": n(gen, 8, 32)}  # a context short enough that the scaling shows
     x, p, res = run(impl, gen, cfg)
-    assert_close(res.out, gqa(x, p, cfg).float(), describe(cfg, x) + f" and rope_scaling={cfg['rope_scaling']}",
+    assert_close_alone(res.out, gqa(x, p, cfg).float(), describe(cfg, x) + f" and rope_scaling={cfg['rope_scaling']}",
                  oracle="RoPE of Llama 3.1's scaled frequencies, in float64", mistakes=mistakes(x, p, cfg))

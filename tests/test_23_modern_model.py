@@ -11,7 +11,7 @@ RoPE, SwiGLU and grouped-query attention parts, so mistakes in 19-22 cost this e
 import torch
 from gpt_oracle import modern, modern_block, modern_config, modern_params, modern_shapes, sub
 
-from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, autograd_through, expect_value_error
+from harness.compare import Mistake, assert_close_alone, assert_parameter_shapes, assert_true, autograd_through, expect_value_error
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch, NotStarted
 from harness.reference import load_reference
@@ -51,7 +51,28 @@ def block_mistakes(wrong):
         Mistake("norm1 used before both branches", "The feed-forward reads norm2(x), a norm of its own.", wrong("one_norm")),
         Mistake("parallel branches: the feed-forward reads the block's input, not the attention's output",
                 "Sequential: x = x + att(norm1(x)), then x = x + ff(norm2(x)) on that new x.", wrong("parallel")),
+        Mistake("the attention's residual connection is missing", "Add the attention's output to its input: x = x + "
+                "self.att(self.norm1(x)).", wrong("no_attention_residual")),
+        Mistake("the feed-forward's residual connection is missing", "Add the feed-forward's output to its input: x + "
+                "self.ff(self.norm2(x)).", wrong("no_feed_forward_residual")),
+        Mistake("norm1 and norm2 swapped", "norm1 comes before the attention, norm2 before the feed-forward.", wrong("norms_swapped")),
+        Mistake("the residual carries the normalised x, not x", "Normalise a copy for the branch only: x = x + "
+                "self.att(self.norm1(x)), never x = self.norm1(x).", wrong("residual_after_norm")),
+        Mistake("the residual carries the normalised x, not x", "Normalise a copy for the branch only: x = x + "
+                "self.att(self.norm1(x)), never x = self.norm1(x).", wrong("residual_after_norm1")),
+        Mistake("eps not passed to the RMSNorms (their default 1e-6 used)", "Build each norm with the config's eps: "
+                "RMSNorm(cfg.emb_dim, cfg.eps).", wrong("default_eps")),
     ]
+
+
+def config_mistakes(run, cfg):
+    """A field of the config not passed to the attention: ``run(changed_cfg)`` computes the output."""
+    out = [Mistake("theta not passed to the attention (RoPE's default 10,000 used)", "GroupedQueryAttention(..., cfg.theta, ...): "
+                   "the base comes from the config.", lambda: run({**cfg, "theta": 10_000.0}))]
+    if cfg["window"] is not None:
+        out.append(Mistake("the window not passed to the attention", "GroupedQueryAttention(..., cfg.window, ...): Mistral's "
+                           "sliding window comes from the config.", lambda: run({**cfg, "window": None})))
+    return out
 
 
 def mistakes(idx, params, cfg):
@@ -60,7 +81,8 @@ def mistakes(idx, params, cfg):
 
     scaled = [Mistake("rope_scaling not passed to the attention", "GroupedQueryAttention(..., cfg.eps, cfg.rope_scaling): Llama 3.1's "
                       "frequencies come from the config.", lambda: modern(idx, params, {**cfg, "rope_scaling": None}))] if cfg["rope_scaling"] else []
-    return block_mistakes(wrong) + scaled + [
+    return block_mistakes(wrong) + scaled + config_mistakes(lambda changed: modern(idx, params, changed), cfg) + [
+        Mistake("only the first block applied", "Run every block in order: x = self.trf_blocks(x).", wrong("first_block_only")),
         Mistake("the final RMSNorm is missing", "Apply self.final_norm after the blocks, before out_head.", wrong("no_final_norm")),
         Mistake("the embeddings scaled by sqrt(emb_dim) (Gemma's convention)", "Llama and Qwen3 feed tok_emb(in_idx) to the blocks as it is.",
                 wrong("scaled_embedding")),
@@ -82,9 +104,9 @@ def test_modern_block_matches_oracle(impl, gen):
     def wrong(variant):
         return lambda: modern_block(x, p, cfg, variant)
 
-    assert_close(res.out, modern_block(x, p, cfg).float(), f"ModernBlock({describe(cfg)[12:-1]}) on x of shape {tuple(x.shape)}",
+    assert_close_alone(res.out, modern_block(x, p, cfg).float(), f"ModernBlock({describe(cfg)[12:-1]}) on x of shape {tuple(x.shape)}",
                  oracle="pre-norm RMSNorm, grouped-query attention and SwiGLU, in float64", atol=1e-4, rtol=1e-4,
-                 mistakes=block_mistakes(wrong))
+                 mistakes=block_mistakes(wrong) + config_mistakes(lambda changed: modern_block(x, p, changed), cfg))
 
 
 def test_modern_model_matches_oracle(impl, gen):
@@ -95,7 +117,7 @@ def test_modern_model_matches_oracle(impl, gen):
     if cfg["tie_weights"] and "out_head.weight" in res.initial:
         raise Mismatch("with tie_weights=True, out_head.weight is a parameter of its own.\nThis looks like: the output head is not "
                        "tied to the token embedding. Share the parameter: self.out_head.weight = self.tok_emb.weight")
-    assert_close(res.out, modern(idx, params, cfg).float(), describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4,
+    assert_close_alone(res.out, modern(idx, params, cfg).float(), describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, params, cfg))
 
 
@@ -127,9 +149,9 @@ def test_modern_backward_reaches_every_parameter(impl, gen):
     g = torch.randn(*idx.shape, cfg["vocab_size"], generator=gen)
     res = impl.module("modern.ModernModel", idx, init_args=(cfg,), params=params, grad_output=g, substitute=PARTS)
     out, _, grads = autograd_through(lambda _, pp: modern(idx, pp, cfg).float(), torch.zeros(1), params, g)
-    assert_close(res.out, out, describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
+    assert_close_alone(res.out, out, describe(cfg, idx), oracle=ORACLE, atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
     for name, want in grads.items():
-        assert_close(res.param_grads[name], want, f"{describe(cfg, idx)}: the gradient with respect to {name}",
+        assert_close_alone(res.param_grads[name], want, f"{describe(cfg, idx)}: the gradient with respect to {name}",
                      oracle="autograd through the oracle", atol=1e-4, rtol=1e-3)
 
 
@@ -169,6 +191,15 @@ def test_presets_have_the_published_parameter_counts(impl):
 def test_modern_rejects_input_longer_than_context(impl, gen):
     cfg, _, _ = case(gen)
     ctx = cfg["context_length"]
+    full = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 2), ctx), generator=gen)  # the boundary, always: exactly ctx tokens fit
+    try:
+        impl.module("modern.ModernModel", full, init_args=(cfg,), substitute=PARTS)
+    except LearnerError as e:
+        if not e.message.startswith("ValueError"):
+            raise
+        raise Mismatch(f"ModernModel(context_length={ctx}) refused exactly {ctx} tokens: {e.message}\nThis looks like: the "
+                       "context check off by one (num_tokens >= context_length). Refuse only num_tokens > context_length: "
+                       "a full context fits.") from None
     idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 2), ctx + n(gen, 1, 5)), generator=gen)
     expect_value_error(lambda: impl.module("modern.ModernModel", idx, init_args=(cfg,), substitute=PARTS),
                        f"ModernModel(context_length={ctx}) on {idx.size(1)} tokens", needles=(idx.size(1), ctx),

@@ -11,7 +11,7 @@ table on random config.json dicts in both of transformers' ways of writing RoPE'
 import torch
 from gpt_oracle import modern, modern_config, modern_params, read_safetensors
 
-from harness.compare import Mistake, assert_close, expect_value_error
+from harness.compare import Mistake, assert_close_alone, expect_value_error
 from harness.draw import n
 from harness.failures import LearnerError, Mismatch
 from harness.impl import Part
@@ -89,6 +89,14 @@ def mistakes(idx, params, cfg):
                 p[key] = meta_permutation(params[key], heads)
         return modern(idx, p, cfg)
 
+    def first_layer_everywhere():
+        p = dict(params)
+        for key, value in params.items():
+            if key.startswith("trf_blocks.0."):
+                for i in range(1, cfg["n_layers"]):
+                    p[key.replace("trf_blocks.0.", f"trf_blocks.{i}.", 1)] = value
+        return modern(idx, p, cfg)
+
     out = [
         Mistake("gate_proj and up_proj swapped", "gate_proj is ff.gate, the projection that goes through SiLU; up_proj is ff.up.",
                 swapped(("ff.gate", "ff.up"))),
@@ -96,6 +104,9 @@ def mistakes(idx, params, cfg):
                 "input_layernorm normalises the block's input, before the attention (norm1); post_attention_layernorm comes "
                 "after the attention, before the MLP (norm2).", swapped(("norm1", "norm2"))),
         Mistake("k_proj and v_proj swapped", "k_proj is att.W_key, v_proj is att.W_value.", swapped(("att.W_key", "att.W_value"))),
+        Mistake("q_proj and k_proj swapped", "q_proj is att.W_query, k_proj is att.W_key.", swapped(("att.W_query", "att.W_key"))),
+        Mistake("every block loaded from layers.0", "Block i takes the tensors of model.layers.{i}: build each key from the loop's "
+                "index.", first_layer_everywhere),
         Mistake("q_proj and k_proj permuted as for Meta's original checkpoints",
                 "Hugging Face's files are permuted already: copy q_proj and k_proj as they are.", permuted),
     ]
@@ -129,7 +140,7 @@ def check_committed(impl, gen, kind):
     sd = layout(gen, CHECKPOINTS[kind])
     got = load_and_run(impl, cfg, sd, ids)
     model = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[kind]
-    assert_close(got, expected, f"the output of {describe(cfg, sd, f'reference/24_{kind}_tiny.safetensors, a')}",
+    assert_close_alone(got, expected, f"the output of {describe(cfg, sd, f'reference/24_{kind}_tiny.safetensors, a')}",
                  oracle=f"transformers' {model}", atol=1e-4, rtol=1e-4, mistakes=mistakes(ids, to_params(CHECKPOINTS[kind], cfg), cfg))
 
 
@@ -172,7 +183,7 @@ def test_random_checkpoint_matches_oracle(impl, gen):
             sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = torch.rand(cfg["head_dim"] // 2, generator=gen)
     sd = layout(gen, sd)
     got = load_and_run(impl, cfg, sd, idx)
-    assert_close(got, modern(idx, to_params(sd, cfg), cfg).float(), f"the output of {describe(cfg, sd)} with {cfg['n_layers']} block(s)",
+    assert_close_alone(got, modern(idx, to_params(sd, cfg), cfg).float(), f"the output of {describe(cfg, sd)} with {cfg['n_layers']} block(s)",
                  oracle="the modern model's forward pass on the checkpoint's tensors, in float64", atol=1e-4, rtol=1e-4,
                  mistakes=mistakes(idx, to_params(sd, cfg), cfg))
 
@@ -183,7 +194,7 @@ def test_untied_model_without_lm_head_takes_the_embedding(impl, gen):
     sd = layout(gen, sd)
     params = to_params({**sd, "lm_head.weight": sd[[k for k in sd if k.endswith("embed_tokens.weight")][0]]}, cfg)
     got = load_and_run(impl, cfg, sd, idx)
-    assert_close(got, modern(idx, params, cfg).float(), f"the output of {describe(cfg, sd)} that has no lm_head.weight",
+    assert_close_alone(got, modern(idx, params, cfg).float(), f"the output of {describe(cfg, sd)} that has no lm_head.weight",
                  oracle="the model with embed_tokens.weight as its head", atol=1e-4, rtol=1e-4)
 
 

@@ -8,8 +8,9 @@ it, the message names the mistake and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -243,3 +244,75 @@ def check_resources(resources: dict | None, what: str, scale: str, growth: int) 
                        + (f", and it started {threads} thread(s)" if threads > 0 else "") + " "
                        f"(allowed: {growth / 2**20:.0f} MiB; {scale}). Memory made outside PyTorch (NumPy, lists), "
                        "on another thread or at import counts too: compute one block_q x block_k tile at a time.")
+
+
+# ------------------------------------------------------------ naming mistakes of 19-24, and the softmax's axis (issue 25)
+
+
+def softmax_axis_mistakes(variant: Callable[[int | None, bool], torch.Tensor], sizes: tuple[int, ...], right: int, over: str,
+                          fix: str) -> list[Mistake]:
+    """The softmax taken over a wrong axis, for a computation whose softmax normalises a tensor of
+    shape ``sizes`` over the axis ``right``: ``variant(axis, zeros)`` computes the output with the
+    softmax over ``axis`` instead (None: over every element at once), where a slice of -inf only
+    gives zeros (the course's softmax) or, with ``zeros`` False, NaN (``torch.softmax``). Every
+    wrong axis gets the one name "softmax over the wrong axis", so that axes whose outputs coincide
+    do not make the name ambiguous; axes of size 1 coincide and give one. ``over`` says what the
+    right axis holds ("the keys"), ``fix`` how to take it."""
+    right = right % len(sizes)
+    out, seen_one = [], False
+    for axis, size in enumerate(sizes):
+        if axis == right or (size == 1 and seen_one):
+            continue
+        seen_one = seen_one or size == 1
+        where = f"an axis of size 1 (dim={axis}), so every weight is 1" if size == 1 else f"dim={axis} (of size {size})"
+        for zeros in (True, False):
+            out.append(Mistake("softmax over the wrong axis", f"The output is what a softmax over {where} gives, not one over "
+                               f"{over}: {fix}", lambda axis=axis, zeros=zeros: variant(axis, zeros)))
+    if sum(s > 1 for i, s in enumerate(sizes) if i != right):
+        for zeros in (True, False):
+            out.append(Mistake("softmax over the wrong axis: over every element at once",
+                               f"The output is what one softmax over the whole tensor gives, not one over {over}: {fix}",
+                               lambda zeros=zeros: variant(None, zeros)))
+    return out
+
+
+def softmax_over(x: torch.Tensor, axis: int | None, zeros: bool = True) -> torch.Tensor:
+    """``torch.softmax`` over ``axis``, or over every element at once with None; an all -inf slice
+    gives zeros, or with ``zeros`` False NaN, as ``torch.softmax`` does."""
+    out = torch.softmax(x.flatten(), 0).view_as(x) if axis is None else torch.softmax(x, axis)
+    return torch.nan_to_num(out) if zeros else out
+
+
+@dataclass
+class Alone(Mistake):
+    """A mistake that fits only where no mistake of another name in its ``group`` fits the output
+    about as closely (within twice its distance): where the evidence fits two, none is named."""
+    group: list = field(default_factory=list, repr=False)
+
+    def matches(self, actual: torch.Tensor, rtol: float, atol: float) -> bool:
+        if not Mistake.matches(self, actual, rtol, atol):
+            return False
+        mine = self.distance(actual)
+        for other in self.group:
+            try:
+                if (other.name != self.name and Mistake.matches(other, actual, rtol, atol)
+                        and other.distance(actual) <= 2 * mine + 1e-12):
+                    return False
+            except (RuntimeError, ValueError, TypeError):
+                continue
+        return True
+
+
+def alone(mistakes: list[Mistake]) -> list[Mistake]:
+    """``mistakes`` as ``Alone`` ones of one group, each output computed once: a name is given only
+    when the learner's output fits that mistake and no mistake of another name fits as well."""
+    group: list[Mistake] = []
+    for m in mistakes:
+        group.append(Alone(m.name, m.fix, functools.cache(m.output) if callable(m.output) else m.output, group))
+    return group
+
+
+def assert_close_alone(actual: torch.Tensor, expected: torch.Tensor, name: str, *, mistakes: list[Mistake] | None = None,
+                       **kwargs) -> None:
+    """``assert_close`` where a mistake is named only when the evidence fits it alone (``alone``)."""
+    assert_close(actual, expected, name, mistakes=alone(mistakes or []), **kwargs)
