@@ -54,13 +54,17 @@ def mistakes(idx, params, cfg, chunks):
                            "Query p sees the keys at positions q with p - window < q <= p: mask by the positions update returns.",
                            lambda: modern(idx, params, cfg, window_off_by_one=True)))
     if cfg["qk_norm"]:
-        out.append(Mistake("the QK-norm applied after RoPE, not before", "Normalise q and k (att.q_norm, att.k_norm) first, then "
-                           "rotate them, as the full pass does.", lambda: modern(idx, params, cfg, norm_after_rope=True)))
+        out.append(Mistake("the QK-norm applied after RoPE, not before",
+                           "Normalise q and k (att.q_norm, att.k_norm) first, then "
+                           "rotate them, as the full pass does.", lambda: modern(idx, params, cfg,
+                                                                                 norm_after_rope=True)))
     if 1 < cfg["n_kv_heads"] < cfg["n_heads"]:
         out.append(Mistake("the key/value heads repeated in the wrong order (.repeat, not repeat_interleave)",
-                           "keys.repeat_interleave(n_heads // n_kv_heads, dim=1): query heads 0..group-1 share kv head 0.",
+                           "keys.repeat_interleave(n_heads // n_kv_heads, dim=1): query heads 0..group-1 share kv head "
+                           "0.",
                            lambda: modern(idx, params, cfg, repeat="tile")))
-    out += [Mistake("RoPE left off the cached keys", "Rotate the new keys as well as the queries, at their own positions, before "
+    out += [Mistake("RoPE left off the cached keys",
+                    "Rotate the new keys as well as the queries, at their own positions, before "
                     "cache.update: the cache holds rotated keys.", lambda: modern(idx, params, cfg, rope_keys=False)),
             Mistake("the scores not scaled by 1 / sqrt(head_dim)", "scores = q @ keys^T / math.sqrt(att.head_dim).",
                     lambda: modern(idx, params, cfg, scale=False))]

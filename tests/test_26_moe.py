@@ -35,7 +35,7 @@ def moe(x, p, num_experts, top_k, norm=True, variant=""):
         probs = torch.softmax(logits, dim=0 if variant == "softmax_over_tokens" else -1)
     top, idx = probs.topk(top_k, dim=-1)
     probs, top = probs.double(), top.double()
-    if variant == "softmax_of_chosen":  # softmax over the chosen logits only: renormalised, whatever norm_topk_prob says
+    if variant == "softmax_of_chosen":  # softmax over the chosen logits only: renormalised, whatever norm_topk_prob
         top = torch.softmax(logits.gather(1, idx), dim=-1)
     if variant == "not_renormalised":
         norm = False
@@ -81,17 +81,23 @@ def mistakes(x, p, num_experts, top_k, norm):
                    "Keep only the top_k experts of each token: probs.topk(top_k); the others get weight 0.", wrong("dense")),
            Mistake("the router's logits used as weights, not their softmax probabilities",
                    "weights = softmax(logits) first, then topk.", wrong("logits_as_weights")),
-           Mistake("the softmax taken over the tokens (dim=0), not over the experts", "probs = torch.softmax(logits, dim=-1): "
+           Mistake("the softmax taken over the tokens (dim=0), not over the experts",
+                   "probs = torch.softmax(logits, dim=-1): "
                    "each token's probabilities over the experts sum to 1.", wrong("softmax_over_tokens")),
-           Mistake("the chosen experts' outputs added without their weights", "out += weight * expert(x): each chosen expert's "
+           Mistake("the chosen experts' outputs added without their weights",
+                   "out += weight * expert(x): each chosen expert's "
                    "output times its (renormalised) probability.", wrong("unweighted"))]
     if top_k > 1:
-        out.append(Mistake("every chosen expert weighted by the first choice's probability", "Weight expert e's output by the "
-                           "probability in the slot where the token chose e: weights[token_idx, slot] (torch.where(chosen == e)).",
+        out.append(Mistake("every chosen expert weighted by the first choice's probability",
+                           "Weight expert e's output by the "
+                           "probability in the slot where the token chose e: weights[token_idx, slot] "
+                           "(torch.where(chosen == e)).",
                            wrong("first_slot_weight")))
     if not norm and top_k > 1:
-        out.append(Mistake("the softmax taken over the chosen logits only (renormalised), although norm_topk_prob is False",
-                           "probs = softmax(logits) over every expert first, then topk; renormalise only with norm_topk_prob.",
+        out.append(Mistake("the softmax taken over the chosen logits only (renormalised), although norm_topk_prob is "
+                           "False",
+                           "probs = softmax(logits) over every expert first, then topk; renormalise only with "
+                           "norm_topk_prob.",
                            wrong("softmax_of_chosen")))
     if norm and top_k > 1:
         out.append(Mistake("the top-k probabilities were not renormalised", "With norm_topk_prob, divide the chosen "
@@ -106,10 +112,13 @@ def aux_mistakes(logits, num_experts, top_k):
     def wrong(variant):
         return lambda: aux_loss(logits, num_experts, top_k, variant)
 
-    out = [Mistake("the num_experts factor is missing", "loss = num_experts * sum_e f_e * P_e.", wrong("no_num_experts")),
-           Mistake("a sum over the tokens where the mean is meant (f_e or P_e)", "f_e and P_e are means over the tokens: "
+    out = [Mistake("the num_experts factor is missing", "loss = num_experts * sum_e f_e * P_e.",
+                   wrong("no_num_experts")),
+           Mistake("a sum over the tokens where the mean is meant (f_e or P_e)",
+                   "f_e and P_e are means over the tokens: "
                    ".mean(dim=0), not .sum(dim=0).", wrong("summed_over_tokens")),
-           Mistake("f_e taken as the mean probability, not the count of top-k choices", "f_e = one_hot(topk indices).sum(1).mean(0): "
+           Mistake("f_e taken as the mean probability, not the count of top-k choices",
+                   "f_e = one_hot(topk indices).sum(1).mean(0): "
                    "how often e is chosen; P_e is the mean probability.", wrong("f_from_probabilities"))]
     if top_k > 1:
         out += [Mistake("only the top-1 choice counted in f_e", "Count every expert among each token's top_k.", wrong("top1_only")),
@@ -190,9 +199,11 @@ def test_moe_dispatches_tokens_to_their_experts_only(impl, gen):
                 f"(tokens, num_experts); got {None if res['router_logits'] is None else tuple(res['router_logits'].shape)}")
     logits = F.linear(tokens.double(), p["router.weight"].double())
     assert_close(res["router_logits"].float(), logits.float(), f"{describe(init, x)}: router_logits after forward",
-                 oracle="router(x) in float64, x's leading dimensions flattened", check_dtype=False, atol=1e-5, rtol=1e-4,
+                 oracle="router(x) in float64, x's leading dimensions flattened",
+                 check_dtype=False, atol=1e-5, rtol=1e-4,
                  mistakes=[Mistake("router_logits holds the probabilities (after the softmax), not the logits",
-                                   "Keep self.router_logits = logits, before the softmax: load_balancing_loss takes logits.",
+                                   "Keep self.router_logits = logits, before the softmax: load_balancing_loss takes "
+                                   "logits.",
                                    torch.softmax(logits, -1).float())])
 
 
@@ -242,7 +253,8 @@ def near_tie_case(gen):
     a, b = torch.randperm(num_experts, generator=gen)[:2].tolist()
     c, j = torch.randperm(emb, generator=gen)[:2].tolist()
     router = torch.zeros(num_experts, emb)
-    # the others' logits put p_a and p_b at 15/32, a bfloat16 value, so both round to it (never to either side of a midpoint)
+    # the others' logits put p_a and p_b at 15/32, a bfloat16 value, so both round to it (never to either side of a
+    # midpoint)
     router[[e for e in range(num_experts) if e not in (a, b)], c] = math.log((32 / 15 - 2) / max(1, num_experts - 2))
     router[b, j] = 2.0 ** -10
     p = {"router.weight": router}
@@ -252,7 +264,8 @@ def near_tie_case(gen):
                   f"experts.{e}.down.weight": torch.randn(emb, hidden, generator=gen) / hidden ** 0.5})
     x = torch.randn(n(gen, 1, 3), n(gen, 8, 16), emb, generator=gen)
     x[..., c] = 1.0
-    x[..., j] = torch.sign(torch.randn(x.shape[:-1], generator=gen)) * (0.5 + 0.5 * torch.rand(x.shape[:-1], generator=gen))
+    x[..., j] = torch.sign(torch.randn(x.shape[:-1], generator=gen)) * (0.5 + 0.5 * torch.rand(x.shape[:-1],
+                                                                                               generator=gen))
     return init, {k: v.bfloat16() for k, v in p.items()}, x.bfloat16()
 
 
@@ -260,11 +273,15 @@ def test_moe_router_softmax_in_float32_for_bfloat16(impl, gen):
     init, p, x = near_tie_case(gen)
     res = impl.module("moe.MoEFeedForward", x, init_args=init, params=p, dtype=torch.bfloat16, substitute=PARTS)
     what = describe(init, x) + " in bfloat16, two experts within 2^-10 of each other in the router's logits"
-    assert_true(res.out.dtype == torch.bfloat16, f"{what}: the output is {res.out.dtype}; expected x's dtype, torch.bfloat16")
-    wrong = Mistake("the router's softmax computed in bfloat16, not float32", "probs = torch.softmax(logits.float(), dim=-1): "
-                    "in bfloat16 close probabilities round to a tie and top-k picks the wrong expert; cast the weights back to x's "
+    assert_true(res.out.dtype == torch.bfloat16, f"{what}: the output is {res.out.dtype}; expected x's dtype, "
+                                                 "torch.bfloat16")
+    wrong = Mistake("the router's softmax computed in bfloat16, not float32",
+                    "probs = torch.softmax(logits.float(), dim=-1): "
+                    "in bfloat16 close probabilities round to a tie and top-k picks the wrong expert; cast the weights "
+                    "back to x's "
                     "dtype after.", lambda: moe(x, p, *init[2:], variant="bfloat16_softmax").float())
-    assert_close(res.out.float(), moe(x, p, *init[2:]).float(), what, oracle="the top-k mixture written in float64", check_dtype=False,
+    assert_close(res.out.float(), moe(x, p, *init[2:]).float(), what, oracle="the top-k mixture written in float64",
+                 check_dtype=False,
                  atol=3e-2, rtol=3e-2, mistakes=[wrong] + mistakes(x, p, *init[2:]))
 
 

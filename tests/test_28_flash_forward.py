@@ -54,7 +54,7 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
     L, S = q.shape[-2], k.shape[-2]
     if variant == "last_key_tile_skipped":  # the keys of the last, shorter tile never seen
         s_all = s_all.masked_fill(torch.arange(S) >= S - S % block_k, -math.inf)
-    if variant == "diagonal_tiles_skipped" and is_causal:  # only the key tiles that start before the query tile's first row
+    if variant == "diagonal_tiles_skipped" and is_causal:  # only key tiles starting before the query tile's first row
         first = torch.arange(L)[:, None] // block_q * block_q
         s_all = s_all.masked_fill(torch.arange(S)[None, :] >= (first + block_k - 1) // block_k * block_k, -math.inf)
     outs, lses = [], []
@@ -95,34 +95,43 @@ def mistakes(q, k, v, is_causal, block_q, block_k, scale, which):
            Mistake("the running output not rescaled when the maximum grows",
                    "acc = exp(m - m_new) * acc + p @ v_j: the output summed so far was weighted by exp(s - m), the old maximum.",
                    wrong("acc_not_rescaled")),
-           Mistake("the scores not scaled", "s = q_i @ k_j^T * scale, with scale = 1 / sqrt(d) unless given.", wrong("no_scale")),
-           Mistake("the scores scaled by 1 / d, not 1 / sqrt(d)", "scale = 1 / math.sqrt(d) (d = q.shape[-1]) unless given.",
+           Mistake("the scores not scaled", "s = q_i @ k_j^T * scale, with scale = 1 / sqrt(d) unless given.",
+                   wrong("no_scale")),
+           Mistake("the scores scaled by 1 / d, not 1 / sqrt(d)",
+                   "scale = 1 / math.sqrt(d) (d = q.shape[-1]) unless given.",
                    wrong("scale_by_d")),
-           Mistake("the running sums rescaled by exp(m_new - m), the inverse", "rescale = exp(m - m_new): at most 1, it shrinks "
+           Mistake("the running sums rescaled by exp(m_new - m), the inverse",
+                   "rescale = exp(m - m_new): at most 1, it shrinks "
                    "what was summed under the smaller, old maximum.", wrong("rescale_inverted"))]
     if k.shape[-2] % block_k:
-        out.append(Mistake("the last, shorter key tile skipped", "Walk range(0, S, block_k) and slice k[..., j0:min(j0 + block_k, S)]: "
+        out.append(Mistake("the last, shorter key tile skipped",
+                           "Walk range(0, S, block_k) and slice k[..., j0:min(j0 + block_k, S)]: "
                            "the last tile may hold fewer than block_k keys.", wrong("last_key_tile_skipped")))
     if scale is not None:
-        out.append(Mistake("the scale argument ignored (1 / sqrt(d) used)", "Use scale when it is given; 1 / sqrt(d) only when it is None.",
+        out.append(Mistake("the scale argument ignored (1 / sqrt(d) used)",
+                           "Use scale when it is given; 1 / sqrt(d) only when it is None.",
                            wrong("scale_ignored")))
     if which == "out":
-        out.append(Mistake("the output not divided by l", "out_i = acc / l after the last key tile: acc is a sum weighted by exp(s - m), "
+        out.append(Mistake("the output not divided by l",
+                           "out_i = acc / l after the last key tile: acc is a sum weighted by exp(s - m), "
                            "l the sum of those weights.", wrong("not_normalised")))
     if which == "lse":
         out.append(Mistake("lse is the running maximum only", "lse = m + log(l): the log of the sum of exp(s) over the row.",
                            wrong("lse_is_max")))
-        out.append(Mistake("lse is log(l) without the running maximum", "lse = m + log(l): l sums exp(s - m), so log(l) lacks m.",
+        out.append(Mistake("lse is log(l) without the running maximum",
+                           "lse = m + log(l): l sums exp(s - m), so log(l) lacks m.",
                            wrong("lse_no_max")))
     if q.dtype in (torch.float16, torch.bfloat16):
         want = oracle(q, k, v, is_causal, scale)[index]
         out.append(Imprecise(f"part of the computation done in {str(q.dtype).removeprefix('torch.')}, not float32",
-                             "Cast each tile of q, k and v to float32 (q_i.to(work)) before the products: the scores, m, l and acc "
+                             "Cast each tile of q, k and v to float32 (q_i.to(work)) before the products: the scores, "
+                             "m, l and acc "
                              "are float32 whatever the inputs' precision; only out is cast back.", want, q.dtype))
     if is_causal:
         out.append(Mistake("each query's own key masked too", "Mask keys j > i only: query i sees keys 0..i, itself included.",
                            wrong("diagonal_masked")))
-        out.append(Mistake("the key tiles on the diagonal skipped", "Skip only the key tiles wholly after the query tile's last "
+        out.append(Mistake("the key tiles on the diagonal skipped",
+                           "Skip only the key tiles wholly after the query tile's last "
                            "row (keys j > i1 - 1); the tile that holds the diagonal is needed, masked where j > i.",
                            wrong("diagonal_tiles_skipped")))
         if q.shape[-2] != k.shape[-2]:
@@ -176,7 +185,8 @@ def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5, out
     assert_true(out.dtype == q.dtype, f"{what}: out is {out.dtype}, expected q's dtype {q.dtype}")
     assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 inputs)")
     out_atol, out_rtol = (atol, atol * 10) if out_atol is None else (out_atol, out_atol)
-    assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=out_atol, rtol=out_rtol, check_dtype=False,
+    assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=out_atol, rtol=out_rtol,
+                 check_dtype=False,
                  mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "out"))
     assert_close(lse, want_lse.to(work), f"{what}: lse", oracle="torch.logsumexp of the scaled, masked scores", atol=atol,
                  rtol=atol * 10, check_dtype=False, mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "lse"))

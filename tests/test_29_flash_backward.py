@@ -57,7 +57,8 @@ def backward_variant(q, k, v, is_causal, grad_out, variant, block_k=None, block_
     if variant == "no_D":
         ds = p * dp
     elif variant == "D_per_tile":  # D taken as rowsum(p * dp) over each key tile only
-        ds = torch.cat([p[..., j:j + block_k] * (dp[..., j:j + block_k] - (p[..., j:j + block_k] * dp[..., j:j + block_k])
+        ds = torch.cat([p[..., j:j + block_k] * (dp[..., j:j + block_k] - (p[..., j:j + block_k] * dp[...,
+                                                                                                      j:j + block_k])
                         .sum(-1, keepdim=True)) for j in range(0, k.shape[-2], block_k)], -1)
     else:
         ds = p * (dp - D[..., None])
@@ -68,7 +69,9 @@ def backward_variant(q, k, v, is_causal, grad_out, variant, block_k=None, block_
             j0 = (min(i0 + block_q, L, S) - 1 if is_causal else S - 1) // block_k * block_k
             dq[..., i0:i0 + block_q, :] = ds[..., i0:i0 + block_q, j0:j0 + block_k] @ k[..., j0:j0 + block_k, :] * scale
         i0 = (L - 1) // block_q * block_q
-        return dq, ds[..., i0:, :].transpose(-2, -1) @ q[..., i0:, :] * scale, p[..., i0:, :].transpose(-2, -1) @ do[..., i0:, :]
+        return dq, ds[..., i0:, :].transpose(-2, -1) @ q[..., i0:, :] * scale, p[..., i0:, :].transpose(-2,
+                                                                                                        -1) @ do[...,
+                                                                                                                 i0:, :]
     return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, dv
 
 
@@ -85,28 +88,34 @@ def mistakes(q, k, v, is_causal, grad_out, index, block_k, got=None, block_q=Non
     if index < 2:
         out += [Mistake("D = rowsum(dO * out) left out of ds", "ds = p * (dp - D), D = (grad_out * out).sum(-1): the softmax's "
                         "backward subtracts each row's sum of p * dp, which D equals.", wrong("no_D")),
-                Mistake("D summed over one key tile only", "D = rowsum(dO * out), once per query row before the loops: the softmax's "
-                        "backward needs the sum of p * dp over all the row's keys, not the current tile's.", wrong("D_per_tile"))]
+                Mistake("D summed over one key tile only",
+                        "D = rowsum(dO * out), once per query row before the loops: the softmax's "
+                        "backward needs the sum of p * dp over all the row's keys, "
+                        "not the current tile's.", wrong("D_per_tile"))]
         for factor, words, fix in ((1 / scale, "the scale left out of", "dq = ds @ k * scale and dk = ds^T @ q * scale "
                                     "(s = q k^T * scale)."),
                                    (scale, "the scale applied twice to", "multiply by scale once: dq = ds @ k * scale, "
                                     "dk = ds^T @ q * scale.")):
             same = [grads[i] for i in (0, 1) if got is not None and got[i] is not None
-                    and Mistake("", "", (want[i] * factor).to(got[i].dtype)).matches(got[i], 1e-3, 1e-4)] or [grads[index]]
+                    and Mistake("", "", (want[i] * factor).to(got[i].dtype)).matches(got[i], 1e-3,
+                                                                                     1e-4)] or [grads[index]]
             out.append(Mistake(f"{words} {' and '.join(same)}", fix, lambda f=factor: want[index] * f))
     else:
-        out.append(Mistake("dv scaled: only dq and dk carry the scale", "dv = p^T @ dO: the values enter the output unscaled.",
+        out.append(Mistake("dv scaled: only dq and dk carry the scale",
+                           "dv = p^T @ dO: the values enter the output unscaled.",
                            lambda: want[2] * scale))
     tile = ("key", "query", "query")[index]
     out.append(Mistake(f"{grads[index]} overwritten by each {tile} tile, not accumulated",
-                       f"{grads[index]}[...] += ...: every {tile} tile adds its share; with = only the last one's is left.",
+                       f"{grads[index]}[...] += ...: every {tile} tile adds its share; with = only the last one's is "
+                       "left.",
                        wrong("overwritten")))
     if is_causal:
         out.append(Mistake("the causal mask left out of the backward",
                            "Remake p exactly as the forward made it: the masked scores (-inf after each query's position), then exp(s - lse).",
                            wrong("mask_missing")))
         out.append(Mistake("each query's own key masked in the backward",
-                           "Mask keys j > i only (cols > rows), as the forward does: query i sees itself.", wrong("diagonal_masked")))
+                           "Mask keys j > i only (cols > rows), as the forward does: "
+                           "query i sees itself.", wrong("diagonal_masked")))
     if q.shape == k.shape and index < 2:
         out.append(Mistake("dq and dk swapped", "Return (dq, dk, dv) in the order of forward's inputs (q, k, v).",
                            lambda: want[1 - index]))

@@ -9,7 +9,8 @@ no softmax. Named mistakes come from the same model with the mistake in it.
 
 import torch
 import torch.nn.functional as F
-from gpt_oracle import attention_part_train, feed_forward, gpt, gpt_params, gpt_shapes, layer_norm, linear, random_config, seeded, sub
+from gpt_oracle import (attention_part_train, feed_forward, gpt, gpt_params, gpt_shapes, layer_norm, linear,
+                        random_config, seeded, sub)
 
 from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, expect_value_error
 from harness.draw import n
@@ -33,11 +34,12 @@ def variant_model(idx, params, cfg, variant):
         p = sub(params, f"trf_blocks.{i}.")
         h = layer_norm(x, p, "norm1")
         b, t, e = h.shape
-        if variant == "heads_split_wrong":  # the joint projection viewed as (heads, 3, head_dim), not (3, heads, head_dim)
+        if variant == "heads_split_wrong":  # the joint projection viewed as (heads, 3, head_dim), not (3, heads, ...)
             qkv = torch.cat([linear(h, p, f"att.W_{m}") for m in ("query", "key", "value")], -1)
             q, k, v = qkv.view(b, t, heads, 3, e // heads).permute(3, 0, 2, 1, 4)
         else:
-            q, k, v = (linear(h, p, f"att.W_{m}").view(b, t, heads, e // heads).transpose(1, 2) for m in ("query", "key", "value"))
+            q, k, v = (linear(h, p, f"att.W_{m}").view(b, t, heads, e // heads).transpose(1, 2)
+                       for m in ("query", "key", "value"))
         if variant == "query_key_swapped":
             q, k = k, q
         ctx = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "not_causal")
@@ -81,17 +83,21 @@ def mistakes(idx, params, cfg):
             Mistake("the exact GELU instead of GPT-2's tanh approximation",
                     "nn.GELU(approximate=\"tanh\") (or F.gelu(x, approximate=\"tanh\")): GPT-2's GELU, exercise 02's formula.",
                     wrong("exact_gelu")),
-            Mistake("the queries and keys swapped", "Concatenate W_query, W_key, W_value in that order and split q, k, v in the "
+            Mistake("the queries and keys swapped",
+                    "Concatenate W_query, W_key, W_value in that order and split q, k, v in the "
                     "same order.", wrong("query_key_swapped")),
             Mistake("the joint projection split as (heads, 3, head_dim) instead of (3, heads, head_dim)",
-                    "The weight is [W_query; W_key; W_value] stacked: view(b, t, 3, num_heads, head_dim), then permute(2, 0, 3, 1, 4).",
+                    "The weight is [W_query; W_key; W_value] stacked: view(b, t, 3, num_heads, head_dim), then "
+                    "permute(2, 0, 3, 1, 4).",
                     wrong("heads_split_wrong")),
             Mistake("the heads merged without moving them back next to each other",
-                    "context.transpose(1, 2).reshape(b, num_tokens, d_out): (b, heads, t, hd) -> (b, t, heads, hd) before the reshape.",
+                    "context.transpose(1, 2).reshape(b, num_tokens, d_out): (b, heads, t, hd) -> (b, t, heads, hd) "
+                    "before the reshape.",
                     wrong("heads_merged_wrong")),
             Mistake("the position embeddings left out", "x = tok_emb(in_idx) + pos_emb(torch.arange(num_tokens)).",
                     wrong("no_positions")),
-            Mistake("the final LayerNorm left out", "logits = head(final_norm(trf_blocks(x))).", wrong("no_final_norm"))]
+            Mistake("the final LayerNorm left out", "logits = head(final_norm(trf_blocks(x))).",
+                    wrong("no_final_norm"))]
 
 
 def case(gen, full=False, **fixed):
@@ -130,7 +136,8 @@ def check_padding(logits, cfg, what):
         cols = real.nonzero().flatten().tolist()
         early = cols == list(range(cols[0], v))
         raise Mismatch(f"{what}: the logits of real token ids {cols[:8]} are -inf in every row"
-                       + (f".\nThis looks like: the mask starts {v - cols[0]} column(s) early, at {cols[0]}, not at vocab_size ({v}). "
+                       + (f".\nThis looks like: the mask starts {v - cols[0]} column(s) early, at {cols[0]}, not at "
+                          f"vocab_size ({v}). "
                           "Only the padded columns, vocab_size .. padded_vocab_size - 1, get -inf." if early else
                           ": only the padded columns may be masked."))
     unmasked = ~torch.isneginf(pad).flatten(0, -2).all(0)  # the padded columns some row leaves finite
@@ -138,10 +145,13 @@ def check_padding(logits, cfg, what):
         cols = (unmasked.nonzero().flatten() + v).tolist()
         late = cols == list(range(v, cols[-1] + 1))
         short = cols == list(range(cols[0], vp))
-        raise Mismatch(f"{what}: {len(cols)} of the {vp - v} padded logits (columns {cols[:8]}) are not -inf, the others are"
-                       + (f".\nThis looks like: the mask starts {len(cols)} column(s) late, at {v + len(cols)}, not at vocab_size ({v}). "
+        raise Mismatch(f"{what}: {len(cols)} of the {vp - v} padded logits (columns {cols[:8]}) are not -inf, the "
+                       "others are"
+                       + (f".\nThis looks like: the mask starts {len(cols)} column(s) late, at {v + len(cols)}, not at "
+                          f"vocab_size ({v}). "
                           "logit_mask[vocab_size:] = -inf: the first padded column is vocab_size." if late else
-                          f".\nThis looks like: the mask stops {len(cols)} column(s) short of padded_vocab_size ({vp}). Mask every "
+                          f".\nThis looks like: the mask stops {len(cols)} column(s) short of padded_vocab_size "
+                          f"({vp}). Mask every "
                           "column from vocab_size to the end." if short else ": every padded column must be -inf."))
     if not bool(torch.isneginf(pad).all()):
         if bool((pad < -1e3).all()):
@@ -151,8 +161,10 @@ def check_padding(logits, cfg, what):
         worst = float(pad[~torch.isneginf(pad)].max())
         raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are not all -inf (one is {worst:.4g}), so a sampler can pick "
                        "an id that is no token and the loss gives them probability."
-                       + ("\nThis looks like: the padded logits are not masked." if vp - v > 1 else "")  # one column: or a mask one late
-                       + " Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as F.linear's bias).")
+                       # with one padded column, a mask one column late looks the same: no name then
+                       + ("\nThis looks like: the padded logits are not masked." if vp - v > 1 else "")
+                       + " Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as "
+                         "F.linear's bias).")
 
 
 def test_padded_vocab_size(impl, gen):
@@ -212,9 +224,11 @@ def test_fast_gpt_logits_match_and_padding_is_masked(impl, gen):
     res = impl.module("fast.FastGPT", idx, init_args=(cfg,), params=learner, seed=seed)
     what = describe(cfg, idx) + f", drop_rate={p:g}, in eval mode"
     check_padding(res.out, cfg, what)
-    left_on = Mistake("the attention's dropout left on in eval mode", "dropout_p=self.dropout if self.training else 0.0: "
+    left_on = Mistake("the attention's dropout left on in eval mode",
+                      "dropout_p=self.dropout if self.training else 0.0: "
                       "F.scaled_dot_product_attention does not know the module's mode.",
-                      lambda: seeded(seed, lambda: dropout_model(idx, params, cfg, p, "eval_attention_dropout")).float())
+                      lambda: seeded(seed, lambda: dropout_model(idx, params, cfg, p,
+                                                                 "eval_attention_dropout")).float())
     assert_close(res.out[..., :cfg["vocab_size"]], gpt(idx, params, cfg).float(), f"{what}: the first vocab_size logits", oracle=ORACLE,
                  atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg) + [left_on])
 
@@ -233,14 +247,18 @@ def test_fast_gpt_training_dropout_matches_gptmodel(impl, gen):
     def wrong(variant):
         return lambda: seeded(seed, lambda: dropout_model(idx, params, cfg, p, variant)).float()
 
-    named = [Mistake("the attention's dropout left out in training mode", "F.scaled_dot_product_attention(q, k, v, is_causal=True, "
+    named = [Mistake("the attention's dropout left out in training mode",
+                     "F.scaled_dot_product_attention(q, k, v, is_causal=True, "
                      "dropout_p=self.dropout if self.training else 0.0).", wrong("no_attention_dropout")),
-             Mistake("the residual branches' dropout (drop_shortcut) left out", "x = x + self.drop_shortcut(branch) after the "
+             Mistake("the residual branches' dropout (drop_shortcut) left out",
+                     "x = x + self.drop_shortcut(branch) after the "
                      "attention and after the feed-forward, as exercise 08's block.", wrong("no_shortcut_dropout")),
-             Mistake("the embedding dropout is missing", "x = self.drop_emb(tok_embeds + pos_embeds), before the blocks.",
+             Mistake("the embedding dropout is missing",
+                     "x = self.drop_emb(tok_embeds + pos_embeds), before the blocks.",
                      wrong("no_embedding_dropout"))]
     assert_close(res.out[..., :cfg["vocab_size"]], seeded(seed, lambda: gpt(idx, params, cfg, p=p)).float(),
-                 f"{what}: the first vocab_size logits", oracle="exercise 09's model in training mode, drawn from the same seed",
+                 f"{what}: the first vocab_size logits", oracle="exercise 09's model in training mode, drawn from the "
+                                                                "same seed",
                  atol=1e-4, rtol=1e-4, mistakes=named)
 
 
