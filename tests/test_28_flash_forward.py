@@ -52,6 +52,14 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
         L, S = s_all.shape[-2:]
         s_all = s_all.masked_fill(torch.arange(S)[None, :] == torch.arange(L)[:, None], -math.inf)
     L, S = q.shape[-2], k.shape[-2]
+    if variant in ("tile_mask", "tile_mask_everywhere") and is_causal:  # the mask made from the tile's own indices
+        i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+        i0, j0 = i // block_q * block_q, j // block_k * block_k
+        local = j - j0 > i - i0
+        if variant == "tile_mask":  # only on the tiles that reach past a row's position (else on every tile)
+            local = local & (torch.clamp(j0 + block_k, max=S) - 1 > i0)
+        local = local | (j0 >= torch.clamp(i0 + block_q, max=L).clamp(max=S))  # the tiles after the query tile: skipped
+        s_all = scores(q, k, scale, False).masked_fill(local, -math.inf)
     if variant == "last_key_tile_skipped":  # the keys of the last, shorter tile never seen
         s_all = s_all.masked_fill(torch.arange(S) >= S - S % block_k, -math.inf)
     if variant == "diagonal_tiles_skipped" and is_causal:  # only key tiles starting before the query tile's first row
@@ -67,7 +75,7 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
             s = s_i[..., j0:j0 + block_k]
             m_new = torch.maximum(m, s.amax(-1))
             safe = torch.where(torch.isinf(m_new), 0.0, m_new)
-            if variant in ("last_key_tile_skipped", "diagonal_tiles_skipped"):
+            if variant in ("last_key_tile_skipped", "diagonal_tiles_skipped", "tile_mask", "tile_mask_everywhere"):
                 safe = m_new  # rows that see no key at all: NaN, as the loop that skipped their keys gives
             p = torch.exp(s - safe[..., None])
             r = torch.exp(m - safe) if variant != "rescale_inverted" else torch.exp(safe - m).nan_to_num(posinf=0.0)
@@ -130,6 +138,10 @@ def mistakes(q, k, v, is_causal, block_q, block_k, scale, which):
     if is_causal:
         out.append(Mistake("each query's own key masked too", "Mask keys j > i only: query i sees keys 0..i, itself included.",
                            wrong("diagonal_masked")))
+        for variant in ("tile_mask", "tile_mask_everywhere"):
+            out.append(Mistake("the causal mask made from the tile's own indices, not the absolute positions",
+                               "Compare absolute positions: mask where j0 + c > i0 + r (cols = torch.arange(j0, j1), "
+                               "rows = torch.arange(i0, i1)), not c > r within the tile.", wrong(variant)))
         out.append(Mistake("the key tiles on the diagonal skipped",
                            "Skip only the key tiles wholly after the query tile's last "
                            "row (keys j > i1 - 1); the tile that holds the diagonal is needed, masked where j > i.",
@@ -183,7 +195,11 @@ def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5, out
     want_out, want_lse = oracle(q, k, v, is_causal, scale)
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     assert_true(out.dtype == q.dtype, f"{what}: out is {out.dtype}, expected q's dtype {q.dtype}")
-    assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 inputs)")
+    half = lse.dtype == q.dtype != work  # lse in the inputs' half dtype: the statistics were kept in it
+    assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 "
+                                   "inputs)"
+                + (f"\nThis looks like: the statistics (m, l, lse) kept in {lse.dtype}, not float32. Compute in "
+                   "torch.promote_types(q.dtype, torch.float32) and cast only out back to q's dtype." if half else ""))
     out_atol, out_rtol = (atol, atol * 10) if out_atol is None else (out_atol, out_atol)
     assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=out_atol, rtol=out_rtol,
                  check_dtype=False,

@@ -56,6 +56,8 @@ def backward_variant(q, k, v, is_causal, grad_out, variant, block_k=None, block_
     D = (do * out).sum(-1)
     if variant == "no_D":
         ds = p * dp
+    elif variant == "D_without_out":  # D = rowsum(dO), the output left out of it
+        ds = p * (dp - do.sum(-1)[..., None])
     elif variant == "D_per_tile":  # D taken as rowsum(p * dp) over each key tile only
         ds = torch.cat([p[..., j:j + block_k] * (dp[..., j:j + block_k] - (p[..., j:j + block_k] * dp[...,
                                                                                                       j:j + block_k])
@@ -88,6 +90,8 @@ def mistakes(q, k, v, is_causal, grad_out, index, block_k, got=None, block_q=Non
     if index < 2:
         out += [Mistake("D = rowsum(dO * out) left out of ds", "ds = p * (dp - D), D = (grad_out * out).sum(-1): the softmax's "
                         "backward subtracts each row's sum of p * dp, which D equals.", wrong("no_D")),
+                Mistake("D = rowsum(dO) without out", "D = rowsum(dO * out): the sum over the row of the output "
+                        "gradient times the output.", wrong("D_without_out")),
                 Mistake("D summed over one key tile only",
                         "D = rowsum(dO * out), once per query row before the loops: the softmax's "
                         "backward needs the sum of p * dp over all the row's keys, "
