@@ -131,7 +131,8 @@ NAMED = [
     ("the causal mask made from the tile's own indices", FWD,
      [(MASK, "s = s.masked_fill(cols - j0 > rows - i0, -math.inf)")], T28, "test_tiled_attention_causal"),
     ("the statistics (m, l, lse) kept in torch.float16", FWD,
-     [("work = torch.promote_types(q.dtype, torch.float32)", "work = q.dtype")], T28, "test_tiled_attention_half_inputs"),
+     [("work = torch.promote_types(q.dtype, torch.float32)", "work = q.dtype")],
+     T28, "test_tiled_attention_half_inputs"),
     ("D = rowsum(dO) without out", BWD, [("D = (d_out * out.to(work)).sum(dim=-1)", "D = d_out.sum(dim=-1)")],
      T29, "test_gradients_float64_exact"),
     # 29
