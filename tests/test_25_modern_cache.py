@@ -31,9 +31,11 @@ def split(gen, total, first, window=None):
     return chunks + [1] * left
 
 
-def case(gen, window=None, batch=None, **fixed):
+def case(gen, window=None, batch=None, full=False, **fixed):
+    """A random tiny model, token ids and chunks; with ``full`` the ids are exactly the context
+    length long, so the cache (max_len = context_length) is filled to its last slot."""
     cfg = modern_config(gen, context_length=n(gen, 8, 16), window=window, **fixed)
-    total = n(gen, 6, cfg["context_length"])
+    total = cfg["context_length"] if full else n(gen, 6, cfg["context_length"])
     idx = torch.randint(0, cfg["vocab_size"], (batch or n(gen, 1, 3), total), generator=gen)
     first = n(gen, 1, total - 4) if window is None else n(gen, min(window + 1, total - 4), total - 4)
     return cfg, idx, modern_params(gen, cfg), split(gen, total, first, window)
@@ -51,6 +53,21 @@ def mistakes(idx, params, cfg, chunks):
         out.append(Mistake("the window one token too wide: query p saw key p - window",
                            "Query p sees the keys at positions q with p - window < q <= p: mask by the positions update returns.",
                            lambda: modern(idx, params, cfg, window_off_by_one=True)))
+    if cfg["qk_norm"]:
+        out.append(Mistake("the QK-norm applied after RoPE, not before",
+                           "Normalise q and k (att.q_norm, att.k_norm) first, then "
+                           "rotate them, as the full pass does.", lambda: modern(idx, params, cfg,
+                                                                                 norm_after_rope=True)))
+    if 1 < cfg["n_kv_heads"] < cfg["n_heads"]:
+        out.append(Mistake("the key/value heads repeated in the wrong order (.repeat, not repeat_interleave)",
+                           "keys.repeat_interleave(n_heads // n_kv_heads, dim=1): query heads 0..group-1 share kv head "
+                           "0.",
+                           lambda: modern(idx, params, cfg, repeat="tile")))
+    out += [Mistake("RoPE left off the cached keys",
+                    "Rotate the new keys as well as the queries, at their own positions, before "
+                    "cache.update: the cache holds rotated keys.", lambda: modern(idx, params, cfg, rope_keys=False)),
+            Mistake("the scores not scaled by 1 / sqrt(head_dim)", "scores = q @ keys^T / math.sqrt(att.head_dim).",
+                    lambda: modern(idx, params, cfg, scale=False))]
     return out
 
 
@@ -74,8 +91,8 @@ def check_chunks(impl, cfg, idx, params, chunks, **kw):
 
 
 def test_cached_logits_equal_the_full_pass(impl, gen):
-    for qk_norm in (True, False):  # Qwen3's, then Llama's
-        check_chunks(impl, *case(gen, qk_norm=qk_norm))
+    for qk_norm in (True, False):  # Qwen3's, filling the cache to its last slot, then Llama's
+        check_chunks(impl, *case(gen, qk_norm=qk_norm, full=qk_norm))
 
 
 def test_sliding_window_cache_keeps_only_the_window(impl, gen):
@@ -96,7 +113,7 @@ def test_sliding_window_cache_keeps_only_the_window(impl, gen):
 
 
 def test_cache_stores_only_the_kv_heads(impl, gen):
-    cfg, idx, params, chunks = case(gen, n_kv_heads=n(gen, 1, 2))
+    cfg, idx, params, chunks = case(gen, n_kv_heads=n(gen, 2, 3))  # two or more, so that the groups' order shows
     cfg["n_heads"] = cfg["n_kv_heads"] * n(gen, 2, 4)
     cfg["emb_dim"] = cfg["n_heads"] * cfg["head_dim"]
     params = modern_params(gen, cfg)
@@ -109,8 +126,9 @@ def test_cache_stores_only_the_kv_heads(impl, gen):
 
 def test_update_returns_what_each_query_may_see(impl, gen):
     layers, b, kv, hd = n(gen, 1, 3), n(gen, 1, 2), n(gen, 1, 3), n(gen, 2, 4)
-    window, max_len = n(gen, 2, 4), n(gen, 12, 16)
+    window = n(gen, 2, 4)
     first, second = n(gen, window + 1, 7), n(gen, 2, 4)
+    max_len = first + second + 1  # the last update fills the cache to max_len exactly
     layer = n(gen, 0, layers - 1)
     keys = torch.randn(b, kv, first + second + 1, hd, generator=gen)
     values = torch.randn(b, kv, first + second + 1, hd, generator=gen)
@@ -170,7 +188,7 @@ def test_greedy_generation_equals_uncached(impl, gen):
 
 def test_past_max_len_is_a_clear_error(impl, gen):
     cfg, idx, params, chunks = case(gen)
-    max_len = n(gen, 1, idx.size(1) - 1)
+    max_len = idx.size(1) - 1  # one position too many: the boundary
     expect_value_error(lambda: impl.scenario("modern_decoding.cached_logits", cfg, params, idx, chunks, max_len=max_len,
                                              substitute=PARTS),
                        f"feeding {idx.size(1)} tokens in chunks of {chunks} through a ModernKVCache with max_len={max_len}",

@@ -9,6 +9,8 @@ learner's experts are the course's reference SwiGLU (parts/swiglu.py), so a mist
 this exercise nothing; a hook on each expert counts the tokens it is given.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,19 +28,30 @@ def moe(x, p, num_experts, top_k, norm=True, variant=""):
     token, weighted by the chosen probabilities (0 for the others)."""
     tokens = x.reshape(-1, x.size(-1)).double()
     p = {k: v.double() for k, v in p.items()}
-    probs = torch.softmax(F.linear(tokens, p["router.weight"]), dim=-1)
+    logits = F.linear(tokens, p["router.weight"])
+    if variant == "bfloat16_softmax":  # the router's softmax and top-k in bfloat16, as the learner's would run them
+        probs = torch.softmax(logits.bfloat16(), dim=-1)
+    else:
+        probs = torch.softmax(logits, dim=0 if variant == "softmax_over_tokens" else -1)
     top, idx = probs.topk(top_k, dim=-1)
+    probs, top = probs.double(), top.double()
+    if variant == "softmax_of_chosen":  # softmax over the chosen logits only: renormalised, whatever norm_topk_prob
+        top = torch.softmax(logits.gather(1, idx), dim=-1)
     if variant == "not_renormalised":
         norm = False
     elif variant == "renormalised_anyway":
         norm = True
     if norm:
         top = top / top.sum(-1, keepdim=True)
+    if variant == "first_slot_weight":  # every chosen expert weighted by the first choice's (renormalised) probability
+        top = top[:, :1].expand_as(top)
     weights = torch.zeros_like(probs).scatter(1, idx, top)
     if variant == "dense":  # every expert, weighted by its full softmax probability
         weights = probs
     if variant == "logits_as_weights":
         weights = torch.zeros_like(probs).scatter(1, idx, F.linear(tokens, p["router.weight"]).gather(1, idx))
+    if variant == "unweighted":  # the chosen experts' outputs added without their weights
+        weights = torch.zeros_like(probs).scatter(1, idx, 1.0)
     out = 0
     for e in range(num_experts):
         w = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"experts.{e}.")}
@@ -53,8 +66,11 @@ def aux_loss(logits, num_experts, top_k, variant=""):
     f = F.one_hot(chosen, num_experts).double().sum(1).mean(0)
     if variant == "f_divided_by_k":
         f = f / top_k
+    elif variant == "f_from_probabilities":  # f_e taken as the mean probability, like P_e, not the count of choices
+        f = probs.mean(0)
     scale = 1 if variant == "no_num_experts" else num_experts
-    return scale * (f * probs.mean(0)).sum()
+    total = scale * (f * probs.mean(0)).sum()
+    return total * logits.size(0) if variant == "summed_over_tokens" else total
 
 
 def mistakes(x, p, num_experts, top_k, norm):
@@ -64,7 +80,25 @@ def mistakes(x, p, num_experts, top_k, norm):
     out = [Mistake("every expert ran on every token, weighted by its full softmax probability (a dense mixture)",
                    "Keep only the top_k experts of each token: probs.topk(top_k); the others get weight 0.", wrong("dense")),
            Mistake("the router's logits used as weights, not their softmax probabilities",
-                   "weights = softmax(logits) first, then topk.", wrong("logits_as_weights"))]
+                   "weights = softmax(logits) first, then topk.", wrong("logits_as_weights")),
+           Mistake("the softmax taken over the tokens (dim=0), not over the experts",
+                   "probs = torch.softmax(logits, dim=-1): "
+                   "each token's probabilities over the experts sum to 1.", wrong("softmax_over_tokens")),
+           Mistake("the chosen experts' outputs added without their weights",
+                   "out += weight * expert(x): each chosen expert's "
+                   "output times its (renormalised) probability.", wrong("unweighted"))]
+    if top_k > 1:
+        out.append(Mistake("every chosen expert weighted by the first choice's probability",
+                           "Weight expert e's output by the "
+                           "probability in the slot where the token chose e: weights[token_idx, slot] "
+                           "(torch.where(chosen == e)).",
+                           wrong("first_slot_weight")))
+    if not norm and top_k > 1:
+        out.append(Mistake("the softmax taken over the chosen logits only (renormalised), although norm_topk_prob is "
+                           "False",
+                           "probs = softmax(logits) over every expert first, then topk; renormalise only with "
+                           "norm_topk_prob.",
+                           wrong("softmax_of_chosen")))
     if norm and top_k > 1:
         out.append(Mistake("the top-k probabilities were not renormalised", "With norm_topk_prob, divide the chosen "
                            "probabilities by their sum, so that each token's weights sum to 1.", wrong("not_renormalised")))
@@ -78,7 +112,14 @@ def aux_mistakes(logits, num_experts, top_k):
     def wrong(variant):
         return lambda: aux_loss(logits, num_experts, top_k, variant)
 
-    out = [Mistake("the num_experts factor is missing", "loss = num_experts * sum_e f_e * P_e.", wrong("no_num_experts"))]
+    out = [Mistake("the num_experts factor is missing", "loss = num_experts * sum_e f_e * P_e.",
+                   wrong("no_num_experts")),
+           Mistake("a sum over the tokens where the mean is meant (f_e or P_e)",
+                   "f_e and P_e are means over the tokens: "
+                   ".mean(dim=0), not .sum(dim=0).", wrong("summed_over_tokens")),
+           Mistake("f_e taken as the mean probability, not the count of top-k choices",
+                   "f_e = one_hot(topk indices).sum(1).mean(0): "
+                   "how often e is chosen; P_e is the mean probability.", wrong("f_from_probabilities"))]
     if top_k > 1:
         out += [Mistake("only the top-1 choice counted in f_e", "Count every expert among each token's top_k.", wrong("top1_only")),
                 Mistake("f_e divided by top_k", "f_e counts the choices per token: the f_e sum to top_k, not to 1.",
@@ -156,6 +197,14 @@ def test_moe_dispatches_tokens_to_their_experts_only(impl, gen):
     assert_true(res["router_logits"] is not None and tuple(res["router_logits"].shape) == (tokens.size(0), num_experts),
                 f"{describe(init, x)}: router_logits after forward should be the router's logits, shape {(tokens.size(0), num_experts)} "
                 f"(tokens, num_experts); got {None if res['router_logits'] is None else tuple(res['router_logits'].shape)}")
+    logits = F.linear(tokens.double(), p["router.weight"].double())
+    assert_close(res["router_logits"].float(), logits.float(), f"{describe(init, x)}: router_logits after forward",
+                 oracle="router(x) in float64, x's leading dimensions flattened",
+                 check_dtype=False, atol=1e-5, rtol=1e-4,
+                 mistakes=[Mistake("router_logits holds the probabilities (after the softmax), not the logits",
+                                   "Keep self.router_logits = logits, before the softmax: load_balancing_loss takes "
+                                   "logits.",
+                                   torch.softmax(logits, -1).float())])
 
 
 def test_moe_backward_reaches_the_router_and_the_chosen_experts(impl, gen):
@@ -192,6 +241,48 @@ def test_load_balancing_loss_and_its_gradient(impl, gen):
                  mistakes=aux_mistakes(logits, num_experts, top_k))
     assert_close(res.grad(0), grad, f"{what}: the gradient with respect to the logits", oracle="autograd through the formula (through P_e only)",
                  atol=1e-5, rtol=1e-4)
+
+
+def near_tie_case(gen):
+    """A bfloat16 layer whose router puts two experts a and b within 2^-10 of each other for every
+    token (logits 0 and +-2^-10 * x_j, exact in bfloat16), the others far below, top_k 1: in float32
+    (the docstring's softmax) the larger wins, while bfloat16 probabilities round to a tie for most
+    tokens, so a softmax in bfloat16 sends some to the other expert whatever its tie-break."""
+    num_experts, emb, hidden = n(gen, 2, 6), n(gen, 4, 12), n(gen, 4, 12)
+    init = (emb, hidden, num_experts, 1, bool(n(gen, 0, 1)))
+    a, b = torch.randperm(num_experts, generator=gen)[:2].tolist()
+    c, j = torch.randperm(emb, generator=gen)[:2].tolist()
+    router = torch.zeros(num_experts, emb)
+    # the others' logits put p_a and p_b at 15/32, a bfloat16 value, so both round to it (never to either side of a
+    # midpoint)
+    router[[e for e in range(num_experts) if e not in (a, b)], c] = math.log((32 / 15 - 2) / max(1, num_experts - 2))
+    router[b, j] = 2.0 ** -10
+    p = {"router.weight": router}
+    for e in range(num_experts):
+        p.update({f"experts.{e}.gate.weight": torch.randn(hidden, emb, generator=gen) / emb ** 0.5,
+                  f"experts.{e}.up.weight": torch.randn(hidden, emb, generator=gen) / emb ** 0.5,
+                  f"experts.{e}.down.weight": torch.randn(emb, hidden, generator=gen) / hidden ** 0.5})
+    x = torch.randn(n(gen, 1, 3), n(gen, 8, 16), emb, generator=gen)
+    x[..., c] = 1.0
+    x[..., j] = torch.sign(torch.randn(x.shape[:-1], generator=gen)) * (0.5 + 0.5 * torch.rand(x.shape[:-1],
+                                                                                               generator=gen))
+    return init, {k: v.bfloat16() for k, v in p.items()}, x.bfloat16()
+
+
+def test_moe_router_softmax_in_float32_for_bfloat16(impl, gen):
+    init, p, x = near_tie_case(gen)
+    res = impl.module("moe.MoEFeedForward", x, init_args=init, params=p, dtype=torch.bfloat16, substitute=PARTS)
+    what = describe(init, x) + " in bfloat16, two experts within 2^-10 of each other in the router's logits"
+    assert_true(res.out.dtype == torch.bfloat16, f"{what}: the output is {res.out.dtype}; expected x's dtype, "
+                                                 "torch.bfloat16")
+    wrong = Mistake("the router's softmax computed in bfloat16, not float32",
+                    "probs = torch.softmax(logits.float(), dim=-1): "
+                    "in bfloat16 close probabilities round to a tie and top-k picks the wrong expert; cast the weights "
+                    "back to x's "
+                    "dtype after.", lambda: moe(x, p, *init[2:], variant="bfloat16_softmax").float())
+    assert_close(res.out.float(), moe(x, p, *init[2:]).float(), what, oracle="the top-k mixture written in float64",
+                 check_dtype=False,
+                 atol=3e-2, rtol=3e-2, mistakes=[wrong] + mistakes(x, p, *init[2:]))
 
 
 def test_moe_refuses_top_k_out_of_range(impl, gen):

@@ -9,8 +9,9 @@ optimizer and round-trips its ``state_dict`` through ``torch.save`` and ``weight
 
 import torch
 
-from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.compare import Mistake, assert_close, assert_true, diagnose, expect_value_error
 from harness.draw import n
+from harness.failures import Mismatch
 
 EXERCISE = "27"
 
@@ -24,7 +25,9 @@ def case(gen, groups=2, steps=None, missing_grad=False):
               "eps": [1e-8, 1e-6][n(gen, 0, 1)], "weight_decay": [0.0, 0.01, 0.1][n(gen, 0, 2)]}
     spec = []
     for i in range(groups):
-        group = {"params": [torch.randn(*[n(gen, 1, 5) for _ in range(n(gen, 1, 2))], generator=gen) for _ in range(n(gen, 1, 3))]}
+        count = n(gen, 2 if missing_grad else 1, 3)  # with a missing gradient, another parameter steps meanwhile
+        group = {"params": [torch.randn(*[n(gen, 1, 5) for _ in range(n(gen, 1, 2))],
+                                        generator=gen) for _ in range(count)]}
         if i:  # the later groups override some defaults
             group.update({"lr": [5e-2, 1e-1][n(gen, 0, 1)], "weight_decay": [0.05, 0.2][n(gen, 0, 1)]})
         spec.append(group)
@@ -57,7 +60,10 @@ def torch_trajectory(spec, kwargs, grads):
 
 def formula_trajectory(spec, kwargs, grads, variant):
     """AdamW in float64, with one known mistake (``variant``)."""
-    hyper = [{**kwargs, **{k: v for k, v in g.items() if k != "params"}} for g in spec for _ in g["params"]]
+    own = variant != "defaults_only"  # that mistake reads the optimizer's defaults, never a group's own values
+    hyper = [{**kwargs, **({k: v for k,
+                            v in g.items() if k != "params"} if own else {})} for g in spec for _ in g["params"]]
+    shared = 0  # one step counter for the whole optimizer (the "global_step" mistake)
     params = [t.double().clone() for g in spec for t in g["params"]]
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
@@ -65,20 +71,37 @@ def formula_trajectory(spec, kwargs, grads, variant):
     out = []
     for step_grads in grads:
         for i, g in enumerate(step_grads):
-            if g is None:
+            if g is None and variant == "none_as_zero":
+                g = torch.zeros_like(params[i])
+            elif g is None:
                 continue
             h, g = hyper[i], g.double()
             lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+            if variant == "betas_swapped":
+                b1, b2 = b2, b1
             t[i] += 1
+            if variant == "global_step":
+                shared += 1
+                t[i] = shared
             if variant == "l2":
                 g = g + wd * params[i]
             elif variant == "decay_lr_squared":
                 params[i] = params[i] * (1 - lr * lr * wd)
+            elif variant == "decay_without_lr":
+                params[i] = params[i] * (1 - wd)
             elif variant != "decay_after":
                 params[i] = params[i] * (1 - lr * wd)
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
+            # (1 - beta) on the old moment and beta on the new gradient: in m, in v, or in both
+            swap_m, swap_v = variant in ("m_weights_swapped", "weights_swapped"), variant in ("v_weights_swapped",
+                                                                                              "weights_swapped")
+            m[i] = (1 - b1) * m[i] + b1 * g if swap_m else b1 * m[i] + (1 - b1) * g
+            g2 = g.abs() if variant == "v_not_squared" else g * g
+            v[i] = (1 - b2) * v[i] + b2 * g2 if swap_v else b2 * v[i] + (1 - b2) * g2
             c1, c2 = (1.0, 1.0) if variant == "no_bias_correction" else (1 - b1 ** t[i], 1 - b2 ** t[i])
+            if variant == "no_correction_m":
+                c1 = 1.0
+            elif variant == "no_correction_v":
+                c2 = 1.0
             if variant == "eps_inside_root":
                 update = (m[i] / c1) / (v[i] / c2 + eps).sqrt()
             else:
@@ -96,7 +119,42 @@ def mistakes(spec, kwargs, grads, step, index):
 
     out = [Mistake("no bias correction", "Divide m by 1 - beta1 ** t and v by 1 - beta2 ** t, t counting this parameter's steps from 1.",
                    wrong("no_bias_correction")),
-           Mistake("eps inside the square root", "The denominator is sqrt(v_hat) + eps.", wrong("eps_inside_root"))]
+           Mistake("eps inside the square root", "The denominator is sqrt(v_hat) + eps.", wrong("eps_inside_root")),
+           Mistake("the bias correction left off m only",
+                   "m_hat = m / (1 - beta1 ** t), as v_hat = v / (1 - beta2 ** t).",
+                   wrong("no_correction_m")),
+           Mistake("the bias correction left off v only",
+                   "v_hat = v / (1 - beta2 ** t), as m_hat = m / (1 - beta1 ** t).",
+                   wrong("no_correction_v")),
+           Mistake("beta1 and beta2 swapped",
+                   "betas = (beta1, beta2): beta1 (0.9) averages the gradient into m, beta2 (0.999) "
+                   "its square into v.", wrong("betas_swapped")),
+           Mistake("beta and 1 - beta swapped in both moving averages",
+                   "m = beta1 * m + (1 - beta1) * g (m.lerp_(g, 1 - beta1)); "
+                   "v = beta2 * v + (1 - beta2) * g * g.", wrong("weights_swapped")),
+           Mistake("beta1 and 1 - beta1 swapped in m",
+                   "m = beta1 * m + (1 - beta1) * g, which is m.lerp_(g, 1 - beta1), not "
+                   "m.lerp_(g, beta1).", wrong("m_weights_swapped")),
+           Mistake("beta2 and 1 - beta2 swapped in v", "v = beta2 * v + (1 - beta2) * g * g.",
+                   wrong("v_weights_swapped")),
+           Mistake("v averages |g|, not g squared",
+                   "v = beta2 * v + (1 - beta2) * g * g (v.addcmul_(g, g, value=1 - beta2)).",
+                   wrong("v_not_squared"))]
+    if any(g is None for step_grads in grads for g in step_grads):
+        out.append(Mistake("a parameter without a gradient stepped as if its gradient were 0",
+                           "if p.grad is None: continue "
+                           "(no decay, no moments, no step counted), as torch.optim.AdamW "
+                           "does.", wrong("none_as_zero")))
+    if sum(len(g["params"]) for g in spec) > 1:
+        out.append(Mistake("one step count for the whole optimizer, not one per parameter",
+                           "Keep state['step'] per parameter, "
+                           "counted only on the steps where it had a gradient: the bias correction uses that count.",
+                           wrong("global_step")))
+    if len(spec) > 1:
+        out.append(Mistake("the optimizer's defaults used for every group, not each group's own lr and weight_decay",
+                           "Read lr, betas, eps and weight_decay from each group (group['lr'], ...) inside the loop "
+                           "over "
+                           "self.param_groups.", wrong("defaults_only")))
     decays = kwargs["weight_decay"] > 0 or any(g.get("weight_decay", 0) > 0 for g in spec)
     if decays:
         out += [Mistake("L2 regularisation (weight_decay * p added to the gradient) instead of decoupled decay",
@@ -104,7 +162,10 @@ def mistakes(spec, kwargs, grads, step, index):
                         wrong("l2")),
                 Mistake("the decay multiplied by lr squared", "p *= 1 - lr * weight_decay, once per step.", wrong("decay_lr_squared")),
                 Mistake("the decay applied after the update instead of before", "PyTorch decays p first, then applies the Adam update.",
-                        wrong("decay_after"))]
+                        wrong("decay_after")),
+                Mistake("the decay not multiplied by lr",
+                        "p *= 1 - lr * weight_decay: the decay is scaled by the learning rate.",
+                        wrong("decay_without_lr"))]
     return out
 
 
@@ -128,8 +189,17 @@ def compare(got, want, spec, kwargs, grads, what):
                 worst, worst_d = (step, i), d
     if worst is not None:
         step, i = worst
-        assert_close(got[step][i], want[step][i], f"{describe(spec, kwargs)}{what}: parameter {i} after step {step + 1}",
-                     oracle="torch.optim.AdamW", atol=1e-6, rtol=1e-5, mistakes=mistakes(spec, kwargs, grads, step, i))
+        # a mistake that moves a parameter by less than 1e-4 (the decay's order) is told apart at the check's own
+        # tolerance first
+        known = mistakes(spec, kwargs, grads, step, i)
+        named = diagnose(got[step][i], want[step][i], known, 1e-5, 1e-6) or diagnose(got[step][i], want[step][i], known,
+                                                                                     1e-3, 1e-4)
+        try:
+            assert_close(got[step][i], want[step][i],
+                         f"{describe(spec, kwargs)}{what}: parameter {i} after step {step + 1}",
+                         oracle="torch.optim.AdamW", atol=1e-6, rtol=1e-5)
+        except Mismatch as e:
+            raise Mismatch(f"{e}\nThis looks like: {named.name}. {named.fix}" if named else str(e)) from None
 
 
 def test_adamw_matches_torch(impl, gen):

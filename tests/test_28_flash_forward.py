@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.compare import Mistake, assert_close, assert_true, check_resources, expect_value_error
+from harness.compare import Imprecise, Mistake, assert_close, assert_true, check_resources, expect_value_error
 from harness.draw import n
 from harness.failures import Mismatch
 
@@ -39,14 +39,32 @@ def oracle(q, k, v, is_causal, scale=None):
 
 def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
     """The online softmax in float64, with one known mistake (``variant``)."""
+    given = scale
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     if variant == "no_scale":
         scale = 1.0
+    elif variant == "scale_by_d":
+        scale = 1 / q.shape[-1]
+    elif variant == "scale_ignored" and given is not None:
+        scale = 1 / math.sqrt(q.shape[-1])
     s_all = scores(q, k, scale, is_causal, "bottom_right" if variant == "bottom_right" else "top_left")
     if variant == "diagonal_masked" and is_causal:
         L, S = s_all.shape[-2:]
         s_all = s_all.masked_fill(torch.arange(S)[None, :] == torch.arange(L)[:, None], -math.inf)
     L, S = q.shape[-2], k.shape[-2]
+    if variant in ("tile_mask", "tile_mask_everywhere") and is_causal:  # the mask made from the tile's own indices
+        i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+        i0, j0 = i // block_q * block_q, j // block_k * block_k
+        local = j - j0 > i - i0
+        if variant == "tile_mask":  # only on the tiles that reach past a row's position (else on every tile)
+            local = local & (torch.clamp(j0 + block_k, max=S) - 1 > i0)
+        local = local | (j0 >= torch.clamp(i0 + block_q, max=L).clamp(max=S))  # the tiles after the query tile: skipped
+        s_all = scores(q, k, scale, False).masked_fill(local, -math.inf)
+    if variant == "last_key_tile_skipped":  # the keys of the last, shorter tile never seen
+        s_all = s_all.masked_fill(torch.arange(S) >= S - S % block_k, -math.inf)
+    if variant == "diagonal_tiles_skipped" and is_causal:  # only key tiles starting before the query tile's first row
+        first = torch.arange(L)[:, None] // block_q * block_q
+        s_all = s_all.masked_fill(torch.arange(S)[None, :] >= (first + block_k - 1) // block_k * block_k, -math.inf)
     outs, lses = [], []
     for i0 in range(0, L, block_q):
         s_i = s_all[..., i0:i0 + block_q, :]
@@ -57,8 +75,10 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
             s = s_i[..., j0:j0 + block_k]
             m_new = torch.maximum(m, s.amax(-1))
             safe = torch.where(torch.isinf(m_new), 0.0, m_new)
+            if variant in ("last_key_tile_skipped", "diagonal_tiles_skipped", "tile_mask", "tile_mask_everywhere"):
+                safe = m_new  # rows that see no key at all: NaN, as the loop that skipped their keys gives
             p = torch.exp(s - safe[..., None])
-            r = torch.exp(m - safe)
+            r = torch.exp(m - safe) if variant != "rescale_inverted" else torch.exp(safe - m).nan_to_num(posinf=0.0)
             if variant == "no_rescale":
                 l, acc = l + p.sum(-1), acc + p @ v[..., j0:j0 + block_k, :].double()
             elif variant == "acc_not_rescaled":
@@ -66,8 +86,8 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
             else:
                 l, acc = r * l + p.sum(-1), r[..., None] * acc + p @ v[..., j0:j0 + block_k, :].double()
             m = m_new
-        outs.append(acc / l[..., None])
-        lses.append(m if variant == "lse_is_max" else m + torch.log(l))
+        outs.append(acc if variant == "not_normalised" else acc / l[..., None])
+        lses.append({"lse_is_max": m, "lse_no_max": torch.log(l)}.get(variant, m + torch.log(l)))
     return torch.cat(outs, -2), torch.cat(lses, -1)
 
 
@@ -83,13 +103,49 @@ def mistakes(q, k, v, is_causal, block_q, block_k, scale, which):
            Mistake("the running output not rescaled when the maximum grows",
                    "acc = exp(m - m_new) * acc + p @ v_j: the output summed so far was weighted by exp(s - m), the old maximum.",
                    wrong("acc_not_rescaled")),
-           Mistake("the scores not scaled", "s = q_i @ k_j^T * scale, with scale = 1 / sqrt(d) unless given.", wrong("no_scale"))]
+           Mistake("the scores not scaled", "s = q_i @ k_j^T * scale, with scale = 1 / sqrt(d) unless given.",
+                   wrong("no_scale")),
+           Mistake("the scores scaled by 1 / d, not 1 / sqrt(d)",
+                   "scale = 1 / math.sqrt(d) (d = q.shape[-1]) unless given.",
+                   wrong("scale_by_d")),
+           Mistake("the running sums rescaled by exp(m_new - m), the inverse",
+                   "rescale = exp(m - m_new): at most 1, it shrinks "
+                   "what was summed under the smaller, old maximum.", wrong("rescale_inverted"))]
+    if k.shape[-2] % block_k:
+        out.append(Mistake("the last, shorter key tile skipped",
+                           "Walk range(0, S, block_k) and slice k[..., j0:min(j0 + block_k, S)]: "
+                           "the last tile may hold fewer than block_k keys.", wrong("last_key_tile_skipped")))
+    if scale is not None:
+        out.append(Mistake("the scale argument ignored (1 / sqrt(d) used)",
+                           "Use scale when it is given; 1 / sqrt(d) only when it is None.",
+                           wrong("scale_ignored")))
+    if which == "out":
+        out.append(Mistake("the output not divided by l",
+                           "out_i = acc / l after the last key tile: acc is a sum weighted by exp(s - m), "
+                           "l the sum of those weights.", wrong("not_normalised")))
     if which == "lse":
         out.append(Mistake("lse is the running maximum only", "lse = m + log(l): the log of the sum of exp(s) over the row.",
                            wrong("lse_is_max")))
+        out.append(Mistake("lse is log(l) without the running maximum",
+                           "lse = m + log(l): l sums exp(s - m), so log(l) lacks m.",
+                           wrong("lse_no_max")))
+    if q.dtype in (torch.float16, torch.bfloat16):
+        want = oracle(q, k, v, is_causal, scale)[index]
+        out.append(Imprecise(f"part of the computation done in {str(q.dtype).removeprefix('torch.')}, not float32",
+                             "Cast each tile of q, k and v to float32 (q_i.to(work)) before the products: the scores, "
+                             "m, l and acc "
+                             "are float32 whatever the inputs' precision; only out is cast back.", want, q.dtype))
     if is_causal:
         out.append(Mistake("each query's own key masked too", "Mask keys j > i only: query i sees keys 0..i, itself included.",
                            wrong("diagonal_masked")))
+        for variant in ("tile_mask", "tile_mask_everywhere"):
+            out.append(Mistake("the causal mask made from the tile's own indices, not the absolute positions",
+                               "Compare absolute positions: mask where j0 + c > i0 + r (cols = torch.arange(j0, j1), "
+                               "rows = torch.arange(i0, i1)), not c > r within the tile.", wrong(variant)))
+        out.append(Mistake("the key tiles on the diagonal skipped",
+                           "Skip only the key tiles wholly after the query tile's last "
+                           "row (keys j > i1 - 1); the tile that holds the diagonal is needed, masked where j > i.",
+                           wrong("diagonal_tiles_skipped")))
         if q.shape[-2] != k.shape[-2]:
             out.append(Mistake("the causal mask aligned to the bottom right",
                                "PyTorch's is_causal aligns to the top left: query i sees keys 0..i, whatever S - L is.",
@@ -102,18 +158,32 @@ def describe(q, k, v, is_causal, block_q, block_k, scale=None):
             f"block_q={block_q}, block_k={block_k}{'' if scale is None else f', scale={scale:.4g}'}) ({q.dtype})")
 
 
-def case(gen, is_causal, dtype=torch.float32, same_length=None):
+def block(gen, length, larger=False):
+    """A block size for ``length`` rows: larger than them with ``larger``; else one that leaves a
+    ragged last tile (``length % block != 0``) wherever a block from 2 to 24 can, so that the
+    boundary is never left to the draw."""
+    if larger:
+        return n(gen, length + 1, length + 24)
+    ragged = [b for b in range(2, 25) if length % b]
+    return ragged[n(gen, 0, len(ragged) - 1)] if ragged else n(gen, 1, 24)
+
+
+def case(gen, is_causal, dtype=torch.float32, same_length=None, larger=False):
+    """Random q, k, v and blocks: ragged last tiles in both directions, or with ``larger`` blocks
+    larger than the sequences; ``same_length`` False makes S differ from L."""
     lead = [n(gen, 1, 2), n(gen, 1, 3)]
-    L = n(gen, 1, 70)
-    S = L if (same_length if same_length is not None else n(gen, 0, 1)) else n(gen, 1, 70)
+    L = n(gen, 3, 70)
+    same = same_length if same_length is not None else bool(n(gen, 0, 1))
+    S = L if same else L + [-1, 1][n(gen, 0, 1)] * n(gen, 1, min(L - 1, 20))
     d, dv = n(gen, 2, 16), n(gen, 1, 12)
     q, k = (torch.randn(*lead, m, d, generator=gen, dtype=dtype) * 1.5 for m in (L, S))
     v = torch.randn(*lead, S, dv, generator=gen, dtype=dtype)
-    # blocks that leave ragged last tiles, and once in a while a block larger than the sequence
-    return q, k, v, n(gen, 1, 24), n(gen, 1, 24)
+    return q, k, v, block(gen, L, larger), block(gen, S, larger)
 
 
-def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5):
+def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5, out_atol=None):
+    """One call against the oracle: ``out`` within ``out_atol`` (default ``atol``; a half dtype's
+    rounding for half inputs), ``lse`` within ``atol``."""
     kwargs = {"is_causal": is_causal, "block_q": block_q, "block_k": block_k}
     if scale is not None:
         kwargs["scale"] = scale
@@ -125,16 +195,22 @@ def check(impl, q, k, v, is_causal, block_q, block_k, scale=None, atol=1e-5):
     want_out, want_lse = oracle(q, k, v, is_causal, scale)
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     assert_true(out.dtype == q.dtype, f"{what}: out is {out.dtype}, expected q's dtype {q.dtype}")
-    assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 inputs)")
-    assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=atol, rtol=atol * 10, check_dtype=False,
+    half = lse.dtype == q.dtype != work  # lse in the inputs' half dtype: the statistics were kept in it
+    assert_true(lse.dtype == work, f"{what}: lse is {lse.dtype}, expected {work} (float32, or float64 for float64 "
+                                   "inputs)"
+                + (f"\nThis looks like: the statistics (m, l, lse) kept in {lse.dtype}, not float32. Compute in "
+                   "torch.promote_types(q.dtype, torch.float32) and cast only out back to q's dtype." if half else ""))
+    out_atol, out_rtol = (atol, atol * 10) if out_atol is None else (out_atol, out_atol)
+    assert_close(out, want_out.to(q.dtype), f"{what}: out", oracle=ORACLE, atol=out_atol, rtol=out_rtol,
+                 check_dtype=False,
                  mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "out"))
     assert_close(lse, want_lse.to(work), f"{what}: lse", oracle="torch.logsumexp of the scaled, masked scores", atol=atol,
                  rtol=atol * 10, check_dtype=False, mistakes=mistakes(q, k, v, is_causal, block_q, block_k, scale, "lse"))
 
 
 def test_tiled_attention_matches_sdpa(impl, gen):
-    for _ in range(2):
-        q, k, v, bq, bk = case(gen, False)
+    for larger in (False, True):  # ragged last tiles, then blocks larger than the sequences
+        q, k, v, bq, bk = case(gen, False, larger=larger)
         check(impl, q, k, v, False, bq, bk)
 
 
@@ -148,6 +224,15 @@ def test_tiled_attention_scale_and_float64(impl, gen):
     is_causal = bool(n(gen, 0, 1))
     q, k, v, bq, bk = case(gen, is_causal, dtype=torch.float64)
     check(impl, q, k, v, is_causal, bq, bk, scale=0.05 + float(torch.rand(1, generator=gen)), atol=1e-10)
+
+
+def test_tiled_attention_half_inputs(impl, gen):
+    """float16 and bfloat16 inputs (the docstring: out in q's dtype, lse in float32, the statistics
+    and sums in float32 whatever the inputs' precision): out within the half dtype's rounding of the
+    exact answer, lse as close as float32 work gives. Both dtypes, causal and not, every run."""
+    for dtype, is_causal in ((torch.float16, False), (torch.bfloat16, True)):
+        q, k, v, bq, bk = case(gen, is_causal, dtype=dtype)
+        check(impl, q, k, v, is_causal, bq, bk, atol=1e-5, out_atol=torch.finfo(dtype).eps)
 
 
 def test_tiled_attention_memory_grows_with_the_tile(impl, gen):

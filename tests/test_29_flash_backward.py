@@ -40,37 +40,89 @@ def oracle(q, k, v, is_causal, grad_out):
     return out.detach(), torch.autograd.grad(out, (qq, kk, vv), grad_out.double())
 
 
-def backward_variant(q, k, v, is_causal, grad_out, variant):
-    """FlashAttention-2's backward with whole matrices, float64, with one known mistake."""
+def backward_variant(q, k, v, is_causal, grad_out, variant, block_k=None, block_q=None):
+    """FlashAttention-2's backward with whole matrices, float64, with one known mistake
+    (``block_k``, ``block_q``: the tiles, for the mistakes that depend on them)."""
     q, k, v, do = (t.double() for t in (q, k, v, grad_out))
     scale = 1 / math.sqrt(q.shape[-1])
     mask = allowed(q.shape[-2], k.shape[-2], is_causal)
     s = q @ k.transpose(-2, -1) * scale
     lse = torch.logsumexp(s.masked_fill(~mask, -math.inf), dim=-1)
-    p = torch.exp((s if variant == "mask_missing" else s.masked_fill(~mask, -math.inf)) - lse[..., None])
+    remade = mask & ~torch.eye(*mask.shape, dtype=torch.bool) if variant == "diagonal_masked" else mask
+    p = torch.exp((s if variant == "mask_missing" else s.masked_fill(~remade, -math.inf)) - lse[..., None])
     out = torch.softmax(s.masked_fill(~mask, -math.inf), dim=-1) @ v
     dv = p.transpose(-2, -1) @ do
     dp = do @ v.transpose(-2, -1)
     D = (do * out).sum(-1)
-    ds = p * dp if variant == "no_D" else p * (dp - D[..., None])
-    factor = 1.0 if variant == "no_scale" else scale
-    return ds @ k * factor, ds.transpose(-2, -1) @ q * factor, dv
+    if variant == "no_D":
+        ds = p * dp
+    elif variant == "D_without_out":  # D = rowsum(dO), the output left out of it
+        ds = p * (dp - do.sum(-1)[..., None])
+    elif variant == "D_per_tile":  # D taken as rowsum(p * dp) over each key tile only
+        ds = torch.cat([p[..., j:j + block_k] * (dp[..., j:j + block_k] - (p[..., j:j + block_k] * dp[...,
+                                                                                                      j:j + block_k])
+                        .sum(-1, keepdim=True)) for j in range(0, k.shape[-2], block_k)], -1)
+    else:
+        ds = p * (dp - D[..., None])
+    if variant == "overwritten":  # "=" for "+=": dq keeps its last key tile's share, dk and dv their last query tile's
+        L, S = q.shape[-2], k.shape[-2]
+        dq = torch.zeros_like(q)
+        for i0 in range(0, L, block_q):
+            j0 = (min(i0 + block_q, L, S) - 1 if is_causal else S - 1) // block_k * block_k
+            dq[..., i0:i0 + block_q, :] = ds[..., i0:i0 + block_q, j0:j0 + block_k] @ k[..., j0:j0 + block_k, :] * scale
+        i0 = (L - 1) // block_q * block_q
+        return dq, ds[..., i0:, :].transpose(-2, -1) @ q[..., i0:, :] * scale, p[..., i0:, :].transpose(-2,
+                                                                                                        -1) @ do[...,
+                                                                                                                 i0:, :]
+    return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, dv
 
 
-def mistakes(q, k, v, is_causal, grad_out, index):
+def mistakes(q, k, v, is_causal, grad_out, index, block_k, got=None, block_q=None):
+    """The known mistakes for gradient ``index`` (0: dq, 1: dk, 2: dv). ``got``: the learner's three
+    gradients, so that a factor missing from dq or dk is named for those it is missing from."""
     def wrong(variant):
-        return lambda: backward_variant(q, k, v, is_causal, grad_out, variant)[index]
+        return lambda: backward_variant(q, k, v, is_causal, grad_out, variant, block_k, block_q)[index]
 
+    grads = ("dq", "dk", "dv")
+    scale = 1 / math.sqrt(q.shape[-1])
+    want = oracle(q, k, v, is_causal, grad_out)[1]
     out = []
     if index < 2:
         out += [Mistake("D = rowsum(dO * out) left out of ds", "ds = p * (dp - D), D = (grad_out * out).sum(-1): the softmax's "
                         "backward subtracts each row's sum of p * dp, which D equals.", wrong("no_D")),
-                Mistake("the scale left out of dq and dk", "s = q k^T * scale, so dq = ds @ k * scale and dk = ds^T @ q * scale.",
-                        wrong("no_scale"))]
+                Mistake("D = rowsum(dO) without out", "D = rowsum(dO * out): the sum over the row of the output "
+                        "gradient times the output.", wrong("D_without_out")),
+                Mistake("D summed over one key tile only",
+                        "D = rowsum(dO * out), once per query row before the loops: the softmax's "
+                        "backward needs the sum of p * dp over all the row's keys, "
+                        "not the current tile's.", wrong("D_per_tile"))]
+        for factor, words, fix in ((1 / scale, "the scale left out of", "dq = ds @ k * scale and dk = ds^T @ q * scale "
+                                    "(s = q k^T * scale)."),
+                                   (scale, "the scale applied twice to", "multiply by scale once: dq = ds @ k * scale, "
+                                    "dk = ds^T @ q * scale.")):
+            same = [grads[i] for i in (0, 1) if got is not None and got[i] is not None
+                    and Mistake("", "", (want[i] * factor).to(got[i].dtype)).matches(got[i], 1e-3,
+                                                                                     1e-4)] or [grads[index]]
+            out.append(Mistake(f"{words} {' and '.join(same)}", fix, lambda f=factor: want[index] * f))
+    else:
+        out.append(Mistake("dv scaled: only dq and dk carry the scale",
+                           "dv = p^T @ dO: the values enter the output unscaled.",
+                           lambda: want[2] * scale))
+    tile = ("key", "query", "query")[index]
+    out.append(Mistake(f"{grads[index]} overwritten by each {tile} tile, not accumulated",
+                       f"{grads[index]}[...] += ...: every {tile} tile adds its share; with = only the last one's is "
+                       "left.",
+                       wrong("overwritten")))
     if is_causal:
         out.append(Mistake("the causal mask left out of the backward",
                            "Remake p exactly as the forward made it: the masked scores (-inf after each query's position), then exp(s - lse).",
                            wrong("mask_missing")))
+        out.append(Mistake("each query's own key masked in the backward",
+                           "Mask keys j > i only (cols > rows), as the forward does: "
+                           "query i sees itself.", wrong("diagonal_masked")))
+    if q.shape == k.shape and index < 2:
+        out.append(Mistake("dq and dk swapped", "Return (dq, dk, dv) in the order of forward's inputs (q, k, v).",
+                           lambda: want[1 - index]))
     return out
 
 
@@ -105,7 +157,7 @@ def check_gradients(impl, gen, dtype, atol):
             assert_true(got is not None, f"{what}: backward returned None for the gradient of {name}")
             assert_true(got.dtype == dtype, f"{what}: the gradient of {name} is {got.dtype}, expected {dtype} (the input's)")
             assert_close(got, want[i].to(dtype), f"{what}: the gradient of {name}", oracle=ORACLE, atol=atol, rtol=atol,
-                         mistakes=mistakes(q, k, v, is_causal, g, i))
+                         mistakes=mistakes(q, k, v, is_causal, g, i, bk, res["grads"], bq))
 
 
 def test_gradients_float64_exact(impl, gen):

@@ -9,7 +9,8 @@ no softmax. Named mistakes come from the same model with the mistake in it.
 
 import torch
 import torch.nn.functional as F
-from gpt_oracle import gpt, gpt_params, gpt_shapes, layer_norm, linear, random_config, sub
+from gpt_oracle import (attention_part_train, feed_forward, gpt, gpt_params, gpt_shapes, layer_norm, linear,
+                        random_config, seeded, sub)
 
 from harness.compare import Mistake, assert_close, assert_parameter_shapes, assert_true, expect_value_error
 from harness.draw import n
@@ -25,18 +26,51 @@ def padded(v, multiple=64):
 
 def variant_model(idx, params, cfg, variant):
     """The fast model's logits (unpadded columns) with one known mistake."""
-    x = F.embedding(idx, params["tok_emb.weight"]) + F.embedding(torch.arange(idx.size(1)), params["pos_emb.weight"])
+    x = F.embedding(idx, params["tok_emb.weight"])
+    if variant != "no_positions":
+        x = x + F.embedding(torch.arange(idx.size(1)), params["pos_emb.weight"])
     heads = cfg["n_heads"]
     for i in range(cfg["n_layers"]):
         p = sub(params, f"trf_blocks.{i}.")
         h = layer_norm(x, p, "norm1")
         b, t, e = h.shape
-        q, k, v = (linear(h, p, f"att.W_{m}").view(b, t, heads, e // heads).transpose(1, 2) for m in ("query", "key", "value"))
+        if variant == "heads_split_wrong":  # the joint projection viewed as (heads, 3, head_dim), not (3, heads, ...)
+            qkv = torch.cat([linear(h, p, f"att.W_{m}") for m in ("query", "key", "value")], -1)
+            q, k, v = qkv.view(b, t, heads, 3, e // heads).permute(3, 0, 2, 1, 4)
+        else:
+            q, k, v = (linear(h, p, f"att.W_{m}").view(b, t, heads, e // heads).transpose(1, 2)
+                       for m in ("query", "key", "value"))
+        if variant == "query_key_swapped":
+            q, k = k, q
         ctx = F.scaled_dot_product_attention(q, k, v, is_causal=variant != "not_causal")
-        x = x + linear(ctx.transpose(1, 2).reshape(b, t, e), p, "att.out_proj")
+        merged = ctx.reshape(b, t, e) if variant == "heads_merged_wrong" else ctx.transpose(1, 2).reshape(b, t, e)
+        x = x + linear(merged, p, "att.out_proj")
         h = linear(layer_norm(x, p, "norm2"), p, "ff.layers.0")
         h = F.gelu(h) if variant == "exact_gelu" else F.gelu(h, approximate="tanh")
         x = x + linear(h, p, "ff.layers.2")
+    if variant != "no_final_norm":
+        x = layer_norm(x, params, "final_norm")
+    return F.linear(x, params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"])
+
+
+def dropout_model(idx, params, cfg, p, variant=""):
+    """The model's unpadded logits with dropout at rate ``p`` (seed torch alike before): GPTModel's
+    order of draws (the embeddings, then in each block the attention's weights inside
+    F.scaled_dot_product_attention and each branch's output), the oracle of exercise 09.
+    ``variant``: a dropout left out (``no_embedding_dropout``, ``no_attention_dropout``,
+    ``no_shortcut_dropout``), or ``eval_attention_dropout``: eval mode with the attention's dropout
+    still on (the only one an nn.Dropout does not switch off)."""
+    train = variant != "eval_attention_dropout"
+    x = F.embedding(idx, params["tok_emb.weight"]) + F.embedding(torch.arange(idx.size(1)), params["pos_emb.weight"])
+    if train and variant != "no_embedding_dropout":
+        x = F.dropout(x, p, True)
+    for i in range(cfg["n_layers"]):
+        b = sub(params, f"trf_blocks.{i}.")
+        att_p = 0.0 if variant == "no_attention_dropout" else p
+        for norm, branch in (("norm1", lambda z: attention_part_train(z, sub(b, "att."), cfg["n_heads"], att_p)),
+                             ("norm2", lambda z: feed_forward(z, sub(b, "ff.")))):
+            y = branch(layer_norm(x, b, norm))
+            x = x + (F.dropout(y, p, True) if train and variant != "no_shortcut_dropout" else y)
     x = layer_norm(x, params, "final_norm")
     return F.linear(x, params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"])
 
@@ -48,15 +82,34 @@ def mistakes(idx, params, cfg):
     return [Mistake("attention without the causal mask", "F.scaled_dot_product_attention(q, k, v, is_causal=True).", wrong("not_causal")),
             Mistake("the exact GELU instead of GPT-2's tanh approximation",
                     "nn.GELU(approximate=\"tanh\") (or F.gelu(x, approximate=\"tanh\")): GPT-2's GELU, exercise 02's formula.",
-                    wrong("exact_gelu"))]
+                    wrong("exact_gelu")),
+            Mistake("the queries and keys swapped",
+                    "Concatenate W_query, W_key, W_value in that order and split q, k, v in the "
+                    "same order.", wrong("query_key_swapped")),
+            Mistake("the joint projection split as (heads, 3, head_dim) instead of (3, heads, head_dim)",
+                    "The weight is [W_query; W_key; W_value] stacked: view(b, t, 3, num_heads, head_dim), then "
+                    "permute(2, 0, 3, 1, 4).",
+                    wrong("heads_split_wrong")),
+            Mistake("the heads merged without moving them back next to each other",
+                    "context.transpose(1, 2).reshape(b, num_tokens, d_out): (b, heads, t, hd) -> (b, t, heads, hd) "
+                    "before the reshape.",
+                    wrong("heads_merged_wrong")),
+            Mistake("the position embeddings left out", "x = tok_emb(in_idx) + pos_emb(torch.arange(num_tokens)).",
+                    wrong("no_positions")),
+            Mistake("the final LayerNorm left out", "logits = head(final_norm(trf_blocks(x))).",
+                    wrong("no_final_norm"))]
 
 
-def case(gen, **fixed):
+def case(gen, full=False, **fixed):
     """A random tiny config whose vocabulary is not a multiple of 64, its weights (float64, for the
-    oracle), and the learner's: the same with random padded rows."""
+    oracle), and the learner's: the same with random padded rows. With ``full``: at least two heads
+    and token ids exactly the context length long (the boundary, never left to the draw)."""
+    if full:
+        heads = n(gen, 2, 4)
+        fixed = {"n_heads": heads, "emb_dim": heads * n(gen, 2, 6), "context_length": n(gen, 2, 12), **fixed}
     cfg = random_config(gen, vocab_size=n(gen, 5, 200), **fixed)
-    if cfg["vocab_size"] % 64 == 0:
-        cfg["vocab_size"] += 1
+    if cfg["vocab_size"] % 64 in (0, 63):  # at least two padded columns: a mask one column off then leaves one masked
+        cfg["vocab_size"] += 2
     params = {k: v.double() for k, v in gpt_params(gen, cfg).items()}
     extra = padded(cfg["vocab_size"]) - cfg["vocab_size"]
     learner = dict(params)
@@ -64,7 +117,8 @@ def case(gen, **fixed):
         if key in params:
             learner[key] = torch.cat([params[key], torch.randn(extra, cfg["emb_dim"], generator=gen, dtype=torch.float64)])
     learner = {k: v.float() for k, v in learner.items()}
-    idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 3), n(gen, 1, cfg["context_length"])), generator=gen)
+    length = cfg["context_length"] if full else n(gen, 1, cfg["context_length"])
+    idx = torch.randint(0, cfg["vocab_size"], (n(gen, 1, 3), length), generator=gen)
     return cfg, idx, params, learner
 
 
@@ -77,6 +131,28 @@ def check_padding(logits, cfg, what):
     v, vp = cfg["vocab_size"], padded(cfg["vocab_size"])
     assert_true(logits.shape[-1] == vp, f"{what}: the logits have {logits.shape[-1]} columns, expected padded_vocab_size({v}) = {vp}")
     pad = logits[..., v:]
+    real = torch.isneginf(logits[..., :v]).flatten(0, -2).all(0)  # the real columns that are -inf in every row
+    if bool(real.any()):
+        cols = real.nonzero().flatten().tolist()
+        early = cols == list(range(cols[0], v))
+        raise Mismatch(f"{what}: the logits of real token ids {cols[:8]} are -inf in every row"
+                       + (f".\nThis looks like: the mask starts {v - cols[0]} column(s) early, at {cols[0]}, not at "
+                          f"vocab_size ({v}). "
+                          "Only the padded columns, vocab_size .. padded_vocab_size - 1, get -inf." if early else
+                          ": only the padded columns may be masked."))
+    unmasked = ~torch.isneginf(pad).flatten(0, -2).all(0)  # the padded columns some row leaves finite
+    if bool(unmasked.any()) and not bool(unmasked.all()):
+        cols = (unmasked.nonzero().flatten() + v).tolist()
+        late = cols == list(range(v, cols[-1] + 1))
+        short = cols == list(range(cols[0], vp))
+        raise Mismatch(f"{what}: {len(cols)} of the {vp - v} padded logits (columns {cols[:8]}) are not -inf, the "
+                       "others are"
+                       + (f".\nThis looks like: the mask starts {len(cols)} column(s) late, at {v + len(cols)}, not at "
+                          f"vocab_size ({v}). "
+                          "logit_mask[vocab_size:] = -inf: the first padded column is vocab_size." if late else
+                          f".\nThis looks like: the mask stops {len(cols)} column(s) short of padded_vocab_size "
+                          f"({vp}). Mask every "
+                          "column from vocab_size to the end." if short else ": every padded column must be -inf."))
     if not bool(torch.isneginf(pad).all()):
         if bool((pad < -1e3).all()):
             raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are large negative numbers, not -inf (one is "
@@ -84,8 +160,11 @@ def check_padding(logits, cfg, what):
                            "the docstring says: exactly probability 0 for every sampler, in every dtype, whatever the real logits.")
         worst = float(pad[~torch.isneginf(pad)].max())
         raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are not all -inf (one is {worst:.4g}), so a sampler can pick "
-                       "an id that is no token and the loss gives them probability.\nThis looks like: the padded logits are not masked. "
-                       "Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as F.linear's bias).")
+                       "an id that is no token and the loss gives them probability."
+                       # with one padded column, a mask one column late looks the same: no name then
+                       + ("\nThis looks like: the padded logits are not masked." if vp - v > 1 else "")
+                       + " Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as "
+                         "F.linear's bias).")
 
 
 def test_padded_vocab_size(impl, gen):
@@ -137,12 +216,50 @@ def test_fast_layer_norm_and_attention(impl, gen):
 
 
 def test_fast_gpt_logits_match_and_padding_is_masked(impl, gen):
-    cfg, idx, params, learner = case(gen, drop_rate=round(0.3 * float(torch.rand(1, generator=gen)), 3))
-    res = impl.module("fast.FastGPT", idx, init_args=(cfg,), params=learner)
-    what = describe(cfg, idx) + ", in eval mode"
+    """Eval mode with a drop rate of at least 0.1, seeded: no dropout may run (an attention
+    dropout left on draws from the seed, so its output is known and named)."""
+    p = round(0.1 + 0.3 * float(torch.rand(1, generator=gen)), 3)
+    cfg, idx, params, learner = case(gen, full=True, drop_rate=p)
+    seed = n(gen, 0, 2**31 - 1)
+    res = impl.module("fast.FastGPT", idx, init_args=(cfg,), params=learner, seed=seed)
+    what = describe(cfg, idx) + f", drop_rate={p:g}, in eval mode"
     check_padding(res.out, cfg, what)
+    left_on = Mistake("the attention's dropout left on in eval mode",
+                      "dropout_p=self.dropout if self.training else 0.0: "
+                      "F.scaled_dot_product_attention does not know the module's mode.",
+                      lambda: seeded(seed, lambda: dropout_model(idx, params, cfg, p,
+                                                                 "eval_attention_dropout")).float())
     assert_close(res.out[..., :cfg["vocab_size"]], gpt(idx, params, cfg).float(), f"{what}: the first vocab_size logits", oracle=ORACLE,
-                 atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg))
+                 atol=1e-4, rtol=1e-4, mistakes=mistakes(idx, params, cfg) + [left_on])
+
+
+def test_fast_gpt_training_dropout_matches_gptmodel(impl, gen):
+    """Training mode, seeded: the oracle (exercise 09's, in training mode) draws the same masks in
+    the same order: the embeddings', then in each block the attention weights' (inside
+    F.scaled_dot_product_attention, dropout_p) and each branch's."""
+    p = round(0.1 + 0.4 * float(torch.rand(1, generator=gen)), 3)
+    cfg, idx, params, learner = case(gen, drop_rate=p)
+    seed = n(gen, 0, 2**31 - 1)
+    res = impl.module("fast.FastGPT", idx, init_args=(cfg,), params=learner, train=True, seed=seed)
+    what = describe(cfg, idx) + f", drop_rate={p:g}, in training mode after torch.manual_seed({seed})"
+    check_padding(res.out, cfg, what)
+
+    def wrong(variant):
+        return lambda: seeded(seed, lambda: dropout_model(idx, params, cfg, p, variant)).float()
+
+    named = [Mistake("the attention's dropout left out in training mode",
+                     "F.scaled_dot_product_attention(q, k, v, is_causal=True, "
+                     "dropout_p=self.dropout if self.training else 0.0).", wrong("no_attention_dropout")),
+             Mistake("the residual branches' dropout (drop_shortcut) left out",
+                     "x = x + self.drop_shortcut(branch) after the "
+                     "attention and after the feed-forward, as exercise 08's block.", wrong("no_shortcut_dropout")),
+             Mistake("the embedding dropout is missing",
+                     "x = self.drop_emb(tok_embeds + pos_embeds), before the blocks.",
+                     wrong("no_embedding_dropout"))]
+    assert_close(res.out[..., :cfg["vocab_size"]], seeded(seed, lambda: gpt(idx, params, cfg, p=p)).float(),
+                 f"{what}: the first vocab_size logits", oracle="exercise 09's model in training mode, drawn from the "
+                                                                "same seed",
+                 atol=1e-4, rtol=1e-4, mistakes=named)
 
 
 def test_fast_gpt_parameters_are_gptmodels_padded(impl, gen):

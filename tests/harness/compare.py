@@ -316,3 +316,35 @@ def assert_close_alone(actual: torch.Tensor, expected: torch.Tensor, name: str, 
                        **kwargs) -> None:
     """``assert_close`` where a mistake is named only when the evidence fits it alone (``alone``)."""
     assert_close(actual, expected, name, mistakes=alone(mistakes or []), **kwargs)
+
+
+# ------------------------------------------------------------------ naming mistakes 25-30 (issue 25)
+
+
+class Imprecise(Mistake):
+    """A mistake that shows as rounding, not as another formula: part of the work done in a half
+    precision (``dtype``) where the contract keeps it in float32. ``output`` is the exact answer;
+    the learner's matches when it is off somewhere by more than the check allows, yet everywhere
+    within ``ulps`` of ``dtype``'s rounding steps of it (``ulps * eps * (|exact| + 1)``): the
+    size of error that rounding to ``dtype`` leaves, far below what a wrong formula leaves."""
+
+    def __init__(self, name: str, fix: str, output, dtype: torch.dtype, ulps: float = 8.0):
+        super().__init__(name, fix, output)
+        self.dtype, self.ulps = dtype, ulps
+
+    def _diff(self, actual: torch.Tensor):
+        out = (self.output() if callable(self.output) else self.output).double()
+        if out.shape != actual.shape or not bool(torch.isfinite(out).all() and torch.isfinite(actual).all()):
+            return None, None
+        return (actual.double() - out).abs(), out.abs()
+
+    def distance(self, actual: torch.Tensor) -> float:
+        diff, _ = self._diff(actual)
+        return float("inf") if diff is None else float(diff.max())
+
+    def matches(self, actual: torch.Tensor, rtol: float, atol: float) -> bool:
+        diff, size = self._diff(actual)
+        if diff is None:
+            return False
+        band = self.ulps * torch.finfo(self.dtype).eps * (size + 1)
+        return bool((diff <= band).all()) and bool((diff > atol + rtol * size).any())
