@@ -38,8 +38,13 @@ LOG_OF_SOFTMAX = ("the log of the softmax: a probability that underflows to 0 gi
 SIGN_FLIPPED = ("the margin's sign flipped: rejected minus chosen",
                 "loss = -logsigmoid(chosen_rewards - rejected_rewards): the loss falls as the CHOSEN answer's reward rises above "
                 "the rejected one's. (The same holds for the log-ratios: policy's minus reference's.)")
-NO_BETA = ("beta left out", "chosen_rewards = beta * (policy_chosen - reference_chosen), the same for the rejected; the loss is "
-           "-logsigmoid of their difference, beta inside.")
+NO_BETA = ("beta left out, of the rewards and of the loss", "chosen_rewards = beta * (policy_chosen - reference_chosen), the "
+           "same for the rejected; the loss is -logsigmoid of their difference, beta inside.")
+REWARDS_NO_BETA = ("beta missing from the rewards returned", "Return the rewards with beta in them: chosen_rewards = beta * "
+                   "(policy_chosen - reference_chosen), the same for the rejected; the loss is -logsigmoid(chosen_rewards - "
+                   "rejected_rewards) of those very rewards.")
+LOSS_NO_BETA = ("beta missing from the loss (the rewards have it)", "The loss is -logsigmoid(chosen_rewards - rejected_rewards) "
+                "of the rewards with beta in them: beta * ((pc - rc) - (pr - rr)), not the log-ratios' difference alone.")
 REFERENCE_MINUS_POLICY = ("the log-ratio subtracted the wrong way: reference minus policy",
                           "A reward is beta * (policy - reference): positive when the policy makes the answer MORE likely than "
                           "the reference does.")
@@ -285,11 +290,24 @@ def in_dtype_of(t, want, mistakes):
     return want.to(dtype), [Mistake(m.name, m.fix, (lambda m=m: m.output().to(dtype))) for m in mistakes]
 
 
+def where_beta_is_missing(mistakes, loss, loss_mistakes, words):
+    """The mistakes with "beta left out" named ``words`` instead, unless ``loss`` (the learner's)
+    is the loss without beta too: a reward or a loss without beta shows where beta is missing, not
+    that it is missing everywhere."""
+    no_beta = [m for m in loss_mistakes if m.name == NO_BETA[0]]
+    if no_beta and loss is not None and loss.shape == () and no_beta[0].matches(loss, 1e-3, 1e-5):
+        return mistakes
+    return [Mistake(*words, m.output) if m.name == NO_BETA[0] else m for m in mistakes]
+
+
 def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
     for index, name in ((1, "chosen"), (2, "rejected")):
         t = got[name]["tensor"]
         assert_true(tuple(t.shape) == (size,), f"{what}: {name}_rewards has shape {tuple(t.shape)}; expected ({size},), one per pair")
-        expected, mistakes = in_dtype_of(t, want[index], mistakes_of(index))
+        loss = got["loss"]["tensor"]
+        loss = loss.double() if loss.is_floating_point() else None
+        named = where_beta_is_missing(mistakes_of(index), loss, mistakes_of(0), REWARDS_NO_BETA)
+        expected, mistakes = in_dtype_of(t, want[index], named)
         assert_close(t, expected, f"{what}: {name}_rewards", oracle=f"beta * (policy_{name} - reference_{name})", atol=atol,
                      rtol=rtol, mistakes=mistakes)
 
@@ -297,7 +315,9 @@ def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
 def check_loss(got, want, what, mistakes_of, atol=1e-5, rtol=1e-4):
     t = got["loss"]["tensor"]
     assert_true(t.dim() == 0, f"{what}: the loss has shape {tuple(t.shape)}; expected a 0-d tensor, the mean over the batch")
-    expected, mistakes = in_dtype_of(t, want[0], mistakes_of(0))
+    # checked after the rewards: they have beta, so a loss without it is missing it alone
+    named = [Mistake(*LOSS_NO_BETA, m.output) if m.name == NO_BETA[0] else m for m in mistakes_of(0)]
+    expected, mistakes = in_dtype_of(t, want[0], named)
     assert_close(t, expected, f"{what}: the loss", oracle="the mean of -logsigmoid(chosen_rewards - rejected_rewards)", atol=atol,
                  rtol=rtol, mistakes=mistakes)
 

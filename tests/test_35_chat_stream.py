@@ -371,6 +371,9 @@ HELD_TO_END = ("the text held back until the tokens ran out (nothing streamed)",
                "right after the token that makes it final, before the next token is taken.")
 ONE_LATE = ("each piece yielded one token late", "Yield the final part of the text right after decoding, before taking the "
             "next token from token_ids.")
+NOT_EARLIEST = ("the text cut at a stop string that is not the earliest in the text (the first in stop_strings, or the last "
+                "found)", "When several stop strings occur, cut at the earliest: min(text.find(s) for s in stop_strings if s in "
+                "text), whatever their order in the list.")
 TOO_MANY_TAKEN = ("tokens taken from token_ids after the stop string was found", "Return as soon as a stop string occurs: every "
                   "token taken after it is a model step wasted (and a model that runs on).")
 
@@ -507,6 +510,8 @@ def joined_mistakes(joined, vocab, ids, stops, want):
     alone = "".join(decode([i]) for i in ids)
     at, cut_alone = first_stop(full, stops), first_stop(alone, stops)
     said = []
+    if at is not None and any(joined == full[: full.find(s)] for s in stops if full.find(s) > at):
+        said.append(NOT_EARLIEST)
     if at is not None and joined == full:
         said.append(STOPS_IGNORED)
     elif at is not None and full.startswith(joined.removesuffix(FFFD)) and any(joined.startswith(full[:at] + s) for s in stops
@@ -602,6 +607,57 @@ def test_text_takes_no_token_after_the_stop_string(impl, gen):
             raise Mismatch(f"{what} took {got['taken_before']} tokens when stream_text was called, before the first next(); "
                            f"expected none until a piece is asked for\nThis looks like: {HELD_TO_END[0]}. {HELD_TO_END[1]}")
         check_timing(got, vocab, ids, stops, what)
+
+
+def exact_tokens(gen, segments):
+    """``(vocab, ids)`` for ``segments``: pairs ``(text, exact)``, an exact one a single token, the
+    others cut at random as ``tokenize`` cuts (with a boundary inside their first multi-byte
+    character)."""
+    chunks = []
+    for text, exact in segments:
+        raw = text.encode("utf-8")
+        if exact or not raw:
+            chunks += [raw] if raw else []
+            continue
+        vocab, ids = tokenize(gen, raw)
+        chunks += [vocab[i] for i in ids]
+    distinct = sorted(set(chunks))
+    order = torch.randperm(len(distinct), generator=gen).tolist()
+    vocab = [distinct[i] for i in order]
+    index = {b: i for i, b in enumerate(vocab)}
+    return vocab, [index[c] for c in chunks]
+
+
+def two_stops_case(gen, nested, earliest_first):
+    """Text in which one token completes two stop strings at once: ``nested``, a stop string and a
+    proper end of it of 2 characters or more (both end at its last character); else two stop strings
+    side by side, the token holding the first one's last character and all of the second. The one
+    that begins first in the text is listed first with ``earliest_first``, else second."""
+    words = [WORDS[n(gen, 0, len(WORDS) - 1)] + " " for _ in range(n(gen, 2, 5))]
+    after = "".join(WORDS[n(gen, 0, len(WORDS) - 1)] + " " for _ in range(n(gen, 2, 4)))
+    if nested:
+        ends = [(s, s[k:]) for s in STOPS for k in range(1, len(s) - 1) if s[k:] not in s[:-1]]  # none complete before
+        first, second = ends[n(gen, 0, len(ends) - 1)]  # second an end of first: both complete at its last character
+        segments = [("".join(words), False), (first[:-1], False), (first[-1], True), (after, False)]
+    else:
+        pair = torch.randperm(len(STOPS), generator=gen)[:2].tolist()
+        first, second = STOPS[pair[0]], STOPS[pair[1]]
+        if second.startswith(first[-1]) or first.endswith(second[0]):  # no other overlap than the one made here
+            first, second = "###", "</s>"
+        segments = [("".join(words), False), (first[:-1], False), (first[-1] + second, True), (after, False)]
+    vocab, ids = exact_tokens(gen, segments)
+    return vocab, ids, [first, second] if earliest_first else [second, first]
+
+
+def test_text_cuts_at_the_earliest_of_two_stop_strings_one_token_completes(impl, gen):
+    """Two stop strings complete with the same token: the text is cut at the one that begins first,
+    whichever the list names first (a cut at the first found in the list, or at the last found,
+    passes every other check)."""
+    for nested in (True, False):
+        for earliest_first in (False, True):
+            vocab, ids, stops = two_stops_case(gen, nested, earliest_first)
+            what = describe_text(vocab, ids, stops) + ": one token completes both stop strings"
+            check_timing(run_text(impl, vocab, ids, stops), vocab, ids, stops, what)
 
 
 def test_text_never_splits_a_character(impl, gen):

@@ -243,3 +243,22 @@ def check_resources(resources: dict | None, what: str, scale: str, growth: int) 
                        + (f", and it started {threads} thread(s)" if threads > 0 else "") + " "
                        f"(allowed: {growth / 2**20:.0f} MiB; {scale}). Memory made outside PyTorch (NumPy, lists), "
                        "on another thread or at import counts too: compute one block_q x block_k tile at a time.")
+
+
+# ------------------------------------------------------------------ names for 31-35 (issue #25): a name only when it fits alone
+
+
+def fitting_alone(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float = 1e-3,
+                  atol: float = 1e-4) -> list[Mistake]:
+    """The one mistake whose output ``actual`` matches (and the correct output does not), as a
+    list of at most one: empty when none fits, or when mistakes under different names fit alike
+    (the evidence does not tell them apart, so neither is named). Pass the result to
+    ``assert_close(..., mistakes=...)``."""
+    fits = []
+    for m in mistakes:
+        try:
+            if m.matches(actual, rtol, atol) and not m.matches(expected, rtol, atol):
+                fits.append(m)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+    return fits[:1] if len({m.name for m in fits}) == 1 else []
