@@ -73,6 +73,22 @@ def describe(cfg, idx):
     return f"FastGPT({', '.join(f'{k}={cfg[k]}' for k in keys)}) on token ids of shape {tuple(idx.shape)}"
 
 
+def padding_named(open_columns, v, vp):
+    """The name for the padded columns left open (``open_columns``, counted from column ``v``): all
+    of them, the first few (a mask that starts late) or the last few (one that stops short); else none."""
+    k = len(open_columns)
+    if k == vp - v:
+        return ("\nThis looks like: the padded logits are not masked. Add a buffer that is 0 for the real tokens and -inf for the "
+                "padding to the logits (as F.linear's bias).")
+    if open_columns == list(range(k)):
+        return (f"\nThis looks like: the padding mask starts {k} column(s) late: the first pad column(s), from {v}, left open. "
+                "logit_mask[vocab_size:] = -inf covers every column from vocab_size on.")
+    if open_columns == list(range(vp - v - k, vp - v)):
+        return (f"\nThis looks like: the padding mask stops {k} column(s) short of the last. logit_mask[vocab_size:] = -inf covers "
+                "every column up to padded_vocab_size - 1.")
+    return ""
+
+
 def check_padding(logits, cfg, what):
     v, vp = cfg["vocab_size"], padded(cfg["vocab_size"])
     assert_true(logits.shape[-1] == vp, f"{what}: the logits have {logits.shape[-1]} columns, expected padded_vocab_size({v}) = {vp}")
@@ -83,9 +99,9 @@ def check_padding(logits, cfg, what):
                            f"{float(pad.max()):.4g}).\nThis looks like: the padded logits are masked with a finite number. Use -inf, as "
                            "the docstring says: exactly probability 0 for every sampler, in every dtype, whatever the real logits.")
         worst = float(pad[~torch.isneginf(pad)].max())
+        open_columns = (~torch.isneginf(pad)).reshape(-1, vp - v).any(0).nonzero().flatten().tolist()
         raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are not all -inf (one is {worst:.4g}), so a sampler can pick "
-                       "an id that is no token and the loss gives them probability.\nThis looks like: the padded logits are not masked. "
-                       "Add a buffer that is 0 for the real tokens and -inf for the padding to the logits (as F.linear's bias).")
+                       "an id that is no token and the loss gives them probability." + padding_named(open_columns, v, vp))
 
 
 def test_padded_vocab_size(impl, gen):

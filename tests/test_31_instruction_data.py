@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error, fitting_alone
 from harness.draw import n
 from harness.failures import Mismatch
 from harness.impl import File, load_part
@@ -196,9 +196,9 @@ def width_mistakes(batch, kwargs):
     out = [Mistake(*NOT_CUT, torch.tensor(longest + 1 if allowed is None else min(longest + 1, allowed)))]
     if allowed is None or allowed >= longest:  # nothing to cut: a width of longest - 1 had no room for the end-of-text token
         out.append(Mistake(*NO_EOS_ROOM, torch.tensor(longest - 1)))
-    if allowed is not None and allowed >= longest:  # nothing to cut: a width of about allowed_max_length was padded to it
+    if allowed is not None and allowed > longest:  # nothing to cut: a width of about allowed_max_length was padded to it
         out += [Mistake(*ALLOWED_WIDTH, torch.tensor(w)) for w in (allowed, allowed - 1, allowed + 1)]
-    elif allowed is not None:  # a cut: one column off it is the cut's mistake
+    elif allowed is not None:  # a cut (at the width itself when allowed == longest): one column off it is the cut's mistake
         out += [Mistake(*CUT_OFF_BY_ONE, torch.tensor(w)) for w in (allowed - 1, allowed + 1)]
         out.append(Mistake(*NOT_TRUNCATED, torch.tensor(longest)))
     else:
@@ -224,10 +224,16 @@ def target_mistakes(batch, kwargs):
     return out
 
 
-def check_batch(got, batch, kwargs, what):
+def check_batch(got, batch, kwargs, what, named=True):
     """``got`` (what collate returned) against the oracle: its structure, dtype and width, the
-    inputs, the targets that predict the text (where an unshifted target shows), then all targets."""
+    inputs, the targets that predict the text (where an unshifted target shows), then all targets.
+    With ``named``, a mistake of collate's whose output alone the learner's fits is named; without
+    (a batch of the learner's own dataset, whose mistakes can look like collate's), none is."""
     want_x, want_y = batch_oracle(batch, **kwargs)
+
+    def alone(actual, expected, mistakes):
+        return fitting_alone(actual, expected, mistakes) if named else []
+
     if type(got) not in (tuple, list) or len(got) != 2 or not all(isinstance(t, torch.Tensor) for t in got):
         raise Mismatch(f"{what} returned {type(got).__name__}; expected a tuple (inputs, targets) of two tensors")
     x, y = got
@@ -238,17 +244,17 @@ def check_batch(got, batch, kwargs, what):
                                                                 f"({len(batch)}, width): one row per sequence")
     assert_close(torch.tensor(x.shape[1]), torch.tensor(want_x.shape[1]), f"{what}: the width of inputs (their number of columns)",
                  oracle="the batch's longest len(token_ids)" + (", cut to allowed_max_length" if kwargs.get("allowed_max_length") else ""),
-                 mistakes=width_mistakes(batch, kwargs))
+                 mistakes=alone(torch.tensor(x.shape[1]), torch.tensor(want_x.shape[1]), width_mistakes(batch, kwargs)))
     if y.shape != x.shape:
         uncut = kwargs.get("allowed_max_length") is not None and y.dim() == 2 and y.shape[1] == batch_oracle(batch, **{
             **kwargs, "allowed_max_length": None})[1].shape[1] > x.shape[1]
         raise Mismatch(f"{what}: targets have shape {tuple(y.shape)} and inputs {tuple(x.shape)}; expected the same"
-                       + (f"\nThis looks like: {ONLY_INPUTS_CUT[0]}. {ONLY_INPUTS_CUT[1]}" if uncut else ""))
+                       + (f"\nThis looks like: {ONLY_INPUTS_CUT[0]}. {ONLY_INPUTS_CUT[1]}" if uncut and named else ""))
     pad = kwargs.get("pad_token_id", 50256)
     x_mistakes = [Mistake(*PAD_50256, batch_oracle(batch, **{**kwargs, "pad_token_id": 50256})[0])] if pad != 50256 else []
     x_mistakes += padded_with(x, want_x, batch)
     assert_close(x, want_x, f"{what}: inputs", oracle="seq[:-1], seq = token_ids + [pad_token_id] * (longest + 1 - n)",
-                 mistakes=x_mistakes)
+                 mistakes=alone(x, want_x, x_mistakes))
     j = torch.arange(want_y.shape[1])[None, :]
     lengths = torch.tensor([len(ids) for ids, _ in batch])[:, None]
     of_text = (want_y != kwargs.get("ignore_index", -100)) & (j < lengths - 1)  # the targets that are a token of the text
@@ -257,9 +263,10 @@ def check_batch(got, batch, kwargs, what):
         seen = torch.where(of_text, y, want_y)
         if unshifted.matches(seen, 1e-3, 1e-4):
             assert_close(seen, want_y, f"{what}: targets, at the positions that predict a token of the text", oracle="seq[1:]",
-                         mistakes=[unshifted])
+                         mistakes=[unshifted] if named else [])
     assert_close(y, want_y, f"{what}: targets", oracle="seq[1:] with ignore_index for the pads after the first"
-                 + (" and for j < prompt_length - 1" if kwargs.get("mask_prompt") else ""), mistakes=target_mistakes(batch, kwargs))
+                 + (" and for j < prompt_length - 1" if kwargs.get("mask_prompt") else ""),
+                 mistakes=alone(y, want_y, target_mistakes(batch, kwargs)))
 
 
 def padded_with(x, want_x, batch):
@@ -392,7 +399,7 @@ def test_dataset_and_collate_in_a_dataloader_with_gpt2s_tokenizer(impl, gen):
                                                               f"expected {len(chunks)}")
     for b, (batch, chunk) in enumerate(zip(got, chunks)):
         lengths = [len(ids) for ids, _ in chunk]
-        check_batch(batch, chunk, kwargs, f"{what}, batch {b} (sequences of lengths {lengths})")
+        check_batch(batch, chunk, kwargs, f"{what}, batch {b} (sequences of lengths {lengths})", named=False)
 
 
 # ------------------------------------------------------------------------------------ collate

@@ -46,6 +46,13 @@ GREEDY_SAMPLING = ("greedy argmax although temperature > 0", "With temperature >
                    "generator=generator).")
 TOP_K_PLUS_ONE = ("top-k keeps k + 1 tokens", "The threshold is the k-th largest logit, torch.topk(logits, top_k).values[-1] "
                   "(index k - 1 of the sorted values); set the logits below it to -inf.")
+TOP_K_MINUS_ONE = ("top-k keeps k - 1 tokens: the k-th largest dropped", "Keep every logit at least the k-th largest: only "
+                   "logits < kth become -inf (not <=).")
+TEMPERATURE_LAST = ("the temperature applied after top-p chose its tokens (top-p on the unscaled probabilities)",
+                    "Divide the logits by temperature first; top-k and top-p then work on the scaled logits and their softmax.")
+CONTEXT_ONE_SHORT = ("the stream stopped one token before the context was full",
+                     "Run min(max_new_tokens, context_length - num_tokens) steps: the last token makes num_tokens + yielded "
+                     "== context_length, and it is yielded (it is never fed, so it needs no position).")
 TOP_P_CROSSING = ("top-p drops the token that crosses top_p", "Keep a token while the probability mass BEFORE it (cumsum - p) "
                   "is < top_p: the token that crosses top_p stays.")
 TOP_P_IGNORED = ("top_p not applied", "With top_p, set the logits of the tokens outside the nucleus to -inf before the softmax.")
@@ -61,9 +68,10 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
     """Exercise 10's rule on one row of float64 logits; ``variant`` makes a known mistake."""
     if temperature == 0 or variant == "greedy":
         return int(torch.argmax(logits))
-    scaled = logits * temperature if variant == "times_temperature" else logits / (1.0 if variant == "no_temperature" else temperature)
+    unscaled = variant in ("no_temperature", "temperature_last")
+    scaled = logits * temperature if variant == "times_temperature" else logits / (1.0 if unscaled else temperature)
     if top_k is not None and variant != "no_top_k":
-        keep = min(top_k + (variant == "top_k_plus_one"), scaled.numel())
+        keep = min(max(top_k + (variant == "top_k_plus_one") - (variant == "top_k_minus_one"), 1), scaled.numel())
         kth = torch.sort(scaled, descending=True).values[keep - 1]
         scaled = torch.where(scaled >= kth, scaled, torch.tensor(float("-inf"), dtype=scaled.dtype))
     if top_p is not None and variant != "no_top_p":
@@ -75,6 +83,8 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
         kept = torch.zeros_like(kept_ranked)
         kept[order] = kept_ranked
         scaled = torch.where(kept, scaled, torch.tensor(float("-inf"), dtype=scaled.dtype))
+    if variant == "temperature_last":
+        scaled = scaled / temperature
     return int(torch.multinomial(torch.softmax(scaled, dim=0), 1, generator=generator))
 
 
@@ -196,10 +206,10 @@ def test_greedy_stream_equals_generation_on_the_whole_sequence(impl, gen):
 # the sampling runs, one after another, and the mistakes of the rule each is the first to show (an earlier run passed)
 SAMPLING_RUNS = [("temperature", [(NO_TEMPERATURE, "no_temperature"), (TIMES_TEMPERATURE, "times_temperature"),
                                   (GREEDY_SAMPLING, "greedy")]),
-                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_IGNORED, "no_top_k")]),
-                 ("top_p", [(TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p")]),
-                 ("both", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_IGNORED, "no_top_k"), (TOP_P_CROSSING, "top_p_crossing"),
-                           (TOP_P_IGNORED, "no_top_p")])]
+                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k")]),
+                 ("top_p", [(TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")]),
+                 ("both", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k"),
+                           (TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")])]
 
 
 def test_sampled_stream_equals_generate_with_the_same_seed(impl, gen):
@@ -255,7 +265,7 @@ def test_stream_stops_at_eos_without_yielding_it(impl, gen):
 def test_stream_stops_when_the_context_is_full(impl, gen):
     cfg, params = case(gen)
     ctx = cfg["context_length"]
-    for length in (n(gen, 1, ctx - 2), ctx):
+    for length in (n(gen, 1, ctx - 2), ctx - 1, ctx):  # room for some tokens, for exactly one, for none
         idx = prompt(gen, cfg, length)
         steps = ctx - length + n(gen, 2, 6)
         what = describe(cfg, idx, steps)
@@ -268,7 +278,8 @@ def test_stream_stops_when_the_context_is_full(impl, gen):
                            f"sequence fills the context ({length} + {ctx - length} = {ctx} tokens)\nThis looks like: the context "
                            "limit not checked. Run at most min(max_new_tokens, context_length - num_tokens) steps, "
                            "context_length = model.pos_emb.num_embeddings.") from None
-        check_tokens(got, generation(idx, params, cfg, steps), what)
+        want = generation(idx, params, cfg, steps)
+        check_tokens(got, want, what, mistakes=[(*CONTEXT_ONE_SHORT, want[:-1])] if want else [])
 
 
 def test_stream_refuses_a_batch_and_a_prompt_longer_than_the_context(impl, gen):
