@@ -158,8 +158,8 @@ def token_ids(gen, length, pad_token_id) -> list[int]:
 
 def ragged_batch(gen, pad_token_id, size=None, lo=2, hi=20, prompts=True):
     """``size`` (ids, prompt_length) pairs of different lengths (the shortest at least 2 shorter than
-    the longest), prompt lengths mostly in [2, n - 1], now and then 0 or n, and always 0 in the
-    longest row and n in the second."""
+    the longest), prompt lengths mostly in [2, n - 1], now and then 0 or n; from three rows on,
+    always one of each: the first row's from 3 to n - 1, the second's 0, the third's n."""
     size = size or n(gen, 2, 5)
     lengths = [n(gen, lo + 2, hi)]
     lengths.append(n(gen, lo, lengths[0] - 2))
@@ -169,9 +169,10 @@ def ragged_batch(gen, pad_token_id, size=None, lo=2, hi=20, prompts=True):
         edge = n(gen, 0, 5)
         p = 0 if edge == 0 else length if edge == 1 else n(gen, min(2, length), max(length - 1, min(2, length)))
         batch.append((token_ids(gen, length, pad_token_id), p if prompts else 0))
-    if prompts:  # the edges always: a row without a prompt, and (from the second) one that is all prompt
-        batch[0] = (batch[0][0], 0)
-        batch[1] = (batch[1][0], len(batch[1][0]))
+    if prompts and size >= 3:  # the edges always, beside a prompt in the middle: a row without a prompt, one all prompt
+        batch[0] = (batch[0][0], n(gen, 3, len(batch[0][0]) - 1))
+        batch[1] = (batch[1][0], 0)
+        batch[2] = (batch[2][0], len(batch[2][0]))
     return [batch[i] for i in torch.randperm(len(batch), generator=gen).tolist()]
 
 

@@ -51,7 +51,8 @@ FIRST_TOKEN = ("the first token of each row, [:, 0]", "Causal attention: only th
 def shifted(k):
     """The name of each row's logits taken ``k`` positions after (``k > 0``) or before its last real token."""
     where = f"{k} position(s) past" if k > 0 else f"{-k} position(s) before"
-    return (f"each row's logits taken {where} its last real token (lengths{k - 1:+d} for lengths - 1)",
+    index = "lengths" if k == 1 else f"lengths {'+' if k > 1 else '-'} {abs(k - 1)}"
+    return (f"each row's logits taken {where} its last real token (index {index}, not lengths - 1)",
             "Row b's last real token is at index lengths[b] - 1 (0-based): logits[torch.arange(batch), lengths - 1].")
 
 
@@ -102,15 +103,15 @@ def trainable(cfg, k, names):
 # ------------------------------------------------------------------------------------ cases
 
 
-def case(gen, rows=(2, 5), full_context=False, **fixed):
+def case(gen, rows=(2, 5), full_context=False, classes=(2, 5), head_scale=0.5, **fixed):
     """A config, a class count, the classifier's parameters and a ragged right-padded batch: token
     ids (pads are random ids too), lengths (one row full, one shorter) and labels."""
     heads = n(gen, 1, 3)  # emb_dim of 4 or more: over 2 numbers a LayerNorm has two outputs, and rows look alike
     cfg = random_config(gen, **{"context_length": n(gen, 4, 12), "n_heads": heads, "emb_dim": heads * n(gen, 4, 6), **fixed})
-    num_classes = n(gen, 2, 5)
+    num_classes = n(gen, *classes)
     fixed_width = cfg["context_length"] if full_context else None  # a batch exactly as wide as the context
     params = {k: v for k, v in gpt_params(gen, cfg).items() if k != "out_head.weight"}
-    params["out_head.weight"] = torch.randn(num_classes, cfg["emb_dim"], generator=gen) * 0.5
+    params["out_head.weight"] = torch.randn(num_classes, cfg["emb_dim"], generator=gen) * head_scale
     params["out_head.bias"] = torch.randn(num_classes, generator=gen) * 0.5
     batch, width = n(gen, *rows), fixed_width or n(gen, 3, cfg["context_length"])
     ids = torch.randint(0, cfg["vocab_size"], (batch, width), generator=gen)
@@ -387,18 +388,53 @@ def test_gradients_reach_only_the_trainable_parameters(impl, gen):
 # ------------------------------------------------------------------------------------ accuracy
 
 
+def telling_labels(gen, predicted, by_rule, num_classes, restarts=4, passes=3):
+    """Labels under which the accuracies tell the positions apart: the right accuracy differs from
+    every wrong position's, then the last column's from every other's, then as many as can be
+    differ from each other. Found by trying, row after row, each label a position predicts there
+    (and one random class), from the right predictions and from random labels. So a wrong accuracy
+    is named only when one position alone gives it."""
+    distinct = []
+    for p in [predicted, *by_rule]:
+        if not any(torch.equal(p, q) for q in distinct):
+            distinct.append(p)
+    column = by_rule[0]  # position_rules lists the last column first
+
+    def score(labels):
+        counts = [int((p == labels).sum()) for p in distinct]
+        column_count = int((column == labels).sum())
+        return (counts.count(counts[0]) == 1, torch.equal(column, predicted) or counts.count(column_count) == 1,
+                sum(counts.count(c) == 1 for c in counts), int((predicted != labels).sum()) > 0)
+
+    best, best_score = None, None
+    for restart in range(restarts):
+        labels = predicted.clone() if restart == 0 else torch.randint(0, num_classes, predicted.shape, generator=gen)
+        for _ in range(passes):
+            for b in range(len(labels)):
+                options = {int(p[b]) for p in distinct} | {n(gen, 0, num_classes - 1)}
+                tried = []
+                for c in sorted(options):
+                    labels[b] = c
+                    tried.append((score(labels), c))
+                labels[b] = max(tried)[1]
+        if best_score is None or score(labels) > best_score:
+            best, best_score = labels.clone(), score(labels)
+    return best
+
+
 def test_classification_accuracy_counts_the_right_predictions(impl, gen):
     for _ in range(2):
-        cfg, num_classes, params, ids, lengths, _ = case(gen, rows=(4, 8))
+        # more classes, a wider head, six positions or more: each position predicts its own class, so that the accuracies tell
+        # the positions apart
+        cfg, num_classes, params, ids, lengths, _ = case(gen, rows=(6, 9), classes=(4, 6), head_scale=3.0,
+                                                         context_length=n(gen, 6, 12), full_context=True)
+        params["pos_emb.weight"] = params["pos_emb.weight"] * 6.0  # and the position weighs more than the token
         rules = position_rules(lengths, ids.size(1))
         with torch.no_grad():
             predicted = last_real(ids, lengths, params, cfg).argmax(-1)
             everywhere = classifier_logits(ids, params, cfg)
             by_rule = [everywhere[torch.arange(ids.size(0)), p].argmax(-1) for _, p in rules]
-        other = (predicted + torch.randint(1, num_classes, predicted.shape, generator=gen)) % num_classes
-        labels = torch.where(torch.rand(predicted.shape, generator=gen) < 0.5, predicted, other)
-        for wrong in by_rule:  # where a wrong position predicts otherwise, the right prediction is the label
-            labels = torch.where(wrong != predicted, predicted, labels)
+        labels = telling_labels(gen, predicted, by_rule, num_classes)
         got = impl.scenario("classify_run.accuracy", cfg, num_classes, params, ids, lengths, labels, substitute=PARTS).out
         what = f"classification_accuracy on {describe(cfg, ids, lengths)}, labels {labels.tolist()}"
         assert_true(got["type"] == "float", f"{what} returned a {got['type']}; expected a Python float (.item())")

@@ -184,14 +184,17 @@ def padded(rows, pad, ignore_index=-100):
 
 def preference_batch(gen, cfg, rows=(2, 4)):
     """A batch as ``collate_preferences`` makes it: per pair one prompt and two answers of their own
-    lengths, the chosen and the rejected sequences padded apart (the pad a random id)."""
+    lengths, the chosen and the rejected sequences padded apart (the pad a random id); the first
+    chosen sequence exactly context_length tokens long."""
     limit, vocab = cfg["context_length"], cfg["vocab_size"]
     pad = n(gen, 0, vocab - 1)
     sides = {"chosen": [], "rejected": []}
-    for _ in range(n(gen, *rows)):
+    for pair in range(n(gen, *rows)):
         prompt = torch.randint(0, vocab, (n(gen, 1, limit - 2),), generator=gen).tolist()
-        for rows_of_side in sides.values():
-            answer = torch.randint(0, vocab, (n(gen, 1, limit - len(prompt)),), generator=gen).tolist()
+        for side, rows_of_side in sides.items():
+            room = limit - len(prompt)  # the first pair's chosen sequence fills the context exactly, whatever the draw
+            length = room if pair == 0 and side == "chosen" else n(gen, 1, room)
+            answer = torch.randint(0, vocab, (length,), generator=gen).tolist()
             rows_of_side.append((prompt + answer, len(prompt)))
     batch = {}
     for side, rows_of_side in sides.items():
