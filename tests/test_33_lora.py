@@ -43,6 +43,9 @@ NOT_DEEP = ("only the model's direct children replaced", "Recurse: a Linear may 
             "ModuleList, a block); call the function on every child that is not a Linear.")
 COUNTED_ALL = ("every parameter counted, not only the trainable ones",
                "Return sum(p.numel() for p in model.parameters() if p.requires_grad).")
+ALL_FROZEN = ("every parameter frozen, A and B too: the freezing done after the layers were replaced",
+              "Freeze the model's parameters first, then replace the linear layers: the new LoRALayers' A and B are created "
+              "trainable and stay so.")
 SQRT_RANK = ("the update scaled by alpha / sqrt(rank) (rsLoRA's scaling), not alpha / rank",
              "This LoRA (Hu et al.'s, the book's, peft's default) scales by alpha / rank.")
 SCALED_TWICE = ("the scaling applied twice: (alpha / rank) ** 2", "Multiply by scaling = alpha / rank once: in the forward, "
@@ -287,6 +290,8 @@ def test_replace_freezes_everything_but_A_and_B_and_counts_them(impl, gen):
                        + (f"; these should train: {', '.join(missing[:5])}" if missing else ""))
             if extra and not missing:
                 message += f"\nThis looks like: {BASE_TRAINABLE[0]}. {BASE_TRAINABLE[1]}"
+            elif not trainable and lora_names:
+                message += f"\nThis looks like: {ALL_FROZEN[0]}. {ALL_FROZEN[1]}"
             raise Mismatch(message)
         count, total = res["count"], sum(v.numel() for v in res["params"].values())
         assert_true(type(count) is int, f"{what} returned {count}; expected an int, the number of trainable parameters")

@@ -57,6 +57,10 @@ SUBTRACTED = [(MERGE, MERGE.replace("+=", "-="))]
 UNTRANSPOSED = [(MERGE, MERGE.replace("(lora.A @ lora.B).T", "(lora.A @ lora.B)"))]
 NO_UPDATE = [(FORWARD, "return self.linear(x)")]
 NO_LINEAR = [(FORWARD, "return self.lora(x)")]
+FREEZE_ALL = "    for p in model.parameters():\n        p.requires_grad_(False)\n"
+FROZEN_AFTER = [(FREEZE_ALL, ""), ("    replace(model)\n", "    replace(model)\n" + FREEZE_ALL)]
+BASE_LEFT = [("        p.requires_grad_(False)\n", "        pass\n")]
+REPLACES = "test_replace_freezes_everything_but_A_and_B_and_counts_them"
 FORMULA33 = "test_lora_layer_matches_the_formula"
 LINEAR33 = "test_linear_with_lora_adds_the_update_to_the_linear_layer"
 MERGES = "test_merge_folds_the_update_into_the_weights"
@@ -134,6 +138,7 @@ NAMED = [
     ("the update subtracted, not added", LORA, SUBTRACTED, M33, MERGES),
     ("the update scaled by", LORA, SCALED_0_7, M33, FORMULA33),
     ("the low-rank update left out", LORA, NO_UPDATE, M33, LINEAR33),
+    ("every parameter frozen, A and B too", LORA, FROZEN_AFTER, M33, REPLACES),
     ("beta missing from the rewards returned", DPO, REWARDS_NO_BETA, M34, FORMULA34),
     ("beta missing from the rewards returned", DPO, REWARDS_NO_BETA, M34, BATCH34),
     ("beta applied twice in the loss", DPO, BETA_TWICE, M34, FORMULA34),
@@ -174,6 +179,7 @@ NEAR = [
     ("the update subtracted", LORA, UNTRANSPOSED, M33, MERGES),
     ("the update scaled by", LORA, NO_LINEAR, M33, LINEAR33),
     ("the low-rank update left out", LORA, NO_LINEAR, M33, LINEAR33),
+    ("every parameter frozen", LORA, BASE_LEFT, M33, REPLACES),
     ("beta left out", DPO, REWARDS_NO_BETA, M34, FORMULA34),  # once its wrong name
     ("beta missing from the rewards returned", DPO, NO_BETA, M34, FORMULA34),
     ("beta missing from the loss", DPO, BETA_TWICE, M34, FORMULA34),
