@@ -159,6 +159,7 @@ def check_padding(logits, cfg, what):
                            f"{float(pad.max()):.4g}).\nThis looks like: the padded logits are masked with a finite number. Use -inf, as "
                            "the docstring says: exactly probability 0 for every sampler, in every dtype, whatever the real logits.")
         worst = float(pad[~torch.isneginf(pad)].max())
+        open_columns = (~torch.isneginf(pad)).reshape(-1, vp - v).any(0).nonzero().flatten().tolist()
         raise Mismatch(f"{what}: the padded logits (columns {v}..{vp - 1}) are not all -inf (one is {worst:.4g}), so a sampler can pick "
                        "an id that is no token and the loss gives them probability."
                        # with one padded column, a mask one column late looks the same: no name then

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error, fitting_alone
 from harness.draw import n
 from harness.failures import Mismatch
 from harness.impl import File, load_part
@@ -59,6 +59,20 @@ FIXED_WIDTH = ("padded to a fixed length (GPT-2's context, 1024), not to the bat
                "Pad every sequence to longest + 1, longest the largest len(token_ids) in THIS batch.")
 NOT_TRUNCATED = ("inputs and targets not cut to allowed_max_length",
                  "When allowed_max_length is given, keep the first allowed_max_length columns of both: inputs[:, :allowed_max_length].")
+PADS_LATE = ("the padding masked from one position too late (j > n, not j >= n): the first pad after the end-of-text target "
+             "is counted", "Target j = n - 1 is the end-of-text token and stays; every target at j >= n (n = len(token_ids)) is "
+             "a pad and becomes ignore_index.")
+PROMPT_SLICE = ("the prompt masked with a slice, targets[:prompt_length - 1]: with prompt_length 0 that is [:-1], every target "
+                "but the last", "Mask by position, j < prompt_length - 1, which masks nothing when prompt_length is 0 (or 1); a "
+                "slice with a negative end counts from the end of the row.")
+NO_EOS_ROOM = ("padded to the longest sequence, not longest + 1: no room for the end-of-text token after it",
+               "seq = token_ids + [pad_token_id] * (longest + 1 - n): one more than the longest, so that even the longest sequence "
+               "gets its end-of-text target; inputs and targets are then longest wide.")
+CUT_OFF_BY_ONE = ("inputs and targets cut one column off allowed_max_length",
+                  "Keep exactly the first allowed_max_length columns: inputs[:, :allowed_max_length], the same for targets.")
+ONLY_INPUTS_CUT = ("only the inputs cut to allowed_max_length", "Cut both: inputs[:, :allowed_max_length] and "
+                   "targets[:, :allowed_max_length], so that each input still has its target.")
+PROMPT_LENGTH_OFF = ("prompt_length off by one", "prompt_length is len(prompt_ids), the number of the prompt's tokens, exactly.")
 NOT_CUT = ("inputs are the whole padded sequences", "inputs = seq[:-1] and targets = seq[1:]: both drop one token of the "
            "padded sequence, so both are longest wide.")
 
@@ -95,12 +109,16 @@ def batch_oracle(batch, pad_token_id=50256, ignore_index=-100, allowed_max_lengt
         targets[is_pad & (j > first)] = ignore_index
     elif variant == "all_pads":
         targets[j >= lengths[:, None] - 1] = ignore_index
+    elif variant in ("pads_late", "pads_late_2"):
+        targets[j >= lengths[:, None] + (1 if variant == "pads_late" else 2)] = ignore_index
     elif variant != "pads_kept":
         targets[j >= lengths[:, None]] = ignore_index
     if mask_prompt:
         shift = {"prompt_too_far": 0, "prompt_short": 2, "prompt_kept": None}.get(variant, 1)
         if shift is not None:
             targets[j < prompts[:, None] - shift] = ignore_index
+        if variant == "prompt_slice":  # targets[:p - 1] with p = 0 is targets[:-1]
+            targets[(prompts[:, None] == 0) & (j < longest - 1)] = ignore_index
     if allowed_max_length is not None:
         inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
     return inputs, targets
@@ -140,7 +158,8 @@ def token_ids(gen, length, pad_token_id) -> list[int]:
 
 def ragged_batch(gen, pad_token_id, size=None, lo=2, hi=20, prompts=True):
     """``size`` (ids, prompt_length) pairs of different lengths (the shortest at least 2 shorter than
-    the longest), prompt lengths mostly in [2, n - 1], now and then 0 or n."""
+    the longest), prompt lengths mostly in [2, n - 1], now and then 0 or n; from three rows on,
+    always one of each: the first row's from 3 to n - 1, the second's 0, the third's n."""
     size = size or n(gen, 2, 5)
     lengths = [n(gen, lo + 2, hi)]
     lengths.append(n(gen, lo, lengths[0] - 2))
@@ -150,6 +169,10 @@ def ragged_batch(gen, pad_token_id, size=None, lo=2, hi=20, prompts=True):
         edge = n(gen, 0, 5)
         p = 0 if edge == 0 else length if edge == 1 else n(gen, min(2, length), max(length - 1, min(2, length)))
         batch.append((token_ids(gen, length, pad_token_id), p if prompts else 0))
+    if prompts and size >= 3:  # the edges always, beside a prompt in the middle: a row without a prompt, one all prompt
+        batch[0] = (batch[0][0], n(gen, 3, len(batch[0][0]) - 1))
+        batch[1] = (batch[1][0], 0)
+        batch[2] = (batch[2][0], len(batch[2][0]))
     return [batch[i] for i in torch.randperm(len(batch), generator=gen).tolist()]
 
 
@@ -172,8 +195,12 @@ def width_mistakes(batch, kwargs):
     longest = max(len(ids) for ids, _ in batch)
     allowed = kwargs.get("allowed_max_length")
     out = [Mistake(*NOT_CUT, torch.tensor(longest + 1 if allowed is None else min(longest + 1, allowed)))]
-    if allowed is not None:
+    if allowed is None or allowed >= longest:  # nothing to cut: a width of longest - 1 had no room for the end-of-text token
+        out.append(Mistake(*NO_EOS_ROOM, torch.tensor(longest - 1)))
+    if allowed is not None and allowed > longest:  # nothing to cut: a width of about allowed_max_length was padded to it
         out += [Mistake(*ALLOWED_WIDTH, torch.tensor(w)) for w in (allowed, allowed - 1, allowed + 1)]
+    elif allowed is not None:  # a cut (at the width itself when allowed == longest): one column off it is the cut's mistake
+        out += [Mistake(*CUT_OFF_BY_ONE, torch.tensor(w)) for w in (allowed - 1, allowed + 1)]
         out.append(Mistake(*NOT_TRUNCATED, torch.tensor(longest)))
     else:
         out += [Mistake(*FIXED_WIDTH, torch.tensor(w)) for w in (1024, 1023, 1025)]
@@ -184,10 +211,11 @@ def target_mistakes(batch, kwargs):
     def wrong(variant=None, **changed):
         return lambda: batch_oracle(batch, **{**kwargs, **changed}, variant=variant)[1]
 
-    out = [Mistake(*ALL_PADS, wrong("all_pads")), Mistake(*PADS_KEPT, wrong("pads_kept")), Mistake(*BY_VALUE, wrong("by_value"))]
+    out = [Mistake(*ALL_PADS, wrong("all_pads")), Mistake(*PADS_KEPT, wrong("pads_kept")), Mistake(*BY_VALUE, wrong("by_value")),
+           Mistake(*PADS_LATE, wrong("pads_late")), Mistake(*PADS_LATE, wrong("pads_late_2"))]
     if kwargs.get("mask_prompt"):
         out += [Mistake(*PROMPT_KEPT, wrong("prompt_kept")), Mistake(*PROMPT_TOO_FAR, wrong("prompt_too_far")),
-                Mistake(*PROMPT_SHORT, wrong("prompt_short"))]
+                Mistake(*PROMPT_SHORT, wrong("prompt_short")), Mistake(*PROMPT_SLICE, wrong("prompt_slice"))]
     if kwargs.get("allowed_max_length") is not None:
         out.append(Mistake(*CUT_FIRST, wrong("cut_first")))
     if kwargs.get("ignore_index", -100) != -100:
@@ -197,10 +225,16 @@ def target_mistakes(batch, kwargs):
     return out
 
 
-def check_batch(got, batch, kwargs, what):
+def check_batch(got, batch, kwargs, what, named=True):
     """``got`` (what collate returned) against the oracle: its structure, dtype and width, the
-    inputs, the targets that predict the text (where an unshifted target shows), then all targets."""
+    inputs, the targets that predict the text (where an unshifted target shows), then all targets.
+    With ``named``, a mistake of collate's whose output alone the learner's fits is named; without
+    (a batch of the learner's own dataset, whose mistakes can look like collate's), none is."""
     want_x, want_y = batch_oracle(batch, **kwargs)
+
+    def alone(actual, expected, mistakes):
+        return fitting_alone(actual, expected, mistakes) if named else []
+
     if type(got) not in (tuple, list) or len(got) != 2 or not all(isinstance(t, torch.Tensor) for t in got):
         raise Mismatch(f"{what} returned {type(got).__name__}; expected a tuple (inputs, targets) of two tensors")
     x, y = got
@@ -211,12 +245,17 @@ def check_batch(got, batch, kwargs, what):
                                                                 f"({len(batch)}, width): one row per sequence")
     assert_close(torch.tensor(x.shape[1]), torch.tensor(want_x.shape[1]), f"{what}: the width of inputs (their number of columns)",
                  oracle="the batch's longest len(token_ids)" + (", cut to allowed_max_length" if kwargs.get("allowed_max_length") else ""),
-                 mistakes=width_mistakes(batch, kwargs))
-    assert_true(y.shape == x.shape, f"{what}: targets have shape {tuple(y.shape)} and inputs {tuple(x.shape)}; expected the same")
+                 mistakes=alone(torch.tensor(x.shape[1]), torch.tensor(want_x.shape[1]), width_mistakes(batch, kwargs)))
+    if y.shape != x.shape:
+        uncut = kwargs.get("allowed_max_length") is not None and y.dim() == 2 and y.shape[1] == batch_oracle(batch, **{
+            **kwargs, "allowed_max_length": None})[1].shape[1] > x.shape[1]
+        raise Mismatch(f"{what}: targets have shape {tuple(y.shape)} and inputs {tuple(x.shape)}; expected the same"
+                       + (f"\nThis looks like: {ONLY_INPUTS_CUT[0]}. {ONLY_INPUTS_CUT[1]}" if uncut and named else ""))
     pad = kwargs.get("pad_token_id", 50256)
     x_mistakes = [Mistake(*PAD_50256, batch_oracle(batch, **{**kwargs, "pad_token_id": 50256})[0])] if pad != 50256 else []
+    x_mistakes += padded_with(x, want_x, batch)
     assert_close(x, want_x, f"{what}: inputs", oracle="seq[:-1], seq = token_ids + [pad_token_id] * (longest + 1 - n)",
-                 mistakes=x_mistakes)
+                 mistakes=alone(x, want_x, x_mistakes))
     j = torch.arange(want_y.shape[1])[None, :]
     lengths = torch.tensor([len(ids) for ids, _ in batch])[:, None]
     of_text = (want_y != kwargs.get("ignore_index", -100)) & (j < lengths - 1)  # the targets that are a token of the text
@@ -225,9 +264,26 @@ def check_batch(got, batch, kwargs, what):
         seen = torch.where(of_text, y, want_y)
         if unshifted.matches(seen, 1e-3, 1e-4):
             assert_close(seen, want_y, f"{what}: targets, at the positions that predict a token of the text", oracle="seq[1:]",
-                         mistakes=[unshifted])
+                         mistakes=[unshifted] if named else [])
     assert_close(y, want_y, f"{what}: targets", oracle="seq[1:] with ignore_index for the pads after the first"
-                 + (" and for j < prompt_length - 1" if kwargs.get("mask_prompt") else ""), mistakes=target_mistakes(batch, kwargs))
+                 + (" and for j < prompt_length - 1" if kwargs.get("mask_prompt") else ""),
+                 mistakes=alone(y, want_y, target_mistakes(batch, kwargs)))
+
+
+def padded_with(x, want_x, batch):
+    """The named mistake when the inputs differ only at the padding (j >= n), and there all hold one
+    other value: the padding written with that value instead of pad_token_id."""
+    if x.shape != want_x.shape:
+        return []
+    j = torch.arange(want_x.shape[1])[None, :]
+    at_pad = j >= torch.tensor([len(ids) for ids, _ in batch])[:, None]
+    wrong = x != want_x
+    if not bool(wrong.any()) or bool((wrong & ~at_pad).any()) or len(set(x[at_pad].tolist())) != 1:
+        return []
+    value = int(x[at_pad][0])
+    return [Mistake(f"the inputs padded with {value}, not pad_token_id", "Pad the inputs with the pad_token_id argument: seq = "
+                    "token_ids + [pad_token_id] * (longest + 1 - n), inputs = seq[:-1]; only the targets' pads after the first "
+                    "become ignore_index.", torch.where(at_pad, torch.full_like(want_x, value), want_x))]
 
 
 def collate(impl, batch, **kwargs):
@@ -295,7 +351,9 @@ def check_items(items, data, encode, what):
                      mistakes=[Mistake("the prompt's length counted in characters", "Count its tokens: len(prompt_ids).",
                                        torch.tensor(len(prompt_text(e)))),
                                Mistake("the length of the whole example", "prompt_length is the prompt's token count, "
-                                       "len(prompt_ids), not len(token_ids).", torch.tensor(len(prompt + response)))])
+                                       "len(prompt_ids), not len(token_ids).", torch.tensor(len(prompt + response))),
+                               Mistake(*PROMPT_LENGTH_OFF, torch.tensor(len(prompt) - 1)),
+                               Mistake(*PROMPT_LENGTH_OFF, torch.tensor(len(prompt) + 1))])
 
 
 def test_dataset_tokenizes_each_entry_once(impl, gen):
@@ -342,7 +400,7 @@ def test_dataset_and_collate_in_a_dataloader_with_gpt2s_tokenizer(impl, gen):
                                                               f"expected {len(chunks)}")
     for b, (batch, chunk) in enumerate(zip(got, chunks)):
         lengths = [len(ids) for ids, _ in chunk]
-        check_batch(batch, chunk, kwargs, f"{what}, batch {b} (sequences of lengths {lengths})")
+        check_batch(batch, chunk, kwargs, f"{what}, batch {b} (sequences of lengths {lengths})", named=False)
 
 
 # ------------------------------------------------------------------------------------ collate
@@ -380,6 +438,8 @@ def test_collate_pads_to_the_batchs_longest_sequence(impl, gen):
     batch = ragged_batch(gen, 50256)
     longest = max(len(ids) for ids, _ in batch)
     collate(impl, batch, allowed_max_length=longest + n(gen, 2, 40), mask_prompt=bool(n(gen, 0, 1)))
+    for allowed in (longest, longest + 1):  # the limit exactly the width, and one more: nothing is cut either way
+        collate(impl, batch, allowed_max_length=allowed, mask_prompt=True)
     collate(impl, ragged_batch(gen, 50256, hi=12), allowed_max_length=None)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from gpt_oracle import gpt, gpt_params, gpt_shapes, random_config
 
-from harness.compare import Mistake, assert_close, assert_true, expect_value_error
+from harness.compare import Mistake, assert_close, assert_true, expect_value_error, fitting_alone
 from harness.draw import n
 from harness.failures import Mismatch
 from harness.impl import Part
@@ -44,6 +44,33 @@ STILL_TIED = ("the head still tied to the token embedding (the language-model he
               "model.out_head = nn.Linear(emb_dim, num_classes): a new layer with a weight of its own, not tok_emb.weight.")
 VOCAB_SIZED = ("the head still vocab-sized", "The new head maps emb_dim to num_classes: nn.Linear(emb_dim, num_classes).")
 NO_BIAS = ("the head without a bias", "nn.Linear(emb_dim, num_classes) has a bias by default (bias=True), as the book's head.")
+FIRST_TOKEN = ("the first token of each row, [:, 0]", "Causal attention: only the last real token has seen the whole text; take "
+               "logits[b, lengths[b] - 1].")
+
+
+def shifted(k):
+    """The name of each row's logits taken ``k`` positions after (``k > 0``) or before its last real token."""
+    where = f"{k} position(s) past" if k > 0 else f"{-k} position(s) before"
+    index = "lengths" if k == 1 else f"lengths {'+' if k > 1 else '-'} {abs(k - 1)}"
+    return (f"each row's logits taken {where} its last real token (index {index}, not lengths - 1)",
+            "Row b's last real token is at index lengths[b] - 1 (0-based): logits[torch.arange(batch), lengths - 1].")
+
+
+def position_rules(lengths, width):
+    """``(name and fix, positions)`` for each plausible wrong choice of a row's position: the last
+    column, the first, and a shift of the right index by -2, -1, +1, +2 (kept inside the row as an
+    index that wraps, as Python's does, or one clamped to the batch)."""
+    right = lengths.long() - 1
+    rules = [(LAST_COLUMN, torch.full_like(right, width - 1)), (FIRST_TOKEN, torch.zeros_like(right))]
+    for k in (-2, -1, 1, 2):
+        rules.append((shifted(k), (right + k) % width))
+        rules.append((shifted(k), (right + k).clamp(0, width - 1)))
+    return rules
+
+
+def position_mistakes(at, lengths, width):
+    """The mistakes of ``position_rules``, their outputs ``at(positions)`` (computed when asked)."""
+    return [Mistake(*words, (lambda p=p: at(p))) for words, p in position_rules(lengths, width)]
 
 
 # ------------------------------------------------------------------------------------ the oracles
@@ -57,10 +84,6 @@ def classifier_logits(idx, params, cfg):
 def last_real(idx, lengths, params, cfg):
     """``(batch, num_classes)``: each row run alone on its real tokens, the last position's logits."""
     return torch.stack([classifier_logits(idx[b : b + 1, : int(lengths[b])], params, cfg)[0, -1] for b in range(idx.size(0))])
-
-
-def last_column(idx, params, cfg):
-    return classifier_logits(idx, params, cfg)[:, -1]
 
 
 def classifier_shapes(cfg, num_classes):
@@ -80,22 +103,34 @@ def trainable(cfg, k, names):
 # ------------------------------------------------------------------------------------ cases
 
 
-def case(gen, rows=(2, 5), **fixed):
+def case(gen, rows=(2, 5), full_context=False, classes=(2, 5), head_scale=0.5, **fixed):
     """A config, a class count, the classifier's parameters and a ragged right-padded batch: token
     ids (pads are random ids too), lengths (one row full, one shorter) and labels."""
     heads = n(gen, 1, 3)  # emb_dim of 4 or more: over 2 numbers a LayerNorm has two outputs, and rows look alike
     cfg = random_config(gen, **{"context_length": n(gen, 4, 12), "n_heads": heads, "emb_dim": heads * n(gen, 4, 6), **fixed})
-    num_classes = n(gen, 2, 5)
+    num_classes = n(gen, *classes)
+    fixed_width = cfg["context_length"] if full_context else None  # a batch exactly as wide as the context
     params = {k: v for k, v in gpt_params(gen, cfg).items() if k != "out_head.weight"}
-    params["out_head.weight"] = torch.randn(num_classes, cfg["emb_dim"], generator=gen) * 0.5
+    params["out_head.weight"] = torch.randn(num_classes, cfg["emb_dim"], generator=gen) * head_scale
     params["out_head.bias"] = torch.randn(num_classes, generator=gen) * 0.5
-    batch, width = n(gen, *rows), n(gen, 3, cfg["context_length"])
+    batch, width = n(gen, *rows), fixed_width or n(gen, 3, cfg["context_length"])
     ids = torch.randint(0, cfg["vocab_size"], (batch, width), generator=gen)
-    lengths = torch.randint(1, width, (batch,), generator=gen)
-    full = n(gen, 0, batch - 1)
-    lengths[full] = width
+    lengths = boundary_lengths(gen, batch, width)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
     return cfg, num_classes, params, ids, lengths, labels
+
+
+def boundary_lengths(gen, batch, width):
+    """``(batch,)`` lengths in ``[1, width]``, ``width >= 3``: always one row full, one of a single
+    token and (with three rows or more) one of 2 to ``width - 2`` tokens, in random rows: then a
+    position one past the last real token is not the last column, and a row's index never
+    coincides with another rule's for every row."""
+    lengths = torch.randint(1, width, (batch,), generator=gen)
+    rows = torch.randperm(batch, generator=gen).tolist()
+    lengths[rows[0]], lengths[rows[1]] = width, 1
+    if batch > 2:
+        lengths[rows[2]] = n(gen, 2, max(2, width - 2))
+    return lengths
 
 
 def describe(cfg, ids, lengths):
@@ -172,13 +207,22 @@ def name_mistakes(cfg, k, names, got, earlier=None):
     if {x for x in want if x.startswith("final_norm.")} <= missing:
         said.append(NORM_FROZEN)
     blocks = {x for x in got if x.startswith("trf_blocks.")}
+    last_blocks = {j: {x for x in trainable(cfg, j, names) if x.startswith("trf_blocks.")} for j in range(cfg["n_layers"] + 1)}
+    want_blocks = last_blocks[k]
     first = {x for x in names if x.startswith("trf_blocks.") and int(x.split(".")[1]) < k}
     if 0 < k < cfg["n_layers"] and blocks == first:
         said.append(FIRST_BLOCKS)
     elif k == 0 and blocks and blocks == {x for x in names if x.startswith("trf_blocks.")}:
         said.append(MINUS_ZERO)
-    elif earlier is not None and blocks - want and blocks - want <= set(earlier):
-        said.append(NOT_RESET)
+    else:  # blocks left from an earlier call, or the slice off: named only when one of them alone fits
+        not_reset = earlier is not None and bool(blocks - want) and blocks - want <= set(earlier)
+        other = next((j for j, b in last_blocks.items() if b == blocks), None) if blocks != want_blocks else None
+        if not_reset and other is None:
+            said.append(NOT_RESET)
+        elif other is not None and not not_reset:
+            said.append((f"the last {other} block(s) trainable, not the last {k}: the slice of trf_blocks is off",
+                         "model.trf_blocks[len(model.trf_blocks) - trainable_blocks:] holds exactly the last trainable_blocks "
+                         "blocks."))
     return said
 
 
@@ -244,21 +288,20 @@ def test_freeze_refuses_bad_block_counts(impl, gen):
 
 
 def test_last_token_logits_takes_each_rows_last_real_token(impl, gen):
-    batch, width, classes = n(gen, 2, 6), n(gen, 2, 10), n(gen, 2, 7)
+    batch, width, classes = n(gen, 3, 6), n(gen, 4, 10), n(gen, 2, 7)
     for dtype, as_list in ((torch.float32, False), (torch.float64, True)):
         logits = torch.randn(batch, width, classes, generator=gen, dtype=dtype)
-        lengths = torch.randint(1, width, (batch,), generator=gen)
-        lengths[n(gen, 0, batch - 1)] = width
+        lengths = boundary_lengths(gen, batch, width)
         g = torch.randn(batch, classes, generator=gen, dtype=dtype)
         arg = lengths.tolist() if as_list else lengths
         res = impl.call("classify.last_token_logits", logits, arg, grad_output=g, grad_wrt=(0,), substitute=PARTS)
         rows = torch.arange(batch)
         what = (f"last_token_logits(logits of shape {tuple(logits.shape)}, {dtype}, lengths={lengths.tolist()}"
                 + (" as a list)" if as_list else ")"))
-        assert_close(res.out, logits[rows, lengths - 1], what, oracle="logits[b, lengths[b] - 1] for each row b",
-                     mistakes=[Mistake(*LAST_COLUMN, logits[:, -1]),
-                               Mistake("the first token of each row, [:, 0]", "Causal attention: only the last real token "
-                                       "has seen the whole text; take logits[b, lengths[b] - 1].", logits[:, 0])])
+        want = logits[rows, lengths - 1]
+        mistakes = position_mistakes(lambda p, logits=logits, rows=rows: logits[rows, p], lengths, width)
+        assert_close(res.out, want, what, oracle="logits[b, lengths[b] - 1] for each row b",
+                     mistakes=fitting_alone(res.out, want, mistakes) if res.out.shape == want.shape else [])
         want = torch.zeros_like(logits)
         want[rows, lengths - 1] = g
         assert_close(res.grad(0), want, f"the gradient of {what} with respect to logits",
@@ -291,8 +334,24 @@ def oracle_backward(ids, lengths, labels, params, cfg, names):
     return loss.detach(), {k: pp[k].grad for k in names}
 
 
+def at_positions(ids, params, cfg):
+    """``at(positions)``: the classifier's logits of the padded batch at one position per row."""
+    def at(positions):
+        with torch.no_grad():
+            return classifier_logits(ids, params, cfg)[torch.arange(ids.size(0)), positions]
+    return at
+
+
+def loss_mistakes(ids, lengths, labels, params, cfg, want_loss):
+    at = at_positions(ids, params, cfg)
+    out = [Mistake(words, fix, (lambda m=m: F.cross_entropy(m.output(), labels)))
+           for m in position_mistakes(at, lengths, ids.size(1)) for words, fix in [(m.name, m.fix)]]
+    return out + [Mistake("the sum over the batch, not the mean", "F.cross_entropy's default reduction is the mean.",
+                          lambda: want_loss * ids.size(0))]
+
+
 def test_classification_loss_at_the_last_real_token(impl, gen):
-    cfg, num_classes, params, ids, lengths, labels = case(gen)
+    cfg, num_classes, params, ids, lengths, labels = case(gen, full_context=True)
     k = n(gen, 0, cfg["n_layers"])
     names = trainable(cfg, k, list(params))
     want_loss, want_grads = oracle_backward(ids, lengths, labels, params, cfg, names)
@@ -303,9 +362,7 @@ def test_classification_loss_at_the_last_real_token(impl, gen):
     assert_true(got["loss"].dim() == 0, f"{what} has shape {tuple(got['loss'].shape)}; expected a 0-d tensor, the mean over the batch")
     assert_close(got["loss"], want_loss, what, oracle="F.cross_entropy of the oracle's logits at each row's last real token",
                  atol=1e-4, rtol=1e-4,
-                 mistakes=[Mistake(*LAST_COLUMN, lambda: F.cross_entropy(last_column(ids, params, cfg), labels)),
-                           Mistake("the sum over the batch, not the mean", "F.cross_entropy's default reduction is the mean.",
-                                   lambda: want_loss * ids.size(0))])
+                 mistakes=fitting_alone(got["loss"], want_loss, loss_mistakes(ids, lengths, labels, params, cfg, want_loss)))
     assert_true(got["has_graph"], f"{what} has no autograd graph; expected a loss that backpropagates into the trainable "
                                   "parameters (no torch.no_grad(), no .detach(), no .item())")
     for name in names:
@@ -331,24 +388,62 @@ def test_gradients_reach_only_the_trainable_parameters(impl, gen):
 # ------------------------------------------------------------------------------------ accuracy
 
 
+def telling_labels(gen, predicted, by_rule, num_classes, restarts=4, passes=3):
+    """Labels under which the accuracies tell the positions apart: the right accuracy differs from
+    every wrong position's, then the last column's from every other's, then as many as can be
+    differ from each other. Found by trying, row after row, each label a position predicts there
+    (and one random class), from the right predictions and from random labels. So a wrong accuracy
+    is named only when one position alone gives it."""
+    distinct = []
+    for p in [predicted, *by_rule]:
+        if not any(torch.equal(p, q) for q in distinct):
+            distinct.append(p)
+    column = by_rule[0]  # position_rules lists the last column first
+
+    def score(labels):
+        counts = [int((p == labels).sum()) for p in distinct]
+        column_count = int((column == labels).sum())
+        return (counts.count(counts[0]) == 1, torch.equal(column, predicted) or counts.count(column_count) == 1,
+                sum(counts.count(c) == 1 for c in counts), int((predicted != labels).sum()) > 0)
+
+    best, best_score = None, None
+    for restart in range(restarts):
+        labels = predicted.clone() if restart == 0 else torch.randint(0, num_classes, predicted.shape, generator=gen)
+        for _ in range(passes):
+            for b in range(len(labels)):
+                options = {int(p[b]) for p in distinct} | {n(gen, 0, num_classes - 1)}
+                tried = []
+                for c in sorted(options):
+                    labels[b] = c
+                    tried.append((score(labels), c))
+                labels[b] = max(tried)[1]
+        if best_score is None or score(labels) > best_score:
+            best, best_score = labels.clone(), score(labels)
+    return best
+
+
 def test_classification_accuracy_counts_the_right_predictions(impl, gen):
     for _ in range(2):
-        cfg, num_classes, params, ids, lengths, _ = case(gen, rows=(4, 8))
+        # more classes, a wider head, six positions or more: each position predicts its own class, so that the accuracies tell
+        # the positions apart
+        cfg, num_classes, params, ids, lengths, _ = case(gen, rows=(6, 9), classes=(4, 6), head_scale=3.0,
+                                                         context_length=n(gen, 6, 12), full_context=True)
+        params["pos_emb.weight"] = params["pos_emb.weight"] * 6.0  # and the position weighs more than the token
+        rules = position_rules(lengths, ids.size(1))
         with torch.no_grad():
             predicted = last_real(ids, lengths, params, cfg).argmax(-1)
-            by_column = last_column(ids, params, cfg).argmax(-1)
-        other = (predicted + torch.randint(1, num_classes, predicted.shape, generator=gen)) % num_classes
-        labels = torch.where(torch.rand(predicted.shape, generator=gen) < 0.5, predicted, other)
-        labels = torch.where(by_column != predicted, predicted, labels)  # where [:, -1] predicts otherwise, it is wrong
+            everywhere = classifier_logits(ids, params, cfg)
+            by_rule = [everywhere[torch.arange(ids.size(0)), p].argmax(-1) for _, p in rules]
+        labels = telling_labels(gen, predicted, by_rule, num_classes)
         got = impl.scenario("classify_run.accuracy", cfg, num_classes, params, ids, lengths, labels, substitute=PARTS).out
         what = f"classification_accuracy on {describe(cfg, ids, lengths)}, labels {labels.tolist()}"
         assert_true(got["type"] == "float", f"{what} returned a {got['type']}; expected a Python float (.item())")
         want = (predicted == labels).double().mean()
-        column = (by_column == labels).double().mean()
-        assert_close(torch.tensor(float(got["value"]), dtype=torch.float64), want, what,
-                     oracle="the fraction of rows whose argmax at the last real token is the label", atol=1e-6, rtol=0,
-                     mistakes=[Mistake(*LAST_COLUMN, column),
-                               Mistake("the number of right predictions, not their fraction", "Divide by the number of rows: "
-                                       ".float().mean().", (predicted == labels).double().sum())])
+        value = torch.tensor(float(got["value"]), dtype=torch.float64)
+        mistakes = [Mistake(*words, (wrong == labels).double().mean()) for (words, _), wrong in zip(rules, by_rule)]
+        mistakes.append(Mistake("the number of right predictions, not their fraction", "Divide by the number of rows: "
+                                ".float().mean().", (predicted == labels).double().sum()))
+        assert_close(value, want, what, oracle="the fraction of rows whose argmax at the last real token is the label", atol=1e-6,
+                     rtol=0, mistakes=fitting_alone(value, want, mistakes, rtol=0, atol=1e-6))
         assert_true(got["grad_enabled"] and not any(got["grad_enabled"]),
                     f"{what} ran the model with gradients on; expected it under torch.no_grad(): an accuracy needs no graph")

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.compare import Mistake, assert_close, assert_true, autograd_through, expect_value_error
+from harness.compare import Mistake, assert_close, assert_true, autograd_through, expect_value_error, fitting_alone
 from harness.draw import n
 from harness.failures import Mismatch
 from harness.impl import Part, load_part
@@ -43,6 +43,18 @@ NOT_DEEP = ("only the model's direct children replaced", "Recurse: a Linear may 
             "ModuleList, a block); call the function on every child that is not a Linear.")
 COUNTED_ALL = ("every parameter counted, not only the trainable ones",
                "Return sum(p.numel() for p in model.parameters() if p.requires_grad).")
+ALL_FROZEN = ("every parameter frozen, A and B too: the freezing done after the layers were replaced",
+              "Freeze the model's parameters first, then replace the linear layers: the new LoRALayers' A and B are created "
+              "trainable and stay so.")
+SQRT_RANK = ("the update scaled by alpha / sqrt(rank) (rsLoRA's scaling), not alpha / rank",
+             "This LoRA (Hu et al.'s, the book's, peft's default) scales by alpha / rank.")
+SCALED_TWICE = ("the scaling applied twice: (alpha / rank) ** 2", "Multiply by scaling = alpha / rank once: in the forward, "
+                "scaling * (x @ A @ B); in the merge, weight += scaling * (A @ B).T.")
+SUBTRACTED = ("the update subtracted, not added", "forward = linear(x) + scaling * (x @ A @ B); the merge adds: weight += "
+              "scaling * (A @ B).T.")
+NO_UPDATE = ("the low-rank update left out", "Add scaling * (x @ A @ B) to the output (merged: scaling * (A @ B).T to the "
+             "weight).")
+SCALED_BY_FIX = "The update is exactly (alpha / rank) * (x @ A @ B), or, merged, weight + (alpha / rank) * (A @ B).T."
 MERGE_UNSCALED = ("the merge without the scaling", "weight += scaling * (A @ B).T: the same alpha / rank the forward uses.")
 MERGE_UNTRANSPOSED = ("the merge without the transpose: A @ B added to the weight as it is",
                       "A @ B is (in, out) and nn.Linear's weight is (out, in): weight += scaling * (A @ B).T.")
@@ -55,11 +67,28 @@ def update(x, A, B, scaling):
     return scaling * (x.double() @ A.double() @ B.double())
 
 
-def scaling_mistakes(fn, rank, alpha):
-    """``fn(scaling)`` -> the output with that scaling: the known wrong scalings."""
-    out = [Mistake(*NO_SCALING, lambda: fn(1.0)), Mistake(*ALPHA_ONLY, lambda: fn(float(alpha)))]
-    out.append(Mistake(*RANK_OVER_ALPHA, lambda: fn(rank / alpha)))
-    return out
+def scaling_mistakes(fn, rank, alpha, actual=None, unscaled=NO_SCALING):
+    """``fn(scaling)`` -> the output with that scaling (linear in it): the known wrong scalings
+    (``unscaled`` names the scaling 1), and, when ``actual`` is given and fits none of them, the
+    factor it was scaled by, found from it (``fn(0)`` the output without the update), named when
+    ``actual`` is exactly that scaling's output. At most one name: when two fit, neither."""
+    right = alpha / rank
+    known = [(unscaled, 1.0), (ALPHA_ONLY, float(alpha)), (RANK_OVER_ALPHA, rank / alpha), (SQRT_RANK, alpha / math.sqrt(rank)),
+             (SCALED_TWICE, right * right), (SUBTRACTED, -right), (NO_UPDATE, 0.0)]
+    out = [Mistake(*words, (lambda f=f: fn(f))) for words, f in known]
+    if actual is None:
+        return out
+    want = fn(right)
+    named = fitting_alone(actual, want, out)
+    if named or out and any(m.matches(actual, 1e-3, 1e-4) for m in out):
+        return named
+    base, direction = fn(0.0).double(), (fn(1.0).double() - fn(0.0).double())
+    if actual.shape != base.shape or not bool(torch.isfinite(actual).all()) or float(direction.norm()) == 0.0:
+        return []
+    factor = float(((actual.double() - base) * direction).sum() / (direction * direction).sum())
+    words = (f"the update scaled by {factor:.4g}, not alpha / rank = {right:.4g}", f"{SCALED_BY_FIX} Here the factor is "
+             f"{factor / right:.4g} times the right one.")
+    return fitting_alone(actual, want, [Mistake(*words, fn(factor))])
 
 
 def net(x, p, lora, scaling, sizes):
@@ -80,9 +109,13 @@ def net(x, p, lora, scaling, sizes):
 
 
 def draw_rank_alpha(gen):
+    """A rank and an alpha whose wrong scalings (1, alpha, rank / alpha, alpha / sqrt(rank), the
+    scaling squared) all differ from alpha / rank and from each other."""
     rank = n(gen, 2, 6)
     alpha = float(n(gen, 1, 16))
-    return rank, alpha + 1 if alpha == rank else alpha
+    while alpha in (rank, rank * rank, math.sqrt(rank)):
+        alpha += 1
+    return rank, alpha
 
 
 def net_case(gen, square=False):
@@ -145,7 +178,7 @@ def test_lora_layer_matches_the_formula(impl, gen):
                       grad_wrt=(0,))
     want, x_grad, grads = autograd_through(lambda xx, pp: update(xx, pp["A"], pp["B"], alpha / rank).float(), x, {"A": A, "B": B}, g)
     assert_close(res.out, want, what, oracle="(alpha / rank) * (x @ A @ B) in float64",
-                 mistakes=scaling_mistakes(lambda s: update(x, A, B, s).float(), rank, alpha))
+                 mistakes=scaling_mistakes(lambda s: update(x, A, B, s).float(), rank, alpha, res.out))
     assert_close(res.grad(0), x_grad, f"{what}: the gradient with respect to x", oracle="autograd through the formula", atol=1e-4, rtol=1e-3)
     for name in ("A", "B"):
         assert_close(res.param_grads[name], grads[name], f"{what}: the gradient with respect to {name}",
@@ -202,7 +235,7 @@ def test_linear_with_lora_adds_the_update_to_the_linear_layer(impl, gen):
                       grad_output=g, grad_wrt=(0,))
     want, x_grad, grads = autograd_through(formula, x, p, g)
     assert_close(res.out, want, what, oracle="linear(x) + (alpha / rank) * (x @ A @ B) in float64",
-                 mistakes=scaling_mistakes(lambda s: formula(x, p, s), rank, alpha)
+                 mistakes=scaling_mistakes(lambda s: formula(x, p, s), rank, alpha, res.out)
                  + [Mistake("the linear layer left out", "forward returns linear(x) + lora(x).", update(x, p["lora.A"], p["lora.B"],
                                                                                                        alpha / rank).float())])
     assert_close(res.grad(0), x_grad, f"{what}: the gradient with respect to x", oracle="autograd through the formula", atol=1e-4, rtol=1e-3)
@@ -257,6 +290,8 @@ def test_replace_freezes_everything_but_A_and_B_and_counts_them(impl, gen):
                        + (f"; these should train: {', '.join(missing[:5])}" if missing else ""))
             if extra and not missing:
                 message += f"\nThis looks like: {BASE_TRAINABLE[0]}. {BASE_TRAINABLE[1]}"
+            elif not trainable and lora_names:
+                message += f"\nThis looks like: {ALL_FROZEN[0]}. {ALL_FROZEN[1]}"
             raise Mismatch(message)
         count, total = res["count"], sum(v.numel() for v in res["params"].values())
         assert_true(type(count) is int, f"{what} returned {count}; expected an int, the number of trainable parameters")
@@ -345,7 +380,8 @@ def check_merge(res, sizes, params, lora, rank, alpha, x, what, want_out=None, w
             delta = A.double() @ B.double()
             return (W + s * (delta.T if transpose else delta)).float()
 
-        mistakes = [Mistake(*MERGE_UNSCALED, lambda: merged(1.0)), Mistake(*ALPHA_ONLY, lambda: merged(float(alpha)))]
+        got = res["params"][f"{name}.weight"]
+        mistakes = scaling_mistakes(lambda f: merged(f), rank, alpha, got, unscaled=MERGE_UNSCALED)
         if A.size(0) == B.size(1):
             mistakes.append(Mistake(*MERGE_UNTRANSPOSED, lambda: merged(transpose=False)))
         assert_close(res["params"][f"{name}.weight"], merged() if want_params is None else want_params[f"{name}.weight"],

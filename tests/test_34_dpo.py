@@ -38,13 +38,26 @@ LOG_OF_SOFTMAX = ("the log of the softmax: a probability that underflows to 0 gi
 SIGN_FLIPPED = ("the margin's sign flipped: rejected minus chosen",
                 "loss = -logsigmoid(chosen_rewards - rejected_rewards): the loss falls as the CHOSEN answer's reward rises above "
                 "the rejected one's. (The same holds for the log-ratios: policy's minus reference's.)")
-NO_BETA = ("beta left out", "chosen_rewards = beta * (policy_chosen - reference_chosen), the same for the rejected; the loss is "
-           "-logsigmoid of their difference, beta inside.")
+NO_BETA = ("beta left out, of the rewards and of the loss", "chosen_rewards = beta * (policy_chosen - reference_chosen), the "
+           "same for the rejected; the loss is -logsigmoid of their difference, beta inside.")
+REWARDS_NO_BETA = ("beta missing from the rewards returned", "Return the rewards with beta in them: chosen_rewards = beta * "
+                   "(policy_chosen - reference_chosen), the same for the rejected; the loss is -logsigmoid(chosen_rewards - "
+                   "rejected_rewards) of those very rewards.")
+LOSS_NO_BETA = ("beta missing from the loss (the rewards have it)", "The loss is -logsigmoid(chosen_rewards - rejected_rewards) "
+                "of the rewards with beta in them: beta * ((pc - rc) - (pr - rr)), not the log-ratios' difference alone.")
 REFERENCE_MINUS_POLICY = ("the log-ratio subtracted the wrong way: reference minus policy",
                           "A reward is beta * (policy - reference): positive when the policy makes the answer MORE likely than "
                           "the reference does.")
 RATIOS_ADDED = ("the reference's log-ratio added instead of subtracted",
                 "The margin is (pc - pr) - (rc - rr) = (pc - rc) - (pr - rr): the reference's log-ratio is subtracted.")
+NO_MINUS = ("the loss without its minus sign: logsigmoid(margin), not -logsigmoid(margin)",
+            "loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean(): logsigmoid is at most 0, the loss at least 0.")
+BETA_TWICE = ("beta applied twice in the loss: beta * (chosen_rewards - rejected_rewards)",
+              "The rewards already hold beta: loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean().")
+WRONG_AXIS = ("log_softmax over the positions (dim=1), not over the vocabulary", "torch.log_softmax(logits, dim=-1): each "
+              "position's distribution is over the vocabulary, the last dimension.")
+SHIFTED_AGAIN = ("the targets shifted again: logits[:, :-1] read at targets[:, 1:]", "The targets are already the next tokens "
+                 "(collate made targets[j] = token j + 1): read position j's logits at targets[:, j], with no shift.")
 SUMMED = ("the sum over the batch, not the mean", "Average the per-pair losses: .mean().")
 NOT_DETACHED = ("the rewards not detached", "Return chosen_rewards.detach() and rejected_rewards.detach(): they are for "
                 "logging, and a logged value with a graph keeps the whole batch's activations alive.")
@@ -64,8 +77,11 @@ def summed_logprobs(logits, targets, ignore_index=-100, variant=""):
     """``(batch,)`` float64: each row's log-probabilities of its counted targets, summed.
     ``variant``: ``ignored_counted`` (the ignored positions read at id 0 and summed too), ``mean``
     (over the counted positions; an empty row 0), ``mean_nan`` (the same, an empty row 0 / 0),
-    ``mean_all`` (over every position)."""
-    table = F.log_softmax(logits.double(), dim=-1)
+    ``mean_all`` (over every position), ``wrong_axis`` (log_softmax over the positions),
+    ``shifted_again`` (position j's logits read at target j + 1)."""
+    if variant == "shifted_again":
+        return summed_logprobs(logits[:, :-1], targets[:, 1:], ignore_index)
+    table = F.log_softmax(logits.double(), dim=1 if variant == "wrong_axis" else -1)
     keep = targets != ignore_index
     per_token = torch.take_along_dim(table, torch.where(keep, targets, torch.zeros_like(targets))[..., None], dim=-1)[..., 0]
     if variant == "ignored_counted":
@@ -91,8 +107,9 @@ def dpo_formula(pc, pr, rc, rr, beta, variant=""):
         chosen, rejected = torch.zeros_like(pc), torch.zeros_like(pr)
     else:
         chosen, rejected = scale * (pc - rc), scale * (pr - rr)
-    margin = {"sign": rejected - chosen, "ratios_added": scale * ((pc - pr) + (rc - rr))}.get(variant, chosen - rejected)
-    per_pair = -F.logsigmoid(margin)
+    margin = {"sign": rejected - chosen, "ratios_added": scale * ((pc - pr) + (rc - rr)),
+              "beta_twice": beta * (chosen - rejected)}.get(variant, chosen - rejected)
+    per_pair = F.logsigmoid(margin) if variant == "no_minus" else -F.logsigmoid(margin)
     return (per_pair.sum() if variant == "summed" else per_pair.mean()), chosen, rejected
 
 
@@ -105,7 +122,7 @@ def batch_logprobs(params, cfg, batch, variant=""):
 
 def batch_oracle(policy, reference, cfg, batch, beta, variant=""):
     """``dpo_batch_loss``'s three outputs in float64, the reference without dropout."""
-    seq = variant if variant in ("ignored_counted", "mean") else ""
+    seq = variant if variant in ("ignored_counted", "mean", "wrong_axis", "shifted_again") else ""
     pc, pr = batch_logprobs(policy, cfg, batch, seq)
     rc, rr = batch_logprobs(reference, cfg, batch, seq)
     return dpo_formula(pc, pr, rc, rr, beta, "" if seq else variant)
@@ -114,9 +131,11 @@ def batch_oracle(policy, reference, cfg, batch, beta, variant=""):
 def loss_mistakes(fn, index):
     """The known mistakes of the loss (``index`` 0) or a reward (1, 2): ``fn(variant)`` -> the three outputs."""
     named = {"sign": SIGN_FLIPPED, "no_beta": NO_BETA, "reference_minus_policy": REFERENCE_MINUS_POLICY, "ratios_added": RATIOS_ADDED,
-             "summed": SUMMED, "no_reference": NO_REFERENCE, "ignored_counted": IGNORED_COUNTED, "mean": MEAN}
+             "summed": SUMMED, "no_reference": NO_REFERENCE, "ignored_counted": IGNORED_COUNTED, "mean": MEAN, "no_minus": NO_MINUS,
+             "beta_twice": BETA_TWICE, "wrong_axis": WRONG_AXIS, "shifted_again": SHIFTED_AGAIN}
     if index:
-        named = {k: v for k, v in named.items() if k in ("no_beta", "reference_minus_policy", "no_reference", "ignored_counted", "mean")}
+        named = {k: v for k, v in named.items() if k in ("no_beta", "reference_minus_policy", "no_reference", "ignored_counted", "mean",
+                                                         "wrong_axis", "shifted_again")}
     return [Mistake(*words, (lambda v=variant: fn(v)[index].float())) for variant, words in named.items()]
 
 
@@ -165,14 +184,17 @@ def padded(rows, pad, ignore_index=-100):
 
 def preference_batch(gen, cfg, rows=(2, 4)):
     """A batch as ``collate_preferences`` makes it: per pair one prompt and two answers of their own
-    lengths, the chosen and the rejected sequences padded apart (the pad a random id)."""
+    lengths, the chosen and the rejected sequences padded apart (the pad a random id); the first
+    chosen sequence exactly context_length tokens long."""
     limit, vocab = cfg["context_length"], cfg["vocab_size"]
     pad = n(gen, 0, vocab - 1)
     sides = {"chosen": [], "rejected": []}
-    for _ in range(n(gen, *rows)):
+    for pair in range(n(gen, *rows)):
         prompt = torch.randint(0, vocab, (n(gen, 1, limit - 2),), generator=gen).tolist()
-        for rows_of_side in sides.values():
-            answer = torch.randint(0, vocab, (n(gen, 1, limit - len(prompt)),), generator=gen).tolist()
+        for side, rows_of_side in sides.items():
+            room = limit - len(prompt)  # the first pair's chosen sequence fills the context exactly, whatever the draw
+            length = room if pair == 0 and side == "chosen" else n(gen, 1, room)
+            answer = torch.randint(0, vocab, (length,), generator=gen).tolist()
             rows_of_side.append((prompt + answer, len(prompt)))
     batch = {}
     for side, rows_of_side in sides.items():
@@ -224,6 +246,8 @@ def test_sequence_logprobs_sums_the_counted_targets(impl, gen):
         want.backward(g.double())
         mistakes = [Mistake(*IGNORED_COUNTED, summed_logprobs(logits, targets, ii, "ignored_counted").to(dtype))]
         mistakes += [Mistake(*MEAN, summed_logprobs(logits, targets, ii, v).to(dtype)) for v in ("mean", "mean_nan", "mean_all")]
+        mistakes += [Mistake(*WRONG_AXIS, summed_logprobs(logits, targets, ii, "wrong_axis").to(dtype)),
+                     Mistake(*SHIFTED_AGAIN, summed_logprobs(logits, targets, ii, "shifted_again").to(dtype))]
         assert_close(res.out, want.detach().to(dtype), what, oracle="the sum of log_softmax(logits)[target] over the counted targets, "
                      "in float64", mistakes=mistakes)
         assert_close(res.grad(0), leaf.grad.to(dtype), f"the gradient of {what} with respect to logits",
@@ -285,11 +309,44 @@ def in_dtype_of(t, want, mistakes):
     return want.to(dtype), [Mistake(m.name, m.fix, (lambda m=m: m.output().to(dtype))) for m in mistakes]
 
 
+def where_beta_is_missing(mistakes, loss, loss_mistakes, words):
+    """The mistakes with "beta left out" named ``words`` instead, unless ``loss`` (the learner's)
+    is the loss without beta too: a reward or a loss without beta shows where beta is missing, not
+    that it is missing everywhere."""
+    no_beta = [m for m in loss_mistakes if m.name == NO_BETA[0]]
+    if no_beta and loss is not None and loss.shape == () and no_beta[0].matches(loss, 1e-3, 1e-5):
+        return mistakes
+    return [Mistake(*words, m.output) if m.name == NO_BETA[0] else m for m in mistakes]
+
+
+LOGPROBS = ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected")
+
+
+def pairing_mistakes(quad, beta, index):
+    """A reward (``index`` 1: the chosen, 2: the rejected) computed from the wrong pair of the four
+    log-probabilities ``quad`` (in ``dpo_loss``'s order), each pair named by what it took. The
+    reference minus the policy of the right answer has a name of its own."""
+    side = "chosen" if index == 1 else "rejected"
+    right = (0, 2) if index == 1 else (1, 3)
+    out = []
+    for a in range(4):
+        for b in range(4):
+            if a != b and (a, b) not in (right, right[::-1]):
+                out.append(Mistake(f"{side}_rewards computed as beta * ({LOGPROBS[a]} - {LOGPROBS[b]}): the log-probabilities paired "
+                                   "wrongly", f"{side}_rewards = beta * ({LOGPROBS[right[0]]} - {LOGPROBS[right[1]]}), with the "
+                                   "arguments in dpo_loss's order (policy_chosen, policy_rejected, reference_chosen, "
+                                   "reference_rejected).", (lambda a=a, b=b: beta * (quad[a].double() - quad[b].double()))))
+    return out
+
+
 def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
     for index, name in ((1, "chosen"), (2, "rejected")):
         t = got[name]["tensor"]
         assert_true(tuple(t.shape) == (size,), f"{what}: {name}_rewards has shape {tuple(t.shape)}; expected ({size},), one per pair")
-        expected, mistakes = in_dtype_of(t, want[index], mistakes_of(index))
+        loss = got["loss"]["tensor"]
+        loss = loss.double() if loss.is_floating_point() else None
+        named = where_beta_is_missing(mistakes_of(index), loss, mistakes_of(0), REWARDS_NO_BETA)
+        expected, mistakes = in_dtype_of(t, want[index], named)
         assert_close(t, expected, f"{what}: {name}_rewards", oracle=f"beta * (policy_{name} - reference_{name})", atol=atol,
                      rtol=rtol, mistakes=mistakes)
 
@@ -297,7 +354,9 @@ def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
 def check_loss(got, want, what, mistakes_of, atol=1e-5, rtol=1e-4):
     t = got["loss"]["tensor"]
     assert_true(t.dim() == 0, f"{what}: the loss has shape {tuple(t.shape)}; expected a 0-d tensor, the mean over the batch")
-    expected, mistakes = in_dtype_of(t, want[0], mistakes_of(0))
+    # checked after the rewards: they have beta, so a loss without it is missing it alone
+    named = [Mistake(*LOSS_NO_BETA, m.output) if m.name == NO_BETA[0] else m for m in mistakes_of(0)]
+    expected, mistakes = in_dtype_of(t, want[0], named)
     assert_close(t, expected, f"{what}: the loss", oracle="the mean of -logsigmoid(chosen_rewards - rejected_rewards)", atol=atol,
                  rtol=rtol, mistakes=mistakes)
 
@@ -325,7 +384,8 @@ def test_dpo_loss_matches_the_formula(impl, gen):
         detached = [w.detach() for w in want]
 
         def mistakes_of(index, inputs=inputs, b=b):
-            return loss_mistakes(lambda v: dpo_formula(*inputs, b, v), index)
+            pairs = pairing_mistakes(inputs, b, index) if index else []
+            return loss_mistakes(lambda v: dpo_formula(*inputs, b, v), index) + pairs
 
         check_rewards(got, detached, what, mistakes_of, size)
         check_detached(got, what)
@@ -392,8 +452,11 @@ def test_dpo_batch_loss_runs_the_reference_frozen_and_in_eval_mode(impl, gen):
         assert_true(not with_grad, f"{what}: the reference model ran {with_grad} time(s) with gradients on; expected it under "
                                    "torch.no_grad(): it never trains, so no graph is needed (and none is kept)")
 
-        def mistakes_of(index):
-            return loss_mistakes(lambda v: batch_oracle(policy, reference, cfg, batch, beta, v), index)
+        quad = batch_logprobs(policy, cfg, batch) + batch_logprobs(reference, cfg, batch)
+
+        def mistakes_of(index, quad=quad):
+            pairs = pairing_mistakes(quad, beta, index) if index else []
+            return loss_mistakes(lambda v: batch_oracle(policy, reference, cfg, batch, beta, v), index) + pairs
 
         check_rewards(first_call, detached, what, mistakes_of, size, atol=1e-4, rtol=1e-4)
         check_detached(first_call, what)

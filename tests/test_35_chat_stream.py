@@ -46,6 +46,13 @@ GREEDY_SAMPLING = ("greedy argmax although temperature > 0", "With temperature >
                    "generator=generator).")
 TOP_K_PLUS_ONE = ("top-k keeps k + 1 tokens", "The threshold is the k-th largest logit, torch.topk(logits, top_k).values[-1] "
                   "(index k - 1 of the sorted values); set the logits below it to -inf.")
+TOP_K_MINUS_ONE = ("top-k keeps k - 1 tokens: the k-th largest dropped", "Keep every logit at least the k-th largest: only "
+                   "logits < kth become -inf (not <=).")
+TEMPERATURE_LAST = ("the temperature applied after top-p chose its tokens (top-p on the unscaled probabilities)",
+                    "Divide the logits by temperature first; top-k and top-p then work on the scaled logits and their softmax.")
+CONTEXT_ONE_SHORT = ("the stream stopped one token before the context was full",
+                     "Run min(max_new_tokens, context_length - num_tokens) steps: the last token makes num_tokens + yielded "
+                     "== context_length, and it is yielded (it is never fed, so it needs no position).")
 TOP_P_CROSSING = ("top-p drops the token that crosses top_p", "Keep a token while the probability mass BEFORE it (cumsum - p) "
                   "is < top_p: the token that crosses top_p stays.")
 TOP_P_IGNORED = ("top_p not applied", "With top_p, set the logits of the tokens outside the nucleus to -inf before the softmax.")
@@ -61,9 +68,10 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
     """Exercise 10's rule on one row of float64 logits; ``variant`` makes a known mistake."""
     if temperature == 0 or variant == "greedy":
         return int(torch.argmax(logits))
-    scaled = logits * temperature if variant == "times_temperature" else logits / (1.0 if variant == "no_temperature" else temperature)
+    unscaled = variant in ("no_temperature", "temperature_last")
+    scaled = logits * temperature if variant == "times_temperature" else logits / (1.0 if unscaled else temperature)
     if top_k is not None and variant != "no_top_k":
-        keep = min(top_k + (variant == "top_k_plus_one"), scaled.numel())
+        keep = min(max(top_k + (variant == "top_k_plus_one") - (variant == "top_k_minus_one"), 1), scaled.numel())
         kth = torch.sort(scaled, descending=True).values[keep - 1]
         scaled = torch.where(scaled >= kth, scaled, torch.tensor(float("-inf"), dtype=scaled.dtype))
     if top_p is not None and variant != "no_top_p":
@@ -75,6 +83,8 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
         kept = torch.zeros_like(kept_ranked)
         kept[order] = kept_ranked
         scaled = torch.where(kept, scaled, torch.tensor(float("-inf"), dtype=scaled.dtype))
+    if variant == "temperature_last":
+        scaled = scaled / temperature
     return int(torch.multinomial(torch.softmax(scaled, dim=0), 1, generator=generator))
 
 
@@ -196,10 +206,10 @@ def test_greedy_stream_equals_generation_on_the_whole_sequence(impl, gen):
 # the sampling runs, one after another, and the mistakes of the rule each is the first to show (an earlier run passed)
 SAMPLING_RUNS = [("temperature", [(NO_TEMPERATURE, "no_temperature"), (TIMES_TEMPERATURE, "times_temperature"),
                                   (GREEDY_SAMPLING, "greedy")]),
-                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_IGNORED, "no_top_k")]),
-                 ("top_p", [(TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p")]),
-                 ("both", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_IGNORED, "no_top_k"), (TOP_P_CROSSING, "top_p_crossing"),
-                           (TOP_P_IGNORED, "no_top_p")])]
+                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k")]),
+                 ("top_p", [(TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")]),
+                 ("both", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k"),
+                           (TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")])]
 
 
 def test_sampled_stream_equals_generate_with_the_same_seed(impl, gen):
@@ -255,7 +265,7 @@ def test_stream_stops_at_eos_without_yielding_it(impl, gen):
 def test_stream_stops_when_the_context_is_full(impl, gen):
     cfg, params = case(gen)
     ctx = cfg["context_length"]
-    for length in (n(gen, 1, ctx - 2), ctx):
+    for length in (n(gen, 1, ctx - 2), ctx - 1, ctx):  # room for some tokens, for exactly one, for none
         idx = prompt(gen, cfg, length)
         steps = ctx - length + n(gen, 2, 6)
         what = describe(cfg, idx, steps)
@@ -268,7 +278,8 @@ def test_stream_stops_when_the_context_is_full(impl, gen):
                            f"sequence fills the context ({length} + {ctx - length} = {ctx} tokens)\nThis looks like: the context "
                            "limit not checked. Run at most min(max_new_tokens, context_length - num_tokens) steps, "
                            "context_length = model.pos_emb.num_embeddings.") from None
-        check_tokens(got, generation(idx, params, cfg, steps), what)
+        want = generation(idx, params, cfg, steps)
+        check_tokens(got, want, what, mistakes=[(*CONTEXT_ONE_SHORT, want[:-1])] if want else [])
 
 
 def test_stream_refuses_a_batch_and_a_prompt_longer_than_the_context(impl, gen):
@@ -371,6 +382,9 @@ HELD_TO_END = ("the text held back until the tokens ran out (nothing streamed)",
                "right after the token that makes it final, before the next token is taken.")
 ONE_LATE = ("each piece yielded one token late", "Yield the final part of the text right after decoding, before taking the "
             "next token from token_ids.")
+NOT_EARLIEST = ("the text cut at a stop string that is not the earliest in the text (the first in stop_strings, or the last "
+                "found)", "When several stop strings occur, cut at the earliest: min(text.find(s) for s in stop_strings if s in "
+                "text), whatever their order in the list.")
 TOO_MANY_TAKEN = ("tokens taken from token_ids after the stop string was found", "Return as soon as a stop string occurs: every "
                   "token taken after it is a model step wasted (and a model that runs on).")
 
@@ -507,6 +521,8 @@ def joined_mistakes(joined, vocab, ids, stops, want):
     alone = "".join(decode([i]) for i in ids)
     at, cut_alone = first_stop(full, stops), first_stop(alone, stops)
     said = []
+    if at is not None and any(joined == full[: full.find(s)] for s in stops if full.find(s) > at):
+        said.append(NOT_EARLIEST)
     if at is not None and joined == full:
         said.append(STOPS_IGNORED)
     elif at is not None and full.startswith(joined.removesuffix(FFFD)) and any(joined.startswith(full[:at] + s) for s in stops
@@ -602,6 +618,57 @@ def test_text_takes_no_token_after_the_stop_string(impl, gen):
             raise Mismatch(f"{what} took {got['taken_before']} tokens when stream_text was called, before the first next(); "
                            f"expected none until a piece is asked for\nThis looks like: {HELD_TO_END[0]}. {HELD_TO_END[1]}")
         check_timing(got, vocab, ids, stops, what)
+
+
+def exact_tokens(gen, segments):
+    """``(vocab, ids)`` for ``segments``: pairs ``(text, exact)``, an exact one a single token, the
+    others cut at random as ``tokenize`` cuts (with a boundary inside their first multi-byte
+    character)."""
+    chunks = []
+    for text, exact in segments:
+        raw = text.encode("utf-8")
+        if exact or not raw:
+            chunks += [raw] if raw else []
+            continue
+        vocab, ids = tokenize(gen, raw)
+        chunks += [vocab[i] for i in ids]
+    distinct = sorted(set(chunks))
+    order = torch.randperm(len(distinct), generator=gen).tolist()
+    vocab = [distinct[i] for i in order]
+    index = {b: i for i, b in enumerate(vocab)}
+    return vocab, [index[c] for c in chunks]
+
+
+def two_stops_case(gen, nested, earliest_first):
+    """Text in which one token completes two stop strings at once: ``nested``, a stop string and a
+    proper end of it of 2 characters or more (both end at its last character); else two stop strings
+    side by side, the token holding the first one's last character and all of the second. The one
+    that begins first in the text is listed first with ``earliest_first``, else second."""
+    words = [WORDS[n(gen, 0, len(WORDS) - 1)] + " " for _ in range(n(gen, 2, 5))]
+    after = "".join(WORDS[n(gen, 0, len(WORDS) - 1)] + " " for _ in range(n(gen, 2, 4)))
+    if nested:
+        ends = [(s, s[k:]) for s in STOPS for k in range(1, len(s) - 1) if s[k:] not in s[:-1]]  # none complete before
+        first, second = ends[n(gen, 0, len(ends) - 1)]  # second an end of first: both complete at its last character
+        segments = [("".join(words), False), (first[:-1], False), (first[-1], True), (after, False)]
+    else:
+        pair = torch.randperm(len(STOPS), generator=gen)[:2].tolist()
+        first, second = STOPS[pair[0]], STOPS[pair[1]]
+        if second.startswith(first[-1]) or first.endswith(second[0]):  # no other overlap than the one made here
+            first, second = "###", "</s>"
+        segments = [("".join(words), False), (first[:-1], False), (first[-1] + second, True), (after, False)]
+    vocab, ids = exact_tokens(gen, segments)
+    return vocab, ids, [first, second] if earliest_first else [second, first]
+
+
+def test_text_cuts_at_the_earliest_of_two_stop_strings_one_token_completes(impl, gen):
+    """Two stop strings complete with the same token: the text is cut at the one that begins first,
+    whichever the list names first (a cut at the first found in the list, or at the last found,
+    passes every other check)."""
+    for nested in (True, False):
+        for earliest_first in (False, True):
+            vocab, ids, stops = two_stops_case(gen, nested, earliest_first)
+            what = describe_text(vocab, ids, stops) + ": one token completes both stop strings"
+            check_timing(run_text(impl, vocab, ids, stops), vocab, ids, stops, what)
 
 
 def test_text_never_splits_a_character(impl, gen):

@@ -348,3 +348,22 @@ class Imprecise(Mistake):
             return False
         band = self.ulps * torch.finfo(self.dtype).eps * (size + 1)
         return bool((diff <= band).all()) and bool((diff > atol + rtol * size).any())
+
+
+# ------------------------------------------------------------------ names for 31-35 (issue #25): a name only when it fits alone
+
+
+def fitting_alone(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float = 1e-3,
+                  atol: float = 1e-4) -> list[Mistake]:
+    """The one mistake whose output ``actual`` matches (and the correct output does not), as a
+    list of at most one: empty when none fits, or when mistakes under different names fit alike
+    (the evidence does not tell them apart, so neither is named). Pass the result to
+    ``assert_close(..., mistakes=...)``."""
+    fits = []
+    for m in mistakes:
+        try:
+            if m.matches(actual, rtol, atol) and not m.matches(expected, rtol, atol):
+                fits.append(m)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+    return fits[:1] if len({m.name for m in fits}) == 1 else []
