@@ -8,7 +8,7 @@ The worker refuses ``F.silu``, ``nn.SiLU`` and GLU to the learner's code.
 import torch
 import torch.nn.functional as F
 
-from harness.compare import Mistake, assert_close_alone, assert_gradients_close, assert_true, autograd_through
+from harness.compare import Mistake, assert_close, assert_close_alone, assert_gradients_close, assert_true, autograd_through
 from harness.draw import n
 
 EXERCISE = "20"
@@ -72,6 +72,10 @@ def test_silu_matches_builtin(impl, gen):
                            Mistake("tanh instead of the sigmoid", "SiLU is x * sigmoid(x); x * tanh(x) is another function.",
                                    lambda: x * torch.tanh(x)),
                            Mistake("ReLU", "SiLU is x * sigmoid(x), smooth and slightly negative below 0.", lambda: F.relu(x))])
+    half = x.to(torch.bfloat16)  # the docstring: the output keeps x's dtype (Llama runs in bfloat16)
+    got = impl.call("swiglu.silu", half).out
+    assert_close(got, F.silu(half.float()).to(torch.bfloat16), f"silu(x) for bfloat16 x of shape {tuple(x.shape)}",
+                 oracle="F.silu in float32, rounded to bfloat16", atol=1e-2, rtol=1e-2)
 
 
 def test_swiglu_layers_are_named_and_shaped(impl, gen):

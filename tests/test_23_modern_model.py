@@ -127,7 +127,7 @@ def unexpected_parameters(missing, extra):
         return "biases. Llama's and Qwen3's projections have none (bias=False)."
     if any("pos_emb" in k for k in extra):
         return "a position embedding. RoPE places the tokens inside the attention; the model has none."
-    if any("q_norm" in k for k in missing):
+    if missing and all(k.endswith(("q_norm.weight", "k_norm.weight")) for k in missing):
         return "qk_norm was not passed to the attention (GroupedQueryAttention(..., cfg.qk_norm, ...))."
     return ""
 

@@ -255,9 +255,13 @@ FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_kv_heads", "n
           "theta", "eps", "tie_weights", "rope_scaling")
 
 
-def random_hf_config(gen, older_format=None):
+def random_hf_config(gen, older_format=None, own_head_dim=False):
+    """A config.json and the config it stands for; ``own_head_dim``: a head_dim other than
+    hidden_size // num_attention_heads (as Qwen3's), which only the file's head_dim gives."""
     kind = KINDS[n(gen, 0, 1)]
     cfg = modern_config(gen, window=None, qk_norm=kind == "qwen3", theta=[500_000.0, 1_000_000.0][n(gen, 0, 1)])
+    if own_head_dim and cfg["head_dim"] * cfg["n_heads"] == cfg["emb_dim"]:
+        cfg["head_dim"] += 2
     if kind == "qwen3":
         cfg["rope_scaling"] = None
     hf = {"model_type": kind, "architectures": [f"{'Llama' if kind == 'llama' else 'Qwen3'}ForCausalLM"], "vocab_size": cfg["vocab_size"],
@@ -291,8 +295,8 @@ def read_config(impl, hf):
 
 
 def test_config_from_hf(impl, gen):
-    for older_format in (True, False, bool(n(gen, 0, 1))):
-        cfg, hf = random_hf_config(gen, older_format)
+    for j, older_format in enumerate((True, False, bool(n(gen, 0, 1)))):
+        cfg, hf = random_hf_config(gen, older_format, own_head_dim=j == 2)  # one head_dim of its own every run
         got = read_config(impl, hf)
         wrong = [f"{f} is {got[f]!r}, expected {cfg[f]!r}" for f in FIELDS if got[f] != cfg[f]]
         if wrong:

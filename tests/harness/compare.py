@@ -33,8 +33,8 @@ class Mistake:
         if not bool((torch.isnan(out) == torch.isnan(act)).all()):
             return float("inf")
         keep = ~torch.isnan(out)
-        if not bool(keep.any()):
-            return 0.0
+        if not bool(keep.any()):  # NaN everywhere: many mistakes give it, so it names none
+            return float("inf")
         a, o = act[keep], out[keep]
         same_inf = torch.isinf(a) & torch.isinf(o) & (a == o)
         return float((a - o).abs().masked_fill(same_inf, 0.0).max())
@@ -47,6 +47,8 @@ class Mistake:
         if not bool((torch.isnan(out) == torch.isnan(act)).all()):
             return False
         keep = ~torch.isnan(out)
+        if not bool(keep.any()):  # NaN everywhere: many mistakes give it, so it names none
+            return False
         return bool(torch.allclose(act[keep], out[keep], rtol=rtol, atol=atol, equal_nan=False))
 
 
@@ -173,6 +175,10 @@ def assert_parameter_shapes(got: dict, want: dict, what: str, shapes_what: str, 
                      "self.out_head.weight = self.tok_emb.weight (named_parameters() then lists it once).")
         elif tie is False and missing == ["out_head.weight"] and not extra:
             named = "the output head is tied although tie_weights is False. Tie it only when cfg.tie_weights is set."
+        elif not extra and (shared := _one_module_repeated(want, missing)):
+            named = (f"one module object repeated through {shared} (nn.Sequential(*[Block(cfg)] * n), or the same "
+                     "instance appended n times): every layer shares its weights, so named_parameters() lists them once, "
+                     "under 0. Build a new one for each layer: [Block(cfg) for _ in range(n)].")
         elif explain is not None:
             named = explain(missing, extra)
         raise Mismatch(f"{what}'s parameters differ from the docstring's: "
@@ -181,6 +187,21 @@ def assert_parameter_shapes(got: dict, want: dict, what: str, shapes_what: str, 
                        + (f"\nThis looks like: {named}" if named else ""))
     wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
     assert_true(not wrong, f"{shapes_what}: " + "; ".join(wrong[:4]))
+
+
+def _one_module_repeated(want, missing) -> str:
+    """The list (``trf_blocks``) whose entries 1, 2, ... are missing whole while entry 0 is there:
+    what one module put in a list n times gives (its parameters are listed once, under 0); "" else."""
+    for prefix in sorted({re.match(r"(.*?\.)\d+\.", k).group(1) for k in want if re.match(r".*?\.\d+\.", k)}):
+        entries = {}
+        for k in want:
+            m = re.match(re.escape(prefix) + r"(\d+)\.(.*)", k)
+            if m:
+                entries.setdefault(int(m.group(1)), set()).add(k)
+        later = set().union(*(keys for i, keys in entries.items() if i > 0)) if len(entries) > 1 else set()
+        if later and set(missing) == later and not entries.get(0, set()) & set(missing):
+            return prefix.rstrip(".")
+    return ""
 
 
 def expect_value_error(call: Callable, what: str, needles=(), why: str = "", missing: str = "") -> None:
@@ -201,7 +222,10 @@ def expect_value_error(call: Callable, what: str, needles=(), why: str = "", mis
             raise Mismatch(f"{what} raised a ValueError whose message does not name {', '.join(lacking)}: {e.message}{why}"
                            f"{missing}") from None
         return
-    shown = repr(res.out)
+    shown = repr(getattr(res, "out", res))  # an impl call's Result, or what a helper made of it
+    if isinstance(getattr(res, "out", res), torch.Tensor):
+        t = getattr(res, "out", res)
+        shown = f"a tensor of shape {tuple(t.shape)}"
     raise Mismatch(f"{what} did not raise (it returned {shown[:80] + '…' if len(shown) > 80 else shown}); expected a ValueError{why}")
 
 
