@@ -411,7 +411,7 @@ def rms_norm(x, weight, eps):
 
 def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True,
         rope_positions=None, softmax_axis=-1, zeros=True, causal=0, rope_queries=True, rope_values=False, merge="transpose",
-        key_norm="k"):
+        key_norm="k", fill=float("-inf"), weights=None):
     """Grouped-query attention (with its keyword arguments at their defaults) and, with them
     changed, its known mistakes. ``p`` holds ``W_query.weight`` .. ``out_proj.weight`` (and
     ``q_norm.weight``, ``k_norm.weight`` with ``qk_norm``); ``cfg`` the sizes, ``qk_norm``,
@@ -421,11 +421,15 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     slice gives zeros, or NaN without ``zeros``). Other mistakes: ``scale`` a number (the scores
     divided by it), ``causal`` (keys ``j <= i + causal`` visible; None: no causal mask),
     ``rope_queries`` False, ``rope_values`` True, ``merge`` "reshape" (the heads merged without the
-    transpose), ``key_norm`` "q" (the keys normalised with q_norm) or None (not normalised)."""
+    transpose), ``key_norm`` "q" (the keys normalised with q_norm) or None (not normalised), ``fill``
+    the masked scores' value (0: masked with zero, not -inf), ``weights`` {"W_value": "W_key"}: a
+    projection computed with another's weight."""
     h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
     b, t, _ = x.shape
     x = x.double()
     p = {k: v.double() for k, v in p.items()}
+    for which, other in (weights or {}).items():
+        p[f"{which}.weight"] = p[f"{other}.weight"]
     q = F.linear(x, p["W_query.weight"]).view(b, t, h, d)
     k = F.linear(x, p["W_key.weight"]).view(b, t, kv, d)
     v = F.linear(x, p["W_value.weight"]).view(b, t, kv, d).transpose(1, 2)
@@ -453,7 +457,7 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     allowed = j <= i + (causal if causal is not None else t)
     if cfg.get("window") is not None:
         allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
-    w = softmax_over_axis(scores.masked_fill(~allowed, float("-inf")), softmax_axis, zeros)
+    w = softmax_over_axis(scores.masked_fill(~allowed, fill), softmax_axis, zeros)
     out = (w @ v).reshape(b, t, h * d) if merge == "reshape" else (w @ v).transpose(1, 2).reshape(b, t, h * d)
     return F.linear(out, p["out_proj.weight"])
 

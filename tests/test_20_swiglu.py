@@ -57,6 +57,10 @@ def mistakes(x, p):
                 lambda: F.linear(F.silu(u), wd)),
         Mistake("the up projection left out: silu(gate(x)) alone", "Multiply by the up projection: silu(self.gate(x)) * "
                 "self.up(x).", lambda: F.linear(F.silu(g), wd)),
+        Mistake("the gate projection used twice, the up projection never: silu(gate(x)) * gate(x)",
+                "The product's second factor is self.up(x).", lambda: F.linear(F.silu(g) * g, wd)),
+        Mistake("the up projection used twice, the gate never: silu(up(x)) * up(x)",
+                "SiLU goes on self.gate(x); the product's second factor is self.up(x).", lambda: F.linear(F.silu(u) * u, wd)),
     ]
 
 

@@ -88,6 +88,12 @@ def more_mistakes(x, p, cfg):
          wrong(rope_values=True)),
         ("RoPE applied to neither queries nor keys", "Rotate both with apply_rope(q, cos, sin), apply_rope(k, cos, sin).",
          wrong(rope_queries=False, rope_keys=False)),
+        ("the masked scores set to 0, not -inf", "A score of 0 still gets the weight exp(0) in the softmax: "
+         "scores.masked_fill(~allowed, float(\"-inf\")).", wrong(fill=0.0)),
+        ("the values computed with W_key", "v = self.W_value(x): each projection has its own weight.",
+         wrong(weights={"W_value": "W_key"})),
+        ("the keys computed with W_query", "k = self.W_key(x): each projection has its own weight.",
+         wrong(weights={"W_key": "W_query"})),
         ("heads merged with a reshape but no transpose", "Merge with (weights @ v).transpose(1, 2).reshape(b, t, n_heads * "
          "head_dim): the heads' axis must move back next to the features first.", wrong(merge="reshape")),
     ]

@@ -94,9 +94,12 @@ def formula_trajectory(spec, kwargs, grads, variant):
             # (1 - beta) on the old moment and beta on the new gradient: in m, in v, or in both
             swap_m, swap_v = variant in ("m_weights_swapped", "weights_swapped"), variant in ("v_weights_swapped",
                                                                                               "weights_swapped")
-            m[i] = (1 - b1) * m[i] + b1 * g if swap_m else b1 * m[i] + (1 - b1) * g
+            # the betas crossed in one moment (a copy-paste): 1 - beta2 on g in m, or 1 - beta1 on g * g in v
+            new_m = 1 - b2 if variant == "m_with_beta2" else 1 - b1
+            new_v = 1 - b1 if variant == "v_with_beta1" else 1 - b2
+            m[i] = (1 - b1) * m[i] + b1 * g if swap_m else b1 * m[i] + new_m * g
             g2 = g.abs() if variant == "v_not_squared" else g * g
-            v[i] = (1 - b2) * v[i] + b2 * g2 if swap_v else b2 * v[i] + (1 - b2) * g2
+            v[i] = (1 - b2) * v[i] + b2 * g2 if swap_v else b2 * v[i] + new_v * g2
             c1, c2 = (1.0, 1.0) if variant == "no_bias_correction" else (1 - b1 ** t[i], 1 - b2 ** t[i])
             if variant == "no_correction_m":
                 c1 = 1.0
@@ -137,6 +140,10 @@ def mistakes(spec, kwargs, grads, step, index):
                    "m.lerp_(g, beta1).", wrong("m_weights_swapped")),
            Mistake("beta2 and 1 - beta2 swapped in v", "v = beta2 * v + (1 - beta2) * g * g.",
                    wrong("v_weights_swapped")),
+           Mistake("g * g weighted by 1 - beta1 in v", "v = beta2 * v + (1 - beta2) * g * g: v's own beta on both terms.",
+                   wrong("v_with_beta1")),
+           Mistake("g weighted by 1 - beta2 in m", "m = beta1 * m + (1 - beta1) * g: m's own beta on both terms.",
+                   wrong("m_with_beta2")),
            Mistake("v averages |g|, not g squared",
                    "v = beta2 * v + (1 - beta2) * g * g (v.addcmul_(g, g, value=1 - beta2)).",
                    wrong("v_not_squared"))]
