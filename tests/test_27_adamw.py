@@ -100,7 +100,8 @@ def formula_trajectory(spec, kwargs, grads, variant):
             m[i] = (1 - b1) * m[i] + b1 * g if swap_m else b1 * m[i] + new_m * g
             g2 = g.abs() if variant == "v_not_squared" else g * g
             v[i] = (1 - b2) * v[i] + b2 * g2 if swap_v else b2 * v[i] + new_v * g2
-            c1, c2 = (1.0, 1.0) if variant == "no_bias_correction" else (1 - b1 ** t[i], 1 - b2 ** t[i])
+            te = t[i] + 1 if variant == "count_from_one" else t[i]  # the count started at 1: the first step is t = 2
+            c1, c2 = (1.0, 1.0) if variant == "no_bias_correction" else (1 - b1 ** te, 1 - b2 ** te)
             if variant == "no_correction_m":
                 c1 = 1.0
             elif variant == "no_correction_v":
@@ -140,6 +141,9 @@ def mistakes(spec, kwargs, grads, step, index):
                    "m.lerp_(g, beta1).", wrong("m_weights_swapped")),
            Mistake("beta2 and 1 - beta2 swapped in v", "v = beta2 * v + (1 - beta2) * g * g.",
                    wrong("v_weights_swapped")),
+           Mistake("the step count one ahead: the first step corrected with t = 2",
+                   "state['step'] starts at 0 and is incremented before the update, so the first step has t = 1.",
+                   wrong("count_from_one")),
            Mistake("g * g weighted by 1 - beta1 in v", "v = beta2 * v + (1 - beta2) * g * g: v's own beta on both terms.",
                    wrong("v_with_beta1")),
            Mistake("g weighted by 1 - beta2 in m", "m = beta1 * m + (1 - beta1) * g: m's own beta on both terms.",

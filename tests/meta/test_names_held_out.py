@@ -2,7 +2,7 @@
 the names, and graded as a learner's tree is. Of 45 (two or three in each of 19-35), 43 were
 caught and none cost another exercise, but two passed every check and five were given a wrong
 name. Each of those is here, fixed: it is caught by its own check, and the wrong name is not
-given (a name only where the evidence fits that mistake alone); and four common ones that were
+given (a name only where the evidence fits that mistake alone); and five common ones that were
 caught without a name are named now.
 """
 
@@ -26,6 +26,7 @@ FULL_PROMPT_REFUSED = [("if prompt_length > context_length:", "if prompt_length 
 GATE_TWICE = [("hidden = silu(self.gate(x)) * self.up(x)", "hidden = silu(self.gate(x)) * self.gate(x)")]
 MASKED_TO_ZERO = [('scores = scores.masked_fill(~allowed, float("-inf"))', "scores = scores.masked_fill(~allowed, 0.0)")]
 VALUES_FROM_KEYS = [("v = self.W_value(x).view(", "v = self.W_key(x).view(")]
+COUNT_FROM_ONE = [('state["step"] = torch.tensor(0.0)', 'state["step"] = torch.tensor(1.0)')]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -44,6 +45,7 @@ NAMED = [
     ("the masked scores set to 0, not -inf", "gqa.py", MASKED_TO_ZERO, T22, "test_gqa_matches_oracle"),
     ("the values computed with W_key", "gqa.py", VALUES_FROM_KEYS, T22, "test_gqa_matches_oracle"),
     ("g * g weighted by 1 - beta1 in v", "adamw.py", V_WITH_BETA1, T27, "test_adamw_matches_torch"),
+    ("the step count one ahead", "adamw.py", COUNT_FROM_ONE, T27, "test_adamw_matches_torch"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
