@@ -184,6 +184,9 @@ def test_padded_vocab_size(impl, gen):
 def test_fast_layer_norm_and_attention(impl, gen):
     e = n(gen, 2, 24)
     x = torch.randn(n(gen, 1, 3), n(gen, 1, 9), e, generator=gen)
+    # a row of nearly equal values (likely with e = 2) makes any float32 LayerNorm lose its digits to
+    # cancellation, the reference's too: such a row is spread out first (its std is then above 0.3)
+    x = torch.where(x.std(-1, keepdim=True) < 0.2, x + torch.linspace(-1, 1, e), x)
     p = {"scale": 1 + 0.3 * torch.randn(e, generator=gen), "shift": 0.3 * torch.randn(e, generator=gen)}
     g = torch.randn(x.shape, generator=gen)
     res = impl.module("fast.FastLayerNorm", x, init_args=(e,), params=p, grad_output=g, grad_wrt=(0,))
