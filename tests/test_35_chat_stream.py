@@ -48,6 +48,8 @@ TOP_K_PLUS_ONE = ("top-k keeps k + 1 tokens", "The threshold is the k-th largest
                   "(index k - 1 of the sorted values); set the logits below it to -inf.")
 TOP_K_MINUS_ONE = ("top-k keeps k - 1 tokens: the k-th largest dropped", "Keep every logit at least the k-th largest: only "
                    "logits < kth become -inf (not <=).")
+TOP_K_LARGEST = ("only the largest logit kept: the threshold taken from the largest of the top k, not the k-th",
+                 "The threshold is the k-th largest logit, torch.topk(logits, top_k).values[-1] (the last of the k).")
 TEMPERATURE_LAST = ("the temperature applied after top-p chose its tokens (top-p on the unscaled probabilities)",
                     "Divide the logits by temperature first; top-k and top-p then work on the scaled logits and their softmax.")
 CONTEXT_ONE_SHORT = ("the stream stopped one token before the context was full",
@@ -72,6 +74,7 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
     scaled = logits * temperature if variant == "times_temperature" else logits / (1.0 if unscaled else temperature)
     if top_k is not None and variant != "no_top_k":
         keep = min(max(top_k + (variant == "top_k_plus_one") - (variant == "top_k_minus_one"), 1), scaled.numel())
+        keep = 1 if variant == "top_k_largest" else keep
         kth = torch.sort(scaled, descending=True).values[keep - 1]
         scaled = torch.where(scaled >= kth, scaled, torch.tensor(float("-inf"), dtype=scaled.dtype))
     if top_p is not None and variant != "no_top_p":
@@ -206,7 +209,8 @@ def test_greedy_stream_equals_generation_on_the_whole_sequence(impl, gen):
 # the sampling runs, one after another, and the mistakes of the rule each is the first to show (an earlier run passed)
 SAMPLING_RUNS = [("temperature", [(NO_TEMPERATURE, "no_temperature"), (TIMES_TEMPERATURE, "times_temperature"),
                                   (GREEDY_SAMPLING, "greedy")]),
-                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k")]),
+                 ("top_k", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k"),
+                            (TOP_K_LARGEST, "top_k_largest")]),
                  ("top_p", [(TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")]),
                  ("both", [(TOP_K_PLUS_ONE, "top_k_plus_one"), (TOP_K_MINUS_ONE, "top_k_minus_one"), (TOP_K_IGNORED, "no_top_k"),
                            (TOP_P_CROSSING, "top_p_crossing"), (TOP_P_IGNORED, "no_top_p"), (TEMPERATURE_LAST, "temperature_last")])]
@@ -218,7 +222,8 @@ def test_sampled_stream_equals_generate_with_the_same_seed(impl, gen):
     for first, (kind, variants) in enumerate(SAMPLING_RUNS):
         temperature = float(torch.empty(1).uniform_(0.5, 0.8, generator=gen)) * (1 if first == 0 and n(gen, 0, 1) else 3)  # not 1
         setting = {"temperature": temperature,
-                   "top_k": n(gen, 2, 4) if kind == "top_k" else n(gen, 4, vocab - 2) if kind == "both" else None,
+                   # k >= 3: keeping k - 1 tokens and keeping the largest alone then differ
+                   "top_k": n(gen, 3, 5) if kind == "top_k" else n(gen, 4, vocab - 2) if kind == "both" else None,
                    "top_p": {"top_p": 0.35 + 0.45 * float(torch.rand(1, generator=gen)),
                              "both": 0.5 + 0.4 * float(torch.rand(1, generator=gen))}.get(kind)}
         idx = prompt(gen, cfg, n(gen, 1, 4))
