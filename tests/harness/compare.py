@@ -222,10 +222,8 @@ def expect_value_error(call: Callable, what: str, needles=(), why: str = "", mis
             raise Mismatch(f"{what} raised a ValueError whose message does not name {', '.join(lacking)}: {e.message}{why}"
                            f"{missing}") from None
         return
-    shown = repr(getattr(res, "out", res))  # an impl call's Result, or what a helper made of it
-    if isinstance(getattr(res, "out", res), torch.Tensor):
-        t = getattr(res, "out", res)
-        shown = f"a tensor of shape {tuple(t.shape)}"
+    out = getattr(res, "out", res)  # an impl call's Result, or what a helper made of it
+    shown = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else repr(out)
     raise Mismatch(f"{what} did not raise (it returned {shown[:80] + '…' if len(shown) > 80 else shown}); expected a ValueError{why}")
 
 

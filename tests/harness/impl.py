@@ -200,27 +200,23 @@ class Impl:
                   "fallback": sorted(fallback), "hangs": self._known_hangs()}
         more = {"fresh": True} if fresh else {}
         more.update({"measure": True} if measure else {})
-        start = time.perf_counter()
-        try:
-            reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, timeout, **more)
-        except WorkerLost as e:
-            if not (e.timed_out and e.stuck is not None and e.stuck.at_import and self._module_of(e.stuck) in fallback):
-                if e.output.strip():
-                    self.printed.append(e.output)
-                raise self._fault(e, time.perf_counter() - start, timeout) from None
-            # Another exercise's module loops at import: that costs this check nothing. Said once
-            # (its own exercise names it), then every import of it meets the tripwire and the part
-            # stands in for it (``worker/tree.py``); this check runs again, in a fresh process.
-            self.lost.setdefault(_ELSEWHERE, Trouble("")).hangs[(e.stuck.file, e.stuck.function)] = (
-                e.stuck, f"{timeout:g} s in {self.check} of exercise {self.exercise.id}")
-            header["hangs"] = self._known_hangs()
+        for first in (True, False):
             start = time.perf_counter()
             try:
                 reply, out, printed = self.backend.probe(self.exercise.id, self.rules(), header, arrays, timeout, **more)
-            except WorkerLost as again:
-                if again.output.strip():
-                    self.printed.append(again.output)
-                raise self._fault(again, time.perf_counter() - start, timeout) from None
+                break
+            except WorkerLost as e:
+                if not (first and e.timed_out and e.stuck is not None and e.stuck.at_import
+                        and self._module_of(e.stuck) in fallback):
+                    if e.output.strip():
+                        self.printed.append(e.output)
+                    raise self._fault(e, time.perf_counter() - start, timeout) from None
+                # Another exercise's module loops at import: that costs this check nothing. Said once
+                # (its own exercise names it), then every import of it meets the tripwire and the part
+                # stands in for it (``worker/tree.py``); this check runs again, in a fresh process.
+                self.lost.setdefault(_ELSEWHERE, Trouble("")).hangs[(e.stuck.file, e.stuck.function)] = (
+                    e.stuck, f"{timeout:g} s in {self.check} of exercise {self.exercise.id}")
+                header["hangs"] = self._known_hangs()
         seconds = time.perf_counter() - start
         if printed.strip():
             self.printed.append(printed)
@@ -301,11 +297,11 @@ class Impl:
 
     def _known_hang(self, details: str) -> str:
         """What to say of a check stopped on entering a place that hung in an earlier check."""
-        trouble = self.lost.get(self.exercise.id) if self.exercise.id != _ELSEWHERE else None
+        trouble = self.lost.get(self.exercise.id)
         file, _, function = details.rpartition("::")
         name = Path(file).name
         what = f"imports {name}, whose import" if function == "<module>" else f"calls {function} ({name}), which"
-        mine = list(trouble.hangs.items()) if trouble is not None else []
+        mine = list(trouble.hangs.items()) if trouble is not None else []  # this exercise's own first
         for (f, fn), (place, when) in mine + self._hangs():
             if fn == function and Path(f).name == name:
                 return f"not run: it {what} did not end within {when} (an endless loop at line {place.line}?)"
