@@ -18,6 +18,7 @@
     nox -s classroom -- [DIR]         GitHub Classroom's workflow, from the manifest: DIR/.github/workflows/classroom.yml
     nox -s env                        make or update the shared environment, and nothing else (CI builds it once so)
     nox -s gradescope -- autograder.zip   Gradescope's autograder (setup.sh, run_autograder, the grader)
+    nox -s class -- SUBMISSIONS       grade a class: a folder of submissions -> grades.csv, mistakes.csv, index.html
 
 All sessions share one virtual environment, .nox/kata, made on first use and reused after; it is
 remade only when pyproject.toml's dependencies change. torch comes from a wheel already on this
@@ -429,3 +430,12 @@ def gradescope(session: nox.Session) -> None:
     needs_solutions(session)
     py = kata_env(session)
     session.run(py, str(ROOT / "tests" / "harness" / "gradescope.py"), *session.posargs, external=True)
+
+
+@nox.session(name="class")
+def class_session(session: nox.Session) -> None:
+    """Grade a class: `nox -s class -- SUBMISSIONS [--out DIR] [--jobs N] [--exercise ID]` grades
+    each submission (a folder or .zip each, or Gradescope's export) alone, sandboxed, and writes
+    grades.csv, mistakes.csv and index.html (tests/harness/classgrade.py)."""
+    py = kata_env(session, extras=("train",))  # tqdm for the progress bar, matplotlib for the page's charts
+    session.run(py, str(ROOT / "tests" / "harness" / "classgrade.py"), *session.posargs, external=True)

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
+LOOKS_LIKE = "This looks like: "  # how every check names a mistake: "This looks like: NAME. FIX"
+_NAMED = re.compile(r"(?:^|\n)This looks like: (.+?)(?:\.(?:\s|$)|$)", re.S)
+
+
+def named_mistake(message: str) -> str:
+    """The name of the mistake a check's message names ("This looks like: NAME. FIX"), or "".
+
+    Read from the check's own message, never from what the learner's code printed (that is kept
+    apart, in ``GradingFailure.output``); the last such line wins. A message can quote text of the
+    learner's (an exception's message), so a tree could plant a name here: it is a diagnosis for
+    the instructor's page, never part of the score."""
+    found = _NAMED.findall(message or "")
+    return found[-1].strip() if found else ""
+
 
 class GradingFailure(AssertionError):
     """A check failed for a reason the learner should read; no test-code traceback is shown."""

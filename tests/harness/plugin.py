@@ -86,7 +86,7 @@ except Exception:  # an argument the plugin will refuse with a proper message la
 import torch  # noqa: E402  (after the hosts have started)
 
 from . import allowlist, integrity, reference, treefiles  # noqa: E402
-from .failures import GradingFailure  # noqa: E402
+from .failures import GradingFailure, named_mistake  # noqa: E402
 from .impl import PART_SOURCES, Impl, InProcessBackend, Trouble, WorkerBackend  # noqa: E402
 from .worker import processes  # noqa: E402
 
@@ -127,6 +127,7 @@ class Check:
     name: str
     status: str  # passed / failing / not started / error
     message: str = ""
+    mistake: str = ""  # the mistake the message names ("This looks like: ..."), if any
 
 
 @dataclass
@@ -498,11 +499,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 if impl is not None and not exc.output:
                     exc.output = "".join(impl.printed)
                 text = exc.explain()
-                outcome.checks.append(Check(item.nodeid, name, exc.status, text))
+                outcome.checks.append(Check(item.nodeid, name, exc.status, text, named_mistake(exc.message)))
                 rep.longrepr = text
             elif isinstance(exc, AssertionError):
                 text = str(exc) or "assertion failed"
-                outcome.checks.append(Check(item.nodeid, name, "failing", text))
+                outcome.checks.append(Check(item.nodeid, name, "failing", text, named_mistake(text)))
             else:
                 what = f"{type(exc).__name__}: {exc}" if exc else "error"
                 outcome.checks.append(Check(item.nodeid, name, "error", f"the check itself failed ({what}): please report this"))
@@ -673,7 +674,11 @@ def write_report(kata: Kata, path: Path) -> str:
                 "output": "\n".join(lines),
                 "visibility": "visible",
                 "extra_data": {"kata_status": o.status, "checks": len(o.checks),
-                               "blocked_by": [e.id for e in kata.blocked_by(o)]},
+                               "blocked_by": [e.id for e in kata.blocked_by(o)],
+                               # each check, and the mistake its message names: what `nox -s class` tallies
+                               "check_results": [{"name": c.name, "status": c.status, "mistake": c.mistake,
+                                                  "message": "" if c.status == "passed" else c.message}
+                                                 for c in o.checks]},
             }
         )
     report = {
