@@ -174,7 +174,8 @@ def tests(session: nox.Session) -> None:
     """The project's own suite: the graded checks on solutions/, stubs in sync, the harness's own tests."""
     needs_solutions(session)
     py = kata_env(session, extras=("train", "dev"))
-    pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", *session.posargs)
+    # -rs: each skipped test's reason in the summary (no sandbox, no browser, no GPT-2 weights)
+    pytest(session, py, str(ROOT / "tests"), "--impl", "solutions", "-rs", *session.posargs)
 
 
 @nox.session

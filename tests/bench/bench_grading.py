@@ -18,7 +18,9 @@ time, median of three, and the README's table of times (between its ``<!-- times
 checked against them: a figure more than 30% off is reported as out of date.
 
 ``bench_grading.py --suite [--runs N]`` measures the graded suite only (sandboxed and unsandboxed,
-interleaved, median of N, 3 by default); ``--watch`` measures watch mode only.
+interleaved, median of N, 3 by default); ``--watch`` measures watch mode only; ``--class`` times
+``nox -s class`` on the made-up class of ``tests/meta/test_class.py`` (8 submissions, the whole
+course), one and two at a time, against one grade of the solutions.
 """
 
 from __future__ import annotations
@@ -194,12 +196,40 @@ def compare_suites(box, runs: int, in_process: bool = True) -> dict[str, float]:
     return medians
 
 
+def class_times() -> None:
+    """``nox -s class`` on the made-up class (the whole course), ``--jobs 1`` and ``2``, each once,
+    and one ``nox -s grade -- --impl solutions`` (median of 3) for the per-submission cost."""
+    sys.path.insert(0, str(ROOT / "tests" / "meta"))
+    from test_class import build_class
+
+    single = nox_wall("--impl", "solutions")
+    with tempfile.TemporaryDirectory() as tmp:
+        subs, _ = build_class(Path(tmp))
+        count = sum(1 for p in subs.iterdir() if p.is_dir() or p.suffix == ".zip")
+        for jobs in (1, 2):
+            out = Path(tmp) / f"out-{jobs}"
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, str(ROOT / "tests" / "harness" / "classgrade.py"), str(subs),
+                                   "--out", str(out), "--jobs", str(jobs), "--seed", "1"],
+                                  cwd=ROOT, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                sys.exit(f"nox -s class failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            print(f"nox -s class, {count} submissions (the whole course), --jobs {jobs}: {seconds:.0f} s, "
+                  f"{seconds / count:.1f} s per submission" + (f" ({seconds / count / single:.2f}x one "
+                  f"`nox -s grade -- --impl solutions`, {single:.1f} s)" if single else "") + f"; {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", action="store_true", help="the graded suite only, sandboxed and unsandboxed")
     parser.add_argument("--runs", type=int, default=3, help="runs of each suite (median)")
     parser.add_argument("--watch", action="store_true", help="watch mode only: from a save to the message and to the line")
+    parser.add_argument("--class", dest="klass", action="store_true", help="nox -s class on a made-up class only")
     args = parser.parse_args()
+    if args.klass:
+        class_times()
+        return
     if args.watch:
         report_watch(watch_latency())
         return
@@ -241,6 +271,7 @@ def main() -> None:
     one_typed = measured["nox -s grade -- 01"]
     if one_typed is not None:
         print(f"one exercise as typed (`nox -s grade -- 01`): {one_typed:.1f} s (target: within 3 s) -> {'met' if one_typed <= 3 else 'NOT met'}")
+    class_times()
 
 
 if __name__ == "__main__":

@@ -97,12 +97,12 @@ def grade_alone(tree: Path, tmp: Path) -> dict:
     return json.loads(report.read_text())
 
 
-@pytest.fixture(scope="module")
-def graded_class(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("class")
+def build_class(tmp: Path) -> tuple[Path, dict[str, Path]]:
+    """The made-up class in ``tmp/submissions``, and for each submission that grades, the
+    exercises folder that grading it alone grades (``tests/bench/bench_grading.py --class`` times it)."""
     subs = tmp / "submissions"
     subs.mkdir()
-    trees = {}  # submission -> the exercises folder that grading it alone grades
+    trees = {}
     trees["good"] = _clone(subs, "good") / "exercises"
     shutil.copytree(ROOT / "exercises", subs / "stubs", ignore=shutil.ignore_patterns("__pycache__"))
     trees["stubs"] = subs / "stubs"
@@ -118,6 +118,13 @@ def graded_class(tmp_path_factory):
     (subs / "not-a-zip.zip").write_text("not a zip\n")
     trees["hang"] = _clone(subs, "hang", {"attention.py": [HANG]}) / "exercises"
     (subs / "a note.txt").write_text("skipped: not a submission\n")
+    return subs, trees
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("class")
+    subs, trees = build_class(tmp)
     out = tmp / "out"
     first = run_class(subs, out)
     return tmp, subs, out, trees, first

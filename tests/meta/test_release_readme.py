@@ -37,6 +37,7 @@ EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("finetune", r".*", 1, ("no such checkpoint", "nox -s train")),  # the release has no trained model yet
     ("chat", r".*", 1, ("no checkpoint at", "nox -s finetune")),
     ("hint", r".*", 0, ("hint",)),
+    ("class", r".*", 1, ("no such file or folder",)),  # the README's examples name folders of its own
     ("bench", r".*", 1, ("not part of this release",)),
 ]
 
