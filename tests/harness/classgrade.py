@@ -254,15 +254,33 @@ def grade(tree: Path, report: Path, log: Path, *, seed: int, exercises: list[str
         with open(log, "w", encoding="utf-8", errors="replace") as out:
             proc = subprocess.Popen(cmd, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
+            with _LOCK:
+                _RUNNING.add(proc)
             try:
                 code = proc.wait(timeout=timeout + 60)  # the grade's own watchdog ends it first
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _stop(proc)
                 code = None
+            finally:
+                with _LOCK:
+                    _RUNNING.discard(proc)
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
     return code, log.read_text(encoding="utf-8", errors="replace")
+
+
+_RUNNING: set[subprocess.Popen] = set()  # the grades in progress, stopped on Ctrl-C
+_LOCK = threading.Lock()
+_INTERRUPTED = threading.Event()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a grade and everything it started (its own session: the worker, the sandbox)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
 
 
 def _last_lines(text: str, n: int = 3) -> str:
@@ -345,6 +363,9 @@ def grade_submission(sub: Submission, out: Path, opts: argparse.Namespace, grade
         report.unlink(missing_ok=True)
         code, output = grade(tree, report, folder / "grade.log", seed=opts.seed, exercises=opts.exercise,
                              sandboxed=not opts.unsandboxed, timeout=opts.timeout)
+        if _INTERRUPTED.is_set():
+            row.note = "interrupted (Ctrl-C) while it was graded: the next run grades it"
+            return row
         read_grade(row, report, output, code, opts.timeout)
         if notes and row.status == "graded":
             row.note = "; ".join(filter(None, [row.note, *notes]))
@@ -468,10 +489,16 @@ def main(argv: list[str]) -> int:
                     _say(bar, f"{row.id:<24} {total:>9}  {row.status}{note}  {took}")
                     bar.update(1)
         except KeyboardInterrupt:
+            _INTERRUPTED.set()
             pool.shutdown(wait=False, cancel_futures=True)
-            print("interrupted: the rows graded so far are kept; run the same command again to grade the rest",
-                  file=sys.stderr)
-            raise
+            with _LOCK:
+                running = list(_RUNNING)
+            for proc in running:
+                _stop(proc)
+            bar.close()
+            print("\ninterrupted: the submissions graded so far are kept (submissions/*/row.json); run the same "
+                  "command again to grade the rest", file=sys.stderr)
+            return 130
     bar.close()
     ordered = [rows[s.id] for s in subs]
     write_csvs(out, ordered, exercises)

@@ -280,3 +280,29 @@ def test_the_page_in_chromium_sorts_and_lists_the_mistakes(graded_class):
                                        "c => getComputedStyle(c).backgroundColor")
         assert colour == "rgb(200, 230, 201)", colour  # passed: green
         browser.close()
+
+
+@SANDBOXED
+def test_an_interrupted_class_keeps_what_it_graded_and_the_next_run_grades_the_rest(graded_class):
+    _, subs, _, trees, _ = graded_class
+    out = subs.parent / "interrupted"
+    script = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "  # as a terminal's Ctrl-C
+              "os.execv(sys.executable, sys.argv[1:])")
+    cmd = [sys.executable, "-c", script, sys.executable, str(ROOT / "tests" / "harness" / "classgrade.py"), str(subs),
+           "--out", str(out), "--seed", SEED, *[a for e in EXERCISES for a in ("-e", e)]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if "  graded  " in line:  # the first graded submission ("not graded" has one space): the next grade is under way
+            break
+    proc.send_signal(2)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr, (proc.returncode, stderr[-2000:])
+    left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in left, "a grade of the interrupted class is still running"
+    rows = [json.loads(p.read_text()) for p in (out / "submissions").glob("*/row.json")]
+    graded = {r["id"] for r in rows if r["status"] == "graded"}
+    assert graded and len(graded) < len(trees), rows
+    again = run_class(subs, out)
+    kept = {line.split()[0] for line in again.stdout.splitlines() if "unchanged, kept" in line}
+    assert kept == graded, again.stdout
+    assert {r["submission"] for r in _rows(out / "grades.csv") if r["status"] == "graded"} == set(trees)
