@@ -54,6 +54,16 @@ def _python(env: Path) -> Path:
     return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _nvidia_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU (its driver), for which PyPI's CUDA torch is worth its size."""
+    import shutil
+
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
 def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     """The shared environment's python, made or updated only when needed."""
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
@@ -77,25 +87,42 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
     if not py.exists() or have.get("python") != stamp["python"]:
         session.log(f"making the shared environment {ENV.relative_to(ROOT)} (once)")
         session.run(sys.executable, "-m", "venv", "--clear", str(ENV))
+    elif py.exists() and have.get("python") == stamp["python"] and have.get("torch") == torch_spec:
+        missing = sorted(set(stamp["deps"]) - set(have.get("deps", [])))
+        session.log(f"`nox -s {session.name}` needs what the environment lacks; installing it, once (20-45 s): "
+                    + ", ".join(missing))
     # --no-warn-conflicts: openai-whisper is installed without its dependencies on purpose (only
     # a data file of it is read), and pip would otherwise print a resolver ERROR about them.
-    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-warn-conflicts"]
+    loud = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-warn-conflicts", "--progress-bar", "on"]
+    pip = [*loud[:4], "-q", *loud[4:6]]
     # Prefer a torch wheel that is already on this machine (pip's find-links), so that a CPU-only
     # machine does not download a multi-GB CUDA build; fall back to the index when there is none.
     local = subprocess.run([*pip, "--no-index", "--no-deps", torch_spec], capture_output=True).returncode == 0
+    downloaded = False
     if local:
         session.log(f"{torch_spec}: from a wheel already on this machine")
+    elif not os.environ.get("KATA_TORCH_INDEX") and sys.platform.startswith("linux") and not _nvidia_gpu():
+        # PyPI's Linux torch is the CUDA build (several GB): where no NVIDIA GPU is, the CPU build
+        session.log(f"no local wheel for {torch_spec} and no NVIDIA GPU here: PyTorch's CPU build from {CPU_INDEX} "
+                    "(about 190 MB; KATA_TORCH_INDEX=https://pypi.org/simple takes PyPI's CUDA build instead)")
+        downloaded = subprocess.run([*loud, "--index-url", CPU_INDEX, "--timeout", "30", "--retries", "1",
+                                     torch_spec]).returncode == 0
+        if not downloaded:
+            session.log(f"{CPU_INDEX} could not be reached: torch from the package index instead (on Linux that is "
+                        "the CUDA build: several GB, minutes of download)")
     elif not os.environ.get("KATA_TORCH_INDEX"):
         session.log(f"no local wheel for {torch_spec}: installing it from the package index (on Linux, PyPI's torch "
-                    "brings CUDA: several GB; KATA_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU build, about 190 MB)")
+                    f"brings CUDA: several GB; KATA_TORCH_INDEX={CPU_INDEX} takes the CPU build, about 190 MB)")
     # KATA_TORCH_INDEX: torch (and what it needs) from that index only, as pytorch.org's own
     # instructions do; PIP_INDEX_URL would apply to every package (tiktoken is not on PyTorch's
     # index) and PIP_EXTRA_INDEX_URL lets pip pick whichever index has the newer torch. A torch
     # installed above from a local wheel already satisfies the spec, and pip leaves it.
     if torch_index := os.environ.get("KATA_TORCH_INDEX"):
         session.log(f"torch from KATA_TORCH_INDEX={torch_index}")
-        session.run(*pip, "--index-url", torch_index, torch_spec)
-    session.run(*pip, torch_spec, *[d for d in deps if not d.startswith(("torch", *NO_DEPS))])
+        session.run(*loud, "--index-url", torch_index, torch_spec)
+        downloaded = True
+    # pip's progress shown while torch may still be downloading (minutes), quiet otherwise
+    session.run(*(pip if local or downloaded else loud), torch_spec, *[d for d in deps if not d.startswith(("torch", *NO_DEPS))])
     if no_deps := [d for d in deps if d.startswith(NO_DEPS)]:
         session.run(*pip, "--no-deps", *no_deps)
     stamp["deps"] = sorted(set(stamp["deps"]) | set(have.get("deps", [])) if have.get("torch") == torch_spec else stamp["deps"])
