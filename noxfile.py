@@ -105,11 +105,13 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
         # PyPI's Linux torch is the CUDA build (several GB): where no NVIDIA GPU is, the CPU build
         session.log(f"no local wheel for {torch_spec} and no NVIDIA GPU here: PyTorch's CPU build from {CPU_INDEX} "
                     "(about 190 MB; KATA_TORCH_INDEX=https://pypi.org/simple takes PyPI's CUDA build instead)")
-        downloaded = subprocess.run([*loud, "--index-url", CPU_INDEX, "--timeout", "30", "--retries", "1",
-                                     torch_spec]).returncode == 0
+        attempt = subprocess.run([*loud, "--index-url", CPU_INDEX, "--timeout", "30", "--retries", "1", torch_spec],
+                                 stderr=subprocess.PIPE, text=True)  # the progress shown, pip's errors kept
+        downloaded = attempt.returncode == 0
         if not downloaded:
-            session.log(f"{CPU_INDEX} could not be reached: torch from the package index instead (on Linux that is "
-                        "the CUDA build: several GB, minutes of download)")
+            why = next((line for line in reversed(attempt.stderr.splitlines()) if line.startswith("ERROR")), "")
+            session.log(f"PyTorch's CPU build could not be installed from {CPU_INDEX} ({why[:160] or 'pip failed'}): "
+                        "torch from the package index instead (on Linux that is the CUDA build: several GB)")
     elif not os.environ.get("KATA_TORCH_INDEX"):
         session.log(f"no local wheel for {torch_spec}: installing it from the package index (on Linux, PyPI's torch "
                     f"brings CUDA: several GB; KATA_TORCH_INDEX={CPU_INDEX} takes the CPU build, about 190 MB)")
