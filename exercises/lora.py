@@ -13,9 +13,10 @@ training moves only ``A`` and ``B`` (``rank * (in + out)`` numbers instead of ``
 After training, ``merge_lora`` folds the update into ``W`` (``W + (alpha / rank) * (A @ B)^T``)
 and the model is a plain one again, as fast as before.
 
-The scaling is ``alpha / rank`` as in the paper and in Hugging Face's ``peft``, so that changing
-the rank does not change how large the update starts out; the book's appendix E multiplies by
-``alpha`` alone (its ``alpha`` is this one's ``alpha / rank``).
+The scaling is ``alpha / rank`` as in the paper, in Hugging Face's ``peft`` and in the current
+notebook of the book's appendix E, so that changing the rank does not change how large the update
+starts out; the book's printed appendix E multiplied by ``alpha`` alone (its ``alpha`` is this
+one's ``alpha / rank``).
 """
 
 import math
