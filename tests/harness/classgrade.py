@@ -92,7 +92,7 @@ class Row:
 
 
 def _safe_id(name: str, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "submission"
     out, n = base, 2
     while out.lower() in taken:
         out, n = f"{base}-{n}", n + 1
@@ -396,19 +396,26 @@ def _load_row(folder: Path) -> Row | None:
 # ------------------------------------------------------------------------------ outputs
 
 
+def text_cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that begins like a formula (``=``, ``+``,
+    ``-``, ``@``, a tab or a return) gets a leading ``'``. Names of the submission's files and text
+    its code raised reach the notes and messages, and a spreadsheet would run a formula there."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_csvs(out: Path, rows: list[Row], exercises: list[manifest.Exercise]) -> None:
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["submission", "total", *[e.id for e in exercises], "status", "note"])
         for r in rows:
             cells = ["" if e.id not in r.points else f"{r.points[e.id]:g}" for e in exercises]
-            w.writerow([r.id, "" if r.total is None else f"{r.total:g}", *cells, r.status, r.note])
+            w.writerow([text_cell(r.id), "" if r.total is None else f"{r.total:g}", *cells, r.status, text_cell(r.note)])
     with open(out / "mistakes.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["submission", "exercise", "check", "mistake", "message"])
         for r in rows:
             for m in r.mistakes:
-                w.writerow([r.id, m["exercise"], m["check"], m["mistake"], m["message"]])
+                w.writerow([text_cell(r.id), m["exercise"], m["check"], text_cell(m["mistake"]), text_cell(m["message"])])
 
 
 def _seed(out: Path, given: int | None) -> int:

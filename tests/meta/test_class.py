@@ -306,3 +306,12 @@ def test_an_interrupted_class_keeps_what_it_graded_and_the_next_run_grades_the_r
     kept = {line.split()[0] for line in again.stdout.splitlines() if "unchanged, kept" in line}
     assert kept == graded, again.stdout
     assert {r["submission"] for r in _rows(out / "grades.csv") if r["status"] == "graded"} == set(trees)
+
+
+def test_text_that_looks_like_a_formula_stays_text_in_the_csv():
+    from harness.classgrade import text_cell
+
+    for text in ("=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx"):
+        assert text_cell(text) == "'" + text
+    for text in ("softmax over the wrong axis", "1.5", ""):
+        assert text_cell(text) == text
