@@ -113,7 +113,8 @@ def _record_environment(session: nox.Session, py: Path | str) -> None:
 def _exercise_args(posargs: list[str]) -> list[str]:
     """`nox -s grade -- 01 layernorm --impl solutions`: bare words are exercises, the rest pytest's."""
     out: list[str] = []
-    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout", "-k", "-m", "-p"}
+    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout",
+                   "--show-tree-as", "-k", "-m", "-p"}
     prev = None
     for arg in posargs:
         if not arg.startswith("-") and prev not in takes_value:

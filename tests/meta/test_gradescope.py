@@ -100,6 +100,26 @@ def assert_sandboxed_where_required(report: dict, explain: str) -> None:
     assert report["extra_data"]["sandbox"].startswith("bubblewrap"), explain  # run_autograder always requires it
 
 
+def assert_no_path_of_the_grader(report: dict, root: Path) -> None:
+    """What the student reads names the tree and its files as in their own grade (exercises/attention.py),
+    never a path of the container: not the autograder's folder, nor the bubblewrap binary."""
+    def strings(value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from strings(k)
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    hidden = ["/autograder", str(root), str(root.resolve())] + ([BOX.bwrap, str(Path(BOX.bwrap).parent)] if BOX else [])
+    shown = [(h, s) for s in strings(report) for h in hidden if h in s]
+    assert not shown, "\n".join(f"{h!r} in {s[:300]!r}" for h, s in shown[:5])
+    assert report["extra_data"]["tree"] == "exercises", report["extra_data"]["tree"]
+
+
 # ------------------------------------------------------------------------------------ the bundle
 
 
@@ -154,6 +174,9 @@ def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_gr
     assert report["output"].startswith("Not in your submission, so graded as the course's stubs: block.py."), report["output"][:300]
     assert report["extra_data"]["submission"]["layout"] == "the repository (exercises/)"
     assert_sandboxed_where_required(report, explain)
+    assert_no_path_of_the_grader(report, autograder)
+    assert "tree: exercises · seed" in report["output"], report["output"][:500]
+    assert re.search(r"^next: 01 attention, exercises/attention\.py line \d+ ", proc.stdout, re.M), explain
 
 
 @SANDBOXED
@@ -173,6 +196,7 @@ def test_the_solutions_score_full_marks_in_every_layout(autograder, layout):
     assert f"the submission is {says}:" in proc.stdout, explain
     assert_gradescope_schema(report)
     assert_sandboxed_where_required(report, explain)
+    assert_no_path_of_the_grader(report, autograder)
     # nothing was missing: results.json is the grader's report, byte for byte, as its digest says
     digest = re.search(r"written last; sha256 ([0-9a-f]{64})", proc.stdout)
     data = (autograder / "results" / "results.json").read_bytes()

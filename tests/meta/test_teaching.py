@@ -21,6 +21,7 @@ def fake_kata(outcomes):
     kata.outcomes = {o.exercise.id: o for o in outcomes}
     kata.void, kata.in_process, kata.tree_label, kata.tree, kata.seed = [], False, "exercises", ROOT / "exercises", 7
     kata.sandbox, kata.sandbox_reason, kata.backend = None, "a test's fake grade", None
+    kata.shown_as = None
     return kata
 
 
