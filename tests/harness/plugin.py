@@ -405,8 +405,9 @@ def _write_void(config: pytest.Config, path: Path, why: str) -> None:
     instructor read it as a grade that did not happen)."""
     opt = config.option
     tree = manifest.ROOT / opt.impl if opt.impl in NAMED_TREES else Path(opt.impl).expanduser()
-    report = {"score": 0, "max_score": 0, "output": why, "output_format": "text", "tests": [],
-              "extra_data": {"seed": opt.seed, "tree": opt.show_tree_as or str(tree), "finished": False}}
+    report = {"score": 0, "output": why, "output_format": "text", "tests": [],
+              "extra_data": {"seed": opt.seed, "tree": opt.show_tree_as or str(tree), "finished": False,
+                             "max_score": 0}}
     _write_json(path, report)
 
 
@@ -669,7 +670,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def write_report(kata: Kata, path: Path) -> str:
-    """Gradescope's results.json: one test per exercise, in course order."""
+    """Gradescope's results.json: one test per exercise, in course order. Its top level holds only keys that
+    Gradescope documents (https://gradescope-autograders.readthedocs.io/en/latest/specs/), so the points possible,
+    which it does not list there, are ``extra_data["max_score"]``."""
     tests = []
     kata._sandbox_fell_through()
     for o in kata.graded():
@@ -694,12 +697,12 @@ def write_report(kata: Kata, path: Path) -> str:
         )
     report = {
         "score": round(sum(t["score"] for t in tests), 2),
-        "max_score": sum(t["max_score"] for t in tests),
         "execution_time": round(time.time() - kata.started, 2),
         "output": scoreboard(kata),
         "output_format": "text",  # Gradescope: plain text, the scoreboard's columns kept
         "tests": tests,
         "extra_data": {
+            "max_score": sum(t["max_score"] for t in tests),
             "seed": kata.seed,
             "tree": kata.tree_name,
             "in_process": kata.in_process,

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import GRADESCOPE_TOP_LEVEL
 
 from harness import gradescope, manifest, release, sandbox
 from harness.manifest import ROOT
@@ -93,6 +94,8 @@ def run_autograder(root: Path, python: str = sys.executable) -> tuple[subprocess
 def assert_gradescope_schema(report: dict) -> None:
     assert report["output_format"] == "text" and isinstance(report["output"], str) and report["output"]
     assert "leaderboard" not in report
+    unknown = sorted(set(report) - GRADESCOPE_TOP_LEVEL)
+    assert not unknown, f"keys Gradescope does not document at the top level of results.json: {unknown}"
     assert all(t["visibility"] == "visible" and {"name", "score", "max_score", "output"} <= t.keys() for t in report["tests"])
 
 
@@ -160,14 +163,14 @@ def test_the_bundle_refuses_solution_code(tmp_path, monkeypatch):
 
 
 @SANDBOXED
-def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_grader_unused(autograder):
+def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_grader_unused(autograder, capsys):
     files = tree(ROOT / "exercises", "exercises/", leave_out=("block.py",))
     files |= {"tests/conftest.py": FORGED, "tests/test_01_attention.py": FORGED, "noxfile.py": FORGED,
               "exercises/conftest.py": FORGED, "pyproject.toml": "[tool.pytest.ini_options]\naddopts = ['-p', 'no:harness']\n"}
     submit(autograder, files)
     proc, report = run_autograder(autograder)
     explain = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert report["score"] == 0 and report["max_score"] == FULL, explain
+    assert report["score"] == 0 and report["extra_data"]["max_score"] == FULL, explain
     assert [t["number"] for t in report["tests"]] == ALL, explain
     assert {t["extra_data"]["kata_status"] for t in report["tests"]} == {"not started"}, explain
     assert_gradescope_schema(report)
@@ -177,6 +180,8 @@ def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_gr
     assert_no_path_of_the_grader(report, autograder)
     assert "tree: exercises · seed" in report["output"], report["output"][:500]
     assert re.search(r"^next: 01 attention, exercises/attention\.py line \d+ ", proc.stdout, re.M), explain
+    assert gradescope.check_stubs(report) == 0  # setup.sh's check of the image
+    assert f"the stubs score 0/{FULL:g}, all {len(ALL)} exercises reported" in capsys.readouterr().out
 
 
 @SANDBOXED
@@ -191,7 +196,7 @@ def test_the_solutions_score_full_marks_in_every_layout(autograder, layout):
     submit(autograder, files)
     proc, report = run_autograder(autograder)
     explain = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert report["score"] == report["max_score"] == FULL, explain
+    assert report["score"] == report["extra_data"]["max_score"] == FULL, explain
     assert [t["number"] for t in report["tests"]] == ALL and all(t["status"] == "passed" for t in report["tests"]), explain
     assert f"the submission is {says}:" in proc.stdout, explain
     assert_gradescope_schema(report)
