@@ -10,11 +10,13 @@ release's README name a command that only the maintainers' repository can run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +147,19 @@ def test_a_release_command_that_needs_solutions_says_so(released):
     run = subprocess.run([NOX, "-s", "bench"], cwd=released, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
 
+
+def test_a_release_refuses_to_rewrite_its_reference_outputs(released):
+    if NOX is None:
+        pytest.skip("nox is not on PATH")
+
+    def digests() -> dict[str, str]:
+        files = sorted(p for p in Path(released, "reference").iterdir() if p.is_file())
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    run = subprocess.run([NOX, "-s", "reference"], cwd=released, capture_output=True, text=True, timeout=120)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "reference/ is not rewritten in a release" in said, said
+    reason = next(line for line in said.splitlines() if "reference/ is not rewritten" in line)
+    assert "maintainers' command" in reason, said  # the whole reason on one line
+    assert digests() == before
