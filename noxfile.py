@@ -6,7 +6,7 @@
     nox -s grade -- --report r.json   also write Gradescope's results.json
     nox -s tests                      the project's own test suite (what CI runs)
     nox -s stubs                      rewrite exercises/ from the markers in solutions/
-    nox -s new -- 19 slug module "title"   scaffold a new exercise (README: "Adding an exercise")
+    nox -s new -- 36 slug module "title"   scaffold a new exercise (README: "Adding an exercise")
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
     nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by solutions/
@@ -143,7 +143,8 @@ def _record_environment(session: nox.Session, py: Path | str) -> None:
 def _exercise_args(posargs: list[str]) -> list[str]:
     """`nox -s grade -- 01 layernorm --impl solutions`: bare words are exercises, the rest pytest's."""
     out: list[str] = []
-    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout", "-k", "-m", "-p"}
+    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout",
+                   "--show-tree-as", "-k", "-m", "-p"}
     prev = None
     for arg in posargs:
         if not arg.startswith("-") and prev not in takes_value:
@@ -218,7 +219,7 @@ def stubs(session: nox.Session) -> None:
 
 @nox.session
 def new(session: nox.Session) -> None:
-    """Scaffold a new exercise: `nox -s new -- 19 slug module "One-line title" [--function NAME]
+    """Scaffold a new exercise: `nox -s new -- 36 slug module "One-line title" [--function NAME]
     [--points N] [--depends-on ID ...]`; then follow the README's "Adding an exercise"."""
     needs_solutions(session)
     py = kata_env(session)
@@ -228,6 +229,9 @@ def new(session: nox.Session) -> None:
 @nox.session
 def reference(session: nox.Session) -> None:
     """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers, peft)."""
+    if not (ROOT / "solutions").is_dir():
+        session.error("reference/ is not rewritten in a release: the grader compares with the course's outputs as "
+                      "committed (a maintainers' command, run in their repository)")
     py = kata_env(session, extras=("reference", "peft"))
     session.run(py, str(ROOT / "reference" / "make_outputs.py"), *session.posargs, external=True)
 

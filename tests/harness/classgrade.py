@@ -240,7 +240,8 @@ def grade(tree: Path, report: Path, log: Path, *, seed: int, exercises: list[str
     when it ran past ``timeout`` and was stopped) and the output."""
     cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
            str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(report),
-           "--seed", str(seed), "--grade-timeout", f"{timeout:g}"]
+           "--seed", str(seed), "--grade-timeout", f"{timeout:g}",
+           "--show-tree-as", "exercises"]  # the scoreboards show exercises/..., never this machine's paths
     for ex in exercises:
         cmd += ["--exercise", ex]
     if sandboxed:

@@ -12,7 +12,9 @@ exercises in the submission (the whole repository, the files of ``exercises/``, 
 holding ``exercises/``), copies their ``.py`` files (never a symbolic link) over a fresh copy
 of the stubs in ``/autograder/graded/exercises``, grades that tree with the bundle's own grader exactly as ``nox -s grade --
 --impl TREE --report results.json --require-sandbox`` does, and makes sure ``results.json`` is
-there at the end, scoring 0 with the reason when the grade could not run. The sandbox is always
+there at the end, scoring 0 with the reason when the grade could not run. What the student reads
+names the tree ``exercises``, as their own grade does, and no path of the container
+(``--show-tree-as exercises``). The sandbox is always
 required: where bubblewrap cannot start in the container, the submission is not graded (score 0,
 and a message for the instructor in ``results.json``); Gradescope runs every submission as root,
 and without the sandbox a submission could read the grader's files and forge its report.
@@ -156,7 +158,7 @@ def grade(tree: Path, results: Path) -> tuple[int, list[str]]:
     status and the last lines printed."""
     cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
            str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(results),
-           "--require-sandbox"]
+           "--require-sandbox", "--show-tree-as", "exercises"]
     environment = _harness_module("environment")
     prefix = environment.fresh_prefix()  # bytecode from the environment's mirror only: none of the checkout's
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix),
@@ -310,7 +312,8 @@ def check_stubs(report: dict) -> int:
     statuses = {t.get("number"): t.get("extra_data", {}).get("kata_status") for t in report.get("tests", [])}
     finished = report.get("extra_data", {}).get("finished")
     if finished and report.get("score") == 0 and list(statuses) == want and set(statuses.values()) == {"not started"}:
-        print(f"setup: the stubs score 0/{report.get('max_score', 0):g}, all {len(want)} exercises reported: the autograder works")
+        possible = report.get("extra_data", {}).get("max_score", 0)
+        print(f"setup: the stubs score 0/{possible:g}, all {len(want)} exercises reported: the autograder works")
         return 0
     print(f"setup: FAILED: the stubs' grade is not what it should be (score {report.get('score')}, finished {finished}, "
           f"statuses {statuses})")

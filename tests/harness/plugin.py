@@ -107,6 +107,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--require-sandbox", action="store_true",
                 help="refuse to grade where no sandbox can run (also KATA_REQUIRE_SANDBOX=1)")
     g.addoption("--grade-timeout", type=float, help=f"seconds the whole grade may take (default {DEFAULT_GRADE_TIMEOUT:g})")
+    g.addoption("--show-tree-as", metavar="NAME",
+                help="name the tree NAME in the scoreboard and the report (NAME/attention.py) and show no path of this "
+                     "machine: for a grade read elsewhere (run_autograder: exercises)")
 
 
 def resolve_tree(value: str) -> Path:
@@ -171,6 +174,7 @@ class Kata:
         opt = config.option
         self.tree = resolve_tree(opt.impl)
         self.tree_label = opt.impl
+        self.shown_as = opt.show_tree_as  # None: the tree's path, and the sandbox's, are shown
         self.in_process = opt.in_process
         self.seed = opt.seed if opt.seed is not None else secrets.randbelow(2**31)
         try:
@@ -294,7 +298,16 @@ class Kata:
     @property
     def sandbox_label(self) -> str:
         self._sandbox_fell_through()
-        return self.sandbox.describe() if self.sandbox is not None else f"none ({self.sandbox_reason})"
+        if self.sandbox is None:
+            return f"none ({self.sandbox_reason})"
+        return self.sandbox.describe(path=self.shown_as is None)
+
+    @property
+    def tree_name(self) -> str:
+        """The tree as the scoreboard and the report name it: ``--show-tree-as``, else a named tree, else its path."""
+        if self.shown_as is not None:
+            return self.shown_as
+        return self.tree_label if self.tree_label in NAMED_TREES else str(self.tree)
 
     def get_backend(self, exercises: list[manifest.Exercise] | None = None):
         """The backend of this run, made on first use; ``exercises`` (by default those collected)
@@ -393,8 +406,9 @@ def _write_void(config: pytest.Config, path: Path, why: str) -> None:
     instructor read it as a grade that did not happen)."""
     opt = config.option
     tree = manifest.ROOT / opt.impl if opt.impl in NAMED_TREES else Path(opt.impl).expanduser()
-    report = {"score": 0, "max_score": 0, "output": why, "output_format": "text", "tests": [],
-              "extra_data": {"seed": opt.seed, "tree": str(tree), "finished": False}}
+    report = {"score": 0, "output": why, "output_format": "text", "tests": [],
+              "extra_data": {"seed": opt.seed, "tree": opt.show_tree_as or str(tree), "finished": False,
+                             "max_score": 0}}
     _write_json(path, report)
 
 
@@ -518,7 +532,7 @@ def scoreboard(kata: Kata, width: int = 100) -> str:
     outcomes = kata.graded()
     total = sum(kata.score(o) for o in outcomes)
     possible = sum(o.exercise.points for o in outcomes)
-    tree = kata.tree_label if kata.tree_label in NAMED_TREES else str(kata.tree)
+    tree = kata.tree_name
     mode = "  (in-process debug run: not a valid grade)" if kata.in_process else ""
     lines = [f"GPT from scratch · tree: {tree} · seed {kata.seed} (reproduce with --seed {kata.seed}){mode}",
              f"sandbox: {kata.sandbox_label}", ""]
@@ -590,7 +604,10 @@ def next_step(kata: Kata) -> str:
         return f"next: nothing; every exercise passes ({_num(total)}/{_num(total)})"
     ex = todo.exercise
     path = kata.tree / f"{ex.module}.py"
-    where = f"{path.relative_to(manifest.ROOT) if manifest.ROOT in path.parents else path}"
+    if kata.shown_as is not None:
+        where = f"{kata.shown_as}/{path.name}"
+    else:
+        where = f"{path.relative_to(manifest.ROOT) if manifest.ROOT in path.parents else path}"
     trouble = kata.lost.get(ex.id)
     hung = [place for place, _ in (trouble.hangs.values() if trouble is not None else ()) if Path(place.file).name == path.name]
     line = hung[0].line if hung else _line_of(kata.sources.get(f"{ex.module}.py", ""), ex)
@@ -654,7 +671,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def write_report(kata: Kata, path: Path) -> str:
-    """Gradescope's results.json: one test per exercise, in course order."""
+    """Gradescope's results.json: one test per exercise, in course order. Its top level holds only keys that
+    Gradescope documents (https://gradescope-autograders.readthedocs.io/en/latest/specs/), so the points possible,
+    which it does not list there, are ``extra_data["max_score"]``."""
     tests = []
     kata._sandbox_fell_through()
     for o in kata.graded():
@@ -683,19 +702,19 @@ def write_report(kata: Kata, path: Path) -> str:
         )
     report = {
         "score": round(sum(t["score"] for t in tests), 2),
-        "max_score": sum(t["max_score"] for t in tests),
         "execution_time": round(time.time() - kata.started, 2),
         "output": scoreboard(kata),
         "output_format": "text",  # Gradescope: plain text, the scoreboard's columns kept
         "tests": tests,
         "extra_data": {
+            "max_score": sum(t["max_score"] for t in tests),
             "seed": kata.seed,
-            "tree": str(kata.tree),
+            "tree": kata.tree_name,
             "in_process": kata.in_process,
             "torch": torch.__version__,
             "finished": True,
             "void": kata.void,
-            "sandbox": kata.sandbox.describe() if kata.sandbox is not None else "none",
+            "sandbox": kata.sandbox.describe(path=kata.shown_as is None) if kata.sandbox is not None else "none",
             "sandbox_reason": kata.sandbox_reason,
             "environment": kata.environment_status,
         },

@@ -10,6 +10,7 @@ history. Before committing, it checks that no region of solution code appears in
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -32,21 +33,33 @@ NOTE = (
 
 
 LEAVE_OUT_BEGIN, LEAVE_OUT_END = "<!-- release: leave out -->", "<!-- release: end -->"
+MARKER = re.compile(r"<!--.*-->")  # a line that is only this: a marker for the maintainers' tools
 
 
 def release_readme(text: str) -> str:
-    """The README without what only the maintainers' repository can run: the parts between
-    ``LEAVE_OUT_BEGIN`` and ``LEAVE_OUT_END`` (the maintainers' section, the release itself,
-    grading ``solutions/``)."""
-    out, rest = [], text
+    """The README without what only the maintainers' repository can run: what lies between
+    ``LEAVE_OUT_BEGIN`` and ``LEAVE_OUT_END``, whole paragraphs and tables where the markers stand
+    on lines of their own (the maintainers' section, the release itself, the benchmarks, grading
+    ``solutions/``), else the words between them (a command named in a sentence or a table's cell);
+    and the lines that are only a marker (the exercise table's, the times': the maintainers' tools
+    read them). Where a part was cut, one blank line is left."""
+    out, rest = "", text
     while LEAVE_OUT_BEGIN in rest:
         head, _, tail = rest.partition(LEAVE_OUT_BEGIN)
         if LEAVE_OUT_END not in tail:
             raise SystemExit(f"README.md: {LEAVE_OUT_BEGIN} is never closed by {LEAVE_OUT_END}")
-        out.append(head)
+        out += head
         rest = tail.partition(LEAVE_OUT_END)[2]
-    out.append(rest)
-    return "\n\n".join(part.strip("\n") for part in out if part.strip()) + "\n"
+    lines, fenced = [], False
+    for line in (out + rest).splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and MARKER.fullmatch(line.strip()):
+            continue
+        elif not fenced and not line.strip() and (not lines or not lines[-1].strip()):
+            continue  # one blank line where a part was cut
+        lines.append(line)
+    return "\n".join(lines).strip("\n") + "\n"
 
 
 def solution_regions(solutions: Path = ROOT / "solutions") -> list[tuple[str, list[str]]]:

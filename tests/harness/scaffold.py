@@ -139,7 +139,7 @@ def plan(root: Path, eid: str, slug: str, module: str, title: str, function: str
 def main(argv: list[str] | None = None) -> int:
     root = manifest.ROOT
     parser = argparse.ArgumentParser(prog="nox -s new --", description="Scaffold a new exercise (see the README's \"Adding an exercise\").")
-    parser.add_argument("id", help='two digits, after the last exercise: "19"')
+    parser.add_argument("id", help="two digits, after the manifest's last exercise: its id plus one")
     parser.add_argument("slug", help="its short name on the command line: kv_cache")
     parser.add_argument("module", help="the module of the trees that holds it: kv_cache (solutions/kv_cache.py)")
     parser.add_argument("title", help="one line for the scoreboard and the README's table")

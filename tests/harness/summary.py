@@ -27,7 +27,7 @@ def markdown(report: dict) -> str:
         title = t.get("name", "").split(": ", 1)[-1]
         cell = first.replace("|", "\\|")[:160]
         lines.append(f"| {MARK.get(status, '')} | {t.get('number', '')} | {title} | {t.get('score', 0):g}/{t.get('max_score', 0):g} | {status}{note} | {cell} |")
-    lines += ["", f"**Total: {report.get('score', 0):g}/{report.get('max_score', 0):g}** (seed {extra.get('seed')})", ""]
+    lines += ["", f"**Total: {report.get('score', 0):g}/{extra.get('max_score', 0):g}** (seed {extra.get('seed')})", ""]
     return "\n".join(lines)
 
 

@@ -39,8 +39,8 @@ def _void(report: str | None, reason: str) -> None:
     if not report:
         return
     path = Path(report)
-    data = {"score": 0, "max_score": 0, "output": f"GRADE VOID: {reason}", "output_format": "text", "tests": [],
-            "extra_data": {"finished": False, "void": [reason]}}
+    data = {"score": 0, "output": f"GRADE VOID: {reason}", "output_format": "text", "tests": [],
+            "extra_data": {"finished": False, "void": [reason], "max_score": 0}}
     try:
         tmp = path.with_name(path.name + ".watchdog.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

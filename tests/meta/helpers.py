@@ -16,6 +16,10 @@ GRADED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_[0
 # Hostile-tree tests grade the first two exercises only: two are enough to show that a fault in
 # one leaves the other untouched, and the suite stays fast as the course grows.
 CORE = [f for f in GRADED if Path(f).name.startswith(("test_01_", "test_02_"))]
+# The top level of results.json as Gradescope documents it (gradescope-autograders.readthedocs.io/en/latest/specs):
+# a report holds no other key there (the points possible are in extra_data).
+GRADESCOPE_TOP_LEVEL = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+                        "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
 
 
 def make_tree(tmp: Path, edits: dict[str, list[tuple[str, str]]] | None = None, name: str = "tree") -> Path:

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import GRADESCOPE_TOP_LEVEL
 
 from harness import gradescope, manifest, release, sandbox
 from harness.manifest import ROOT
@@ -93,11 +94,33 @@ def run_autograder(root: Path, python: str = sys.executable) -> tuple[subprocess
 def assert_gradescope_schema(report: dict) -> None:
     assert report["output_format"] == "text" and isinstance(report["output"], str) and report["output"]
     assert "leaderboard" not in report
+    unknown = sorted(set(report) - GRADESCOPE_TOP_LEVEL)
+    assert not unknown, f"keys Gradescope does not document at the top level of results.json: {unknown}"
     assert all(t["visibility"] == "visible" and {"name", "score", "max_score", "output"} <= t.keys() for t in report["tests"])
 
 
 def assert_sandboxed_where_required(report: dict, explain: str) -> None:
     assert report["extra_data"]["sandbox"].startswith("bubblewrap"), explain  # run_autograder always requires it
+
+
+def assert_no_path_of_the_grader(report: dict, root: Path) -> None:
+    """What the student reads names the tree and its files as in their own grade (exercises/attention.py),
+    never a path of the container: not the autograder's folder, nor the bubblewrap binary."""
+    def strings(value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from strings(k)
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    hidden = ["/autograder", str(root), str(root.resolve())] + ([BOX.bwrap, str(Path(BOX.bwrap).parent)] if BOX else [])
+    shown = [(h, s) for s in strings(report) for h in hidden if h in s]
+    assert not shown, "\n".join(f"{h!r} in {s[:300]!r}" for h, s in shown[:5])
+    assert report["extra_data"]["tree"] == "exercises", report["extra_data"]["tree"]
 
 
 # ------------------------------------------------------------------------------------ the bundle
@@ -126,6 +149,9 @@ def test_the_bundle_holds_the_grader_and_no_solutions(bundle, tmp_path):
             assert check.returncode == 0, check.stderr
     again = gradescope.write(tmp_path / "again.zip")
     assert again.read_bytes() == bundle.read_bytes(), "the same files must give the same bundle"
+    said = re.search(r"the stubs of `exercises/`:\s+about ([\d.]+) MB", (ROOT / "README.md").read_text(encoding="utf-8"))
+    size = bundle.stat().st_size / 1e6
+    assert said and abs(float(said.group(1)) - size) <= 0.2 * size, f"the README's size of the zip is not {size:.2f} MB"
 
 
 def test_the_bundle_refuses_solution_code(tmp_path, monkeypatch):
@@ -140,20 +166,25 @@ def test_the_bundle_refuses_solution_code(tmp_path, monkeypatch):
 
 
 @SANDBOXED
-def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_grader_unused(autograder):
+def test_the_stubs_score_zero_every_exercise_reported_and_the_submissions_own_grader_unused(autograder, capsys):
     files = tree(ROOT / "exercises", "exercises/", leave_out=("block.py",))
     files |= {"tests/conftest.py": FORGED, "tests/test_01_attention.py": FORGED, "noxfile.py": FORGED,
               "exercises/conftest.py": FORGED, "pyproject.toml": "[tool.pytest.ini_options]\naddopts = ['-p', 'no:harness']\n"}
     submit(autograder, files)
     proc, report = run_autograder(autograder)
     explain = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert report["score"] == 0 and report["max_score"] == FULL, explain
+    assert report["score"] == 0 and report["extra_data"]["max_score"] == FULL, explain
     assert [t["number"] for t in report["tests"]] == ALL, explain
     assert {t["extra_data"]["kata_status"] for t in report["tests"]} == {"not started"}, explain
     assert_gradescope_schema(report)
     assert report["output"].startswith("Not in your submission, so graded as the course's stubs: block.py."), report["output"][:300]
     assert report["extra_data"]["submission"]["layout"] == "the repository (exercises/)"
     assert_sandboxed_where_required(report, explain)
+    assert_no_path_of_the_grader(report, autograder)
+    assert "tree: exercises · seed" in report["output"], report["output"][:500]
+    assert re.search(r"^next: 01 attention, exercises/attention\.py line \d+ ", proc.stdout, re.M), explain
+    assert gradescope.check_stubs(report) == 0  # setup.sh's check of the image
+    assert f"the stubs score 0/{FULL:g}, all {len(ALL)} exercises reported" in capsys.readouterr().out
 
 
 @SANDBOXED
@@ -168,11 +199,12 @@ def test_the_solutions_score_full_marks_in_every_layout(autograder, layout):
     submit(autograder, files)
     proc, report = run_autograder(autograder)
     explain = proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert report["score"] == report["max_score"] == FULL, explain
+    assert report["score"] == report["extra_data"]["max_score"] == FULL, explain
     assert [t["number"] for t in report["tests"]] == ALL and all(t["status"] == "passed" for t in report["tests"]), explain
     assert f"the submission is {says}:" in proc.stdout, explain
     assert_gradescope_schema(report)
     assert_sandboxed_where_required(report, explain)
+    assert_no_path_of_the_grader(report, autograder)
     # nothing was missing: results.json is the grader's report, byte for byte, as its digest says
     digest = re.search(r"written last; sha256 ([0-9a-f]{64})", proc.stdout)
     data = (autograder / "results" / "results.json").read_bytes()

@@ -182,7 +182,7 @@ def test_a_pyc_planted_beside_the_grader_is_never_read(tmp_path):
     plant(plugin, text)
     box = ["--require-sandbox"] if BOX is not None else []
     attacked = grade_from(checkout, tmp_path, *box, private=False)  # a plain pytest run reads it: the attack is real
-    assert attacked.report["score"] == attacked.report["max_score"] > 0, attacked.explain()
+    assert attacked.report["score"] == attacked.report["extra_data"]["max_score"] > 0, attacked.explain()
     graded = grade_from(checkout, tmp_path, *box, private=True)  # as nox, run_autograder and watch grade
     assert graded.report["score"] == 0 and graded.status("01") == "not started", graded.explain()
     assert graded.report["extra_data"]["finished"] and not graded.report["extra_data"]["void"], graded.explain()

@@ -4,16 +4,19 @@ A release is written to a scratch directory (its `.nox/kata` is this checkout's 
 nothing is installed), and each command its README shows runs there, as a learner would type it,
 with the exit status and the words this table expects. A command the table does not know fails
 the test: a new command in the README gets its expectation here. The release's default tree is
-the stubs, so most commands stop early, each with a one-line reason.
+the stubs, so most commands stop early, each with a one-line reason. Nowhere in its text does the
+release's README name a command that only the maintainers' repository can run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +41,10 @@ EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("chat", r".*", 1, ("no checkpoint at", "nox -s finetune")),
     ("hint", r".*", 0, ("hint",)),
     ("class", r".*", 1, ("no such file or folder",)),  # the README's examples name folders of its own
-    ("bench", r".*", 1, ("not part of this release",)),
 ]
+# What a release cannot run (they need solutions/, the benchmarks, or rewrite what it ships): its README names none.
+MAINTAINERS_ONLY = ("nox -s bench", "nox -s tests", "nox -s stubs", "nox -s gradescope", "nox -s reference",
+                    "nox -s release", "nox -s new", "--impl solutions")
 
 
 def readme_commands(text: str) -> list[list[str]]:
@@ -80,8 +85,6 @@ def test_every_command_of_the_release_readme_does_what_it_says(released):
     readme = (released / "README.md").read_text(encoding="utf-8")
     commands = readme_commands(readme)
     assert len(commands) >= 8, f"the release's README shows only {commands}"
-    needs_solutions = [c for c in commands if c[2] in ("tests", "stubs", "release", "new")]
-    assert not needs_solutions, f"the release's README shows {needs_solutions}, which need solutions/"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST", "NOX"))}
     env["KATA_REQUIRE_SANDBOX"] = os.environ.get("KATA_REQUIRE_SANDBOX", "")
     seen = set()
@@ -102,8 +105,26 @@ def test_every_command_of_the_release_readme_does_what_it_says(released):
 def test_the_release_keeps_gitattributes_and_leaves_the_maintainers_out(released):
     assert (released / ".gitattributes").read_text() == (release.ROOT / ".gitattributes").read_text()
     readme = (released / "README.md").read_text(encoding="utf-8")
-    assert "## Maintainers" not in readme and "release: leave out" not in readme
+    assert "## Maintainers" not in readme and "release: leave out" not in readme and "<!--" not in readme
     assert "from solutions." not in readme
+
+
+def test_the_release_readme_names_no_command_only_the_maintainers_can_run(released):
+    """In code blocks, sentences or tables alike (a command wrapped over two lines counts too)."""
+    readme = (released / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    named = [(w, text[max(text.find(w) - 80, 0):text.find(w) + 60]) for w in MAINTAINERS_ONLY if w in text]
+    where = "\n".join(f"{w!r}: ...{around}..." for w, around in named)
+    assert not named, f"the release's README names what it cannot run (README.md: release: leave out):\n{where}"
+
+
+def test_inline_and_block_parts_are_left_out_of_the_release_readme():
+    out, end = "<!-- release: leave out -->", "<!-- release: end -->"
+    text = (f"Intro.\n\n{out}\nMaintainers only.\n{end}\n\nMeasured{out} by `nox -s bench`{end} on one core.\n"
+            f"<!-- times -->\n| a | b |\n|---|---|\n| x{out} (*bench*){end} | 1 s |\n<!-- end of times -->\n\n"
+            "```bash\n\n\nnox -s grade\n```\n")
+    want = "Intro.\n\nMeasured on one core.\n| a | b |\n|---|---|\n| x | 1 s |\n\n```bash\n\n\nnox -s grade\n```\n"
+    assert release.release_readme(text) == want
 
 
 def test_release_with_work_in_exercises_says_what_would_be_lost(tmp_path, monkeypatch):
@@ -124,4 +145,22 @@ def test_a_release_command_that_needs_solutions_says_so(released):
     assert run.returncode != 0 and "solutions/ is not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
     run = subprocess.run([NOX, "-s", "tests"], cwd=released, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
+    run = subprocess.run([NOX, "-s", "bench"], cwd=released, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "not part of this release" in run.stdout + run.stderr, run.stdout + run.stderr
 
+
+def test_a_release_refuses_to_rewrite_its_reference_outputs(released):
+    if NOX is None:
+        pytest.skip("nox is not on PATH")
+
+    def digests() -> dict[str, str]:
+        files = sorted(p for p in Path(released, "reference").iterdir() if p.is_file())
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    run = subprocess.run([NOX, "-s", "reference"], cwd=released, capture_output=True, text=True, timeout=120)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "reference/ is not rewritten in a release" in said, said
+    reason = next(line for line in said.splitlines() if "reference/ is not rewritten" in line)
+    assert "maintainers' command" in reason, said  # the whole reason on one line
+    assert digests() == before

@@ -9,6 +9,8 @@ started, and the repository's own checks on the manifest and the stub tree pass 
 from __future__ import annotations
 
 import hashlib
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,8 @@ from pathlib import Path
 from helpers import checkout_copy, grade_in
 
 from harness import manifest
-from harness.scaffold import PLACEHOLDER
+from harness.manifest import ROOT
+from harness.scaffold import PLACEHOLDER, plan
 
 X = f"{max(int(e.id) for e in manifest.load()) + 1:02d}"  # the id after the course's last exercise
 NEW = [X, "double", "doubling", "Double a tensor", "--function", "double", "--points", "5", "--depends-on", "01"]
@@ -102,3 +105,17 @@ def test_bad_arguments_say_what_was_expected_and_write_nothing(tmp_path):
     done = scaffold(checkout, X, "again_ok", "attention", "Again", "--function", "softmax")
     assert done.returncode == 2 and "already defines softmax" in done.stderr, done.stderr
     assert digest(checkout) == before
+
+
+def test_the_readme_and_noxfile_show_a_new_command_the_scaffold_takes():
+    """Each `nox -s new -- ID ...` they show names the id after the last exercise, and its arguments (the
+    optional ones in brackets left out) pass every check of the scaffold, which writes nothing here."""
+    shown = []
+    for name in ("README.md", "noxfile.py"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        shown += [(name, m.group(1)) for m in re.finditer(r"nox -s new -- (\d\d [^`#\n]*)", text)]
+    assert len(shown) >= 3, shown
+    for name, args in shown:
+        argv = shlex.split(re.sub(r"\[[^\]]*\]", "", args))
+        assert argv[0] == X, f"{name} shows `nox -s new -- {args.strip()}`, which the scaffold refuses: the next id is {X}"
+        assert plan(ROOT, *argv[:4]), f"{name}: `nox -s new -- {args.strip()}`"
