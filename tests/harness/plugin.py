@@ -409,7 +409,7 @@ def _write_void(config: pytest.Config, path: Path, why: str) -> None:
     report = {"score": 0, "output": why, "output_format": "text", "tests": [],
               "extra_data": {"seed": opt.seed, "tree": opt.show_tree_as or str(tree), "finished": False,
                              "max_score": 0}}
-    _write_json(path, report)
+    _write_json(path, _hide_paths(report, opt.show_tree_as, tree))
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -719,7 +719,34 @@ def write_report(kata: Kata, path: Path) -> str:
             "environment": kata.environment_status,
         },
     }
-    return _write_json(path, report)
+    return _write_json(path, _hide_paths(report, kata.shown_as, kata.tree, kata.sandbox))
+
+
+def _hide_paths(value, shown_as: str | None, tree: Path | str, sandbox=None):
+    """``value`` (the report) with this machine's paths named instead, where ``--show-tree-as`` asks
+    for it: the tree as ``shown_as``, the grader's checkout, its Python environment and the sandbox's
+    binary by what they are. Rare messages (a void grade's, the sandbox's reason) name them."""
+    if shown_as is None:
+        return value
+    names = {str(tree): shown_as, str(Path(tree).resolve()): shown_as, sys.prefix: "the grader's environment",
+             str(Path(sys.prefix).resolve()): "the grader's environment", str(manifest.ROOT): "the grader"}
+    if sandbox is not None and getattr(sandbox, "bwrap", None):
+        names[str(sandbox.bwrap)] = "bwrap"
+        names[str(Path(sandbox.bwrap).parent)] = "bwrap's folder"
+    order = sorted((k for k in names if k and k != "/"), key=len, reverse=True)
+
+    def walk(v):
+        if isinstance(v, str):
+            for k in order:
+                v = v.replace(k, names[k])
+            return v
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        return v
+
+    return walk(value)
 
 
 def _write_json(path: Path, report: dict) -> str:

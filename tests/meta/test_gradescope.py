@@ -273,3 +273,23 @@ def test_where_no_sandbox_can_run_the_submission_is_not_graded_and_the_instructo
     assert "no bubblewrap is recorded" in report["output"] and "nox -s env" in report["output"], report["output"]
     assert "not graded: no sandbox can run here" in proc.stdout, explain
     assert_gradescope_schema(report)
+
+
+def test_a_void_grades_message_names_no_path_of_the_machine(tmp_path):
+    """The rare messages (the environment changed, no sandbox) name the grader's environment and
+    checkout; under --show-tree-as they are named by what they are."""
+    import sys as _sys
+
+    from harness.manifest import ROOT as CHECKOUT
+    from harness.plugin import _hide_paths
+
+    tree = tmp_path / "graded" / "exercises"
+    report = {"output": f"GRADE VOID: the environment {_sys.prefix} changed: {_sys.prefix}/bin/x was added",
+              "tests": [{"output": f"{tree}/attention.py line 3; {CHECKOUT}/tests/harness/plugin.py"}],
+              "extra_data": {"tree": str(tree), "void": [f"{CHECKOUT}/reference changed"]}}
+    hidden = _hide_paths(report, "exercises", tree)
+    text = json.dumps(hidden)
+    for path in (_sys.prefix, str(tree), str(CHECKOUT)):
+        assert path not in text, (path, text)
+    assert "exercises/attention.py line 3" in text and "the grader's environment changed" in text
+    assert _hide_paths(report, None, tree) == report  # a grade that shows its paths keeps them
