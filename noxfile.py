@@ -471,5 +471,5 @@ def class_session(session: nox.Session) -> None:
     """Grade a class: `nox -s class -- SUBMISSIONS [--out DIR] [--jobs N] [--exercise ID]` grades
     each submission (a folder or .zip each, or Gradescope's export) alone, sandboxed, and writes
     grades.csv, mistakes.csv and index.html (tests/harness/classgrade.py)."""
-    py = kata_env(session, extras=("train",))  # tqdm for the progress bar, matplotlib for the page's charts
+    py = kata_env(session, extras=("class",))  # the progress bar, the page's charts, Gradescope's metadata
     session.run(py, str(ROOT / "tests" / "harness" / "classgrade.py"), *session.posargs, external=True)

@@ -11,8 +11,9 @@ seed, so the same inputs: the class's seed is kept in ``DIR/class.json`` and reu
 
 What it writes in ``DIR`` (default ``class-grades``):
 
-- ``grades.csv``: a row per submission: its id, the total, the points of each exercise in the
-  manifest's order, then the grade's status ("graded", "void" or "not graded") and a note. A
+- ``grades.csv``: a row per submission: its id, who made it (name, email and sid, from a
+  Gradescope export's ``submission_metadata.yml``; empty otherwise), the total, the points of each
+  exercise in the manifest's order, then the grade's status ("graded", "void" or "not graded") and a note. A
   grade that did not happen or was voided has empty points: never a score it did not earn.
 - ``mistakes.csv``: a row per submission and named mistake ("This looks like: ...").
 - ``submissions/ID/``: the grade's own ``results.json``, its output (``grade.log``) and the row.
@@ -70,6 +71,7 @@ class NotGradable(Exception):
 class Submission:
     id: str  # a name safe as a folder name, unique in the class
     path: Path  # a folder or a .zip
+    learners: dict[str, str] = field(default_factory=dict)  # name, email, sid: from Gradescope's metadata
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Row:
     id: str
     status: str  # graded / void / not graded
     note: str = ""
+    learners: dict[str, str] = field(default_factory=dict)  # name, email, sid (Gradescope's export)
     total: float | None = None
     points: dict[str, float] = field(default_factory=dict)  # exercise id -> points, graded exercises only
     statuses: dict[str, str] = field(default_factory=dict)  # exercise id -> passed / failing / ...
@@ -126,14 +129,51 @@ def discover(root: Path, scratch: Path) -> tuple[list[Submission], list[str]]:
         raise NotGradable(f"{root} is one submission (it holds exercises/ or .py files): give the folder that holds "
                           "the submissions, one folder or .zip each")
     subs, skipped, taken = [], [], set()
+    who, why = gradescope_learners(root / "submission_metadata.yml")
+    if why:
+        skipped.append(f"submission_metadata.yml: {why}")
     for entry in _visible(root):
         if entry.is_dir():
-            subs.append(Submission(_safe_id(entry.name, taken), entry))
+            subs.append(Submission(_safe_id(entry.name, taken), entry, who.get(entry.name, {})))
         elif entry.is_file() and entry.suffix.lower() == ".zip":
-            subs.append(Submission(_safe_id(entry.stem, taken), entry))
+            subs.append(Submission(_safe_id(entry.stem, taken), entry, who.get(entry.stem, {})))
         elif entry.name != "submission_metadata.yml":  # Gradescope's list of who submitted what
             skipped.append(f"{entry.name}: not a folder or a .zip")
     return subs, skipped
+
+
+def gradescope_learners(path: Path) -> tuple[dict[str, dict[str, str]], str]:
+    """Who made each submission of a Gradescope export: ``submission_metadata.yml`` maps each folder
+    (``submission_NNN``) to ``:submitters:``, a list of ``:name:``, ``:email:`` and ``:sid:`` (Ruby's
+    symbols as keys; a group submission lists several, joined here by "; "). Returns the map and why
+    it could not be read ("" when there is no such file or it was read)."""
+    if not path.is_file():
+        return {}, ""
+    try:
+        import yaml
+    except ImportError:
+        return {}, "not read (PyYAML is not installed): the rows carry no names"
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # Ruby's tagged objects (!ruby/object:...) read as plain mappings, anything else tagged as its value
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else
+        loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_scalar(node)))
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=Loader)  # noqa: S506 (SafeLoader)
+    except yaml.YAMLError as e:
+        return {}, f"not read ({str(e).splitlines()[0]}): the rows carry no names"
+    out: dict[str, dict[str, str]] = {}
+    for folder, record in (data or {}).items() if isinstance(data, dict) else ():
+        people = (record.get(":submitters") or record.get("submitters") or []) if isinstance(record, dict) else []
+        people = [p for p in people if isinstance(p, dict)]
+        fields = {}
+        for key in ("name", "email", "sid"):
+            fields[key] = "; ".join(str(p.get(f":{key}", p.get(key, "")) or "") for p in people).strip("; ")
+        out[str(folder)] = fields
+    return out, ""
 
 
 def unzip(path: Path, dest: Path) -> None:
@@ -344,7 +384,7 @@ def grade_submission(sub: Submission, out: Path, opts: argparse.Namespace, grade
     folder.mkdir(parents=True, exist_ok=True)
     work = out / ".work" / sub.id
     started = time.monotonic()
-    row = Row(sub.id, "not graded")
+    row = Row(sub.id, "not graded", learners=sub.learners)
     try:
         try:
             tree, layout, notes = prepare(sub, work)
@@ -358,7 +398,7 @@ def grade_submission(sub: Submission, out: Path, opts: argparse.Namespace, grade
         old = _load_row(folder)
         if old is not None and old.key == row.key and old.status == "graded":
             row = old  # unchanged since it was graded: kept as it was
-            row.reused = True
+            row.reused, row.learners = True, sub.learners
             return row
         report = folder / "results.json"
         report.unlink(missing_ok=True)
@@ -407,10 +447,12 @@ def text_cell(text: str) -> str:
 def write_csvs(out: Path, rows: list[Row], exercises: list[manifest.Exercise]) -> None:
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["submission", "total", *[e.id for e in exercises], "status", "note"])
+        w.writerow(["submission", "name", "email", "sid", "total", *[e.id for e in exercises], "status", "note"])
         for r in rows:
             cells = ["" if e.id not in r.points else f"{r.points[e.id]:g}" for e in exercises]
-            w.writerow([text_cell(r.id), "" if r.total is None else f"{r.total:g}", *cells, r.status, text_cell(r.note)])
+            who = [text_cell(r.learners.get(key, "")) for key in ("name", "email", "sid")]
+            w.writerow([text_cell(r.id), *who, "" if r.total is None else f"{r.total:g}", *cells, r.status,
+                        text_cell(r.note)])
     with open(out / "mistakes.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["submission", "exercise", "check", "mistake", "message"])

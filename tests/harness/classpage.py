@@ -132,7 +132,8 @@ def table(rows, exercises) -> str:
     body = []
     for r in rows:
         total = "" if r.total is None else _num(r.total)
-        cells = [f'<td class="id" data-sort="{_e(r.id)}"><a href="#sb-{_e(r.id)}">{_e(r.id)}</a> '
+        who = " ".join(v for v in (r.learners.get("name", ""), r.learners.get("email", "")) if v)
+        cells = [f'<td class="id" data-sort="{_e(r.id)}" title="{_e(who)}"><a href="#sb-{_e(r.id)}">{_e(r.id)}</a> '
                  f'<a href="submissions/{_e(r.id)}/results.json" title="results.json">&#x2197;</a></td>',
                  f'<td class="total" data-sort="{total if total else -1}">{total or "&ndash;"}</td>',
                  f'<td class="status" data-sort="{_e(r.status)}" title="{_e(r.note)}">{_e(r.status)}'

@@ -141,7 +141,8 @@ def test_grades_csv_is_what_each_submission_graded_alone_gives(graded_class):
     explain = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, explain
     rows = {r["submission"]: r for r in _rows(out / "grades.csv")}
-    assert list(_rows(out / "grades.csv")[0]) == ["submission", "total", *EXERCISES, "status", "note"]
+    assert list(_rows(out / "grades.csv")[0]) == ["submission", "name", "email", "sid", "total", *EXERCISES, "status",
+                                                  "note"]
     expected_ids = {"good", "stubs", "two-mistakes", "broken", "hostile", "not-a-zip", "hang"} | (
         {"causal.git"} if "causal.git" in trees else set())
     assert set(rows) == expected_ids, explain
@@ -315,3 +316,46 @@ def test_text_that_looks_like_a_formula_stays_text_in_the_csv():
         assert text_cell(text) == "'" + text
     for text in ("softmax over the wrong axis", "1.5", ""):
         assert text_cell(text) == text
+
+
+METADATA = """\
+submission_101:
+  :submitters:
+  - :name: Ada Lovelace
+    :sid: '1815'
+    :email: ada@example.org
+  :created_at: 2026-12-01 10:00:00.000000000 +00:00
+  :score: 0.0
+submission_102: !ruby/hash:ActiveSupport::HashWithIndifferentAccess
+  :submitters:
+  - :name: Alan Turing
+    :sid: '1912'
+    :email: alan@example.org
+  - :name: Grace Hopper
+    :sid: '1906'
+    :email: grace@example.org
+"""
+
+
+@SANDBOXED
+def test_a_gradescope_export_is_graded_with_who_made_each_submission(tmp_path):
+    """Gradescope's "Export submissions" zip: one folder per submission (here the uploaded files of
+    exercises/, and an upload with none), and submission_metadata.yml with Ruby's tags."""
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w") as z:
+        z.writestr("assignment_7_export/submission_metadata.yml", METADATA)
+        for p in sorted((ROOT / "solutions").glob("*.py")):
+            z.write(p, f"assignment_7_export/submission_101/{p.name}")
+        z.writestr("assignment_7_export/submission_102/answer.txt", "42\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "tests" / "harness" / "classgrade.py"), str(export), "--out", str(out),
+           "--seed", SEED, "-e", "03"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["submission"]: r for r in _rows(out / "grades.csv")}
+    assert set(rows) == {"submission_101", "submission_102"}, rows
+    ada, group = rows["submission_101"], rows["submission_102"]
+    assert (ada["name"], ada["email"], ada["sid"]) == ("Ada Lovelace", "ada@example.org", "1815"), ada
+    assert ada["status"] == "graded" and float(ada["03"]) == 5, ada
+    assert group["name"] == "Alan Turing; Grace Hopper" and group["sid"] == "1912; 1906", group
+    assert group["status"] == "not graded" and group["total"] == "", group
