@@ -88,6 +88,34 @@ def test_a_scaffolded_exercise_fails_then_passes_with_the_recipe(tmp_path):
     assert own.returncode == 0, own.stdout[-4000:] + own.stderr[-2000:]
 
 
+def test_a_scaffolded_class_is_not_started_then_passes_once_written(tmp_path):
+    """`--class NAME`: an nn.Module whose __init__ and forward are the learner's, graded through impl.module."""
+    checkout = checkout_copy(tmp_path)
+    made = scaffold(checkout, X, "scale", "scaling", "Scale by a learned weight", "--class", "Scale")
+    assert made.returncode == 0, made.stdout + made.stderr
+    files = ["tests/test_01_attention.py", f"tests/test_{X}_scale.py"]
+    first = grade_in(checkout, "solutions", tmp_path / "c1", files=files)
+    assert first.status(X) == "not started" and first.status("01") == "passed", first.explain()
+    solution = checkout / "solutions" / "scaling.py"
+    edit(solution, f'raise NotImplementedError("{PLACEHOLDER}: write the reference __init__ of exercise {X} here")',
+         "self.weight = nn.Parameter(torch.full((dim,), 2.0))  # (dim,)")
+    edit(solution, f'raise NotImplementedError("{PLACEHOLDER}: write the reference forward of exercise {X} here")',
+         "return x * self.weight  # (..., dim)")
+    edit(solution, f"{PLACEHOLDER}: what __init__ builds, in a few words (the stub's message)", "a weight of twos")
+    edit(solution, f"{PLACEHOLDER}: the task in a few words (the stub's message)", "x times the weight")
+    edit(solution, f"{PLACEHOLDER}: the contract a learner codes against", "``weight`` of shape (dim,), twos; x * weight")
+    test = checkout / "tests" / f"test_{X}_scale.py"
+    edit(test, f'raise NotImplementedError("{PLACEHOLDER}: write the oracle of exercise {X} in tests/test_{X}_scale.py")',
+         "return 2 * x")
+    subprocess.run([sys.executable, "tests/harness/stubs.py"], cwd=checkout, check=True, capture_output=True, timeout=120)
+    right = grade_in(checkout, "solutions", tmp_path / "c2", files=files)
+    assert right.status(X) == "passed" and right.exercise(X)["score"] == 10, right.explain()
+    stub = (checkout / "exercises" / "scaling.py").read_text(encoding="utf-8")
+    assert "class Scale(nn.Module):" in stub and "torch.full" not in stub and "a weight of twos" in stub
+    stubs = grade_in(checkout, "exercises", tmp_path / "c3", files=files)
+    assert stubs.status(X) == "not started", stubs.explain()
+
+
 def test_bad_arguments_say_what_was_expected_and_write_nothing(tmp_path):
     checkout = checkout_copy(tmp_path)
     before = digest(checkout)
@@ -98,6 +126,9 @@ def test_bad_arguments_say_what_was_expected_and_write_nothing(tmp_path):
         ([X, "ok", "ok", "Ok", "--depends-on", "42"], "not an exercise of the manifest"),
         ([X, "ok", "ok", 'A "quoted" title'], "without double quotes"),
         ([X, "ok", "model", "Ok", "--function", "GPTModel"], "lower_snake_case"),
+        ([X, "ok", "ok", "Ok", "--class", "lower_case"], "CapWords"),
+        ([X, "ok", "ok", "Ok", "--class", "Ok", "--function", "ok"], "not both"),
+        ([X, "ok", "attention", "Ok", "--class", "Ok"], "does not import nn"),
     ]:
         done = scaffold(checkout, *args)
         assert done.returncode == 2 and words in done.stderr, (args, done.stdout, done.stderr)
