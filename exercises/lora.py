@@ -63,7 +63,9 @@ class LinearWithLoRA(nn.Module):
 
     Attributes (graded by name):
         linear: the layer given.
-        lora: ``LoRALayer(linear.in_features, linear.out_features, rank, alpha)``.
+        lora: ``LoRALayer(linear.in_features, linear.out_features, rank, alpha)``, moved to the
+            device and dtype of ``linear.weight``: a float64 or bfloat16 layer gets A and B of its
+            own dtype, and ``x`` in that dtype goes through both.
 
     Raises:
         ValueError: as ``LoRALayer`` does.
@@ -71,7 +73,7 @@ class LinearWithLoRA(nn.Module):
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float):
         super().__init__()
-        raise NotImplementedError("exercise 33 (lora), LinearWithLoRA.__init__: keep the linear layer; a LoRALayer of its sizes")
+        raise NotImplementedError("exercise 33 (lora), LinearWithLoRA.__init__: keep the linear layer; a LoRALayer of its sizes, on its device and in its dtype")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("exercise 33 (lora), LinearWithLoRA.forward: the frozen layer plus the update")
@@ -104,5 +106,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     ``W + scaling * (A @ B).T`` (``W`` is ``out x in``, ``A @ B`` is ``in x out``); the bias is
     unchanged. The merged model computes what the LoRA model did (within float rounding) without
     the extra matrix products. Returns ``model``.
+
+    The merged weight is a new ``nn.Parameter`` (with the old one's ``requires_grad``), never the
+    old tensor changed in place: a head tied to the token embedding (GPT-2's ``out_head.weight is
+    tok_emb.weight``) is untied by the merge, the head getting the merged weight and the embedding
+    keeping the weight it had, as in the LoRA model; an update added in place would change the
+    embedding too.
     """
-    raise NotImplementedError("exercise 33 (lora), merge_lora: at every depth, add the scaled transposed update to the weight and put the linear back")
+    raise NotImplementedError("exercise 33 (lora), merge_lora: at every depth, a new weight W + scaled transposed update (nothing shared changes); put the linear back")

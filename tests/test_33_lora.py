@@ -431,6 +431,63 @@ def test_lora_and_merge_match_peft(impl, gen):
                      oracle="peft's merge_and_unload", atol=1e-5, rtol=1e-4)
 
 
+def test_a_lora_layer_takes_the_dtype_of_the_layer_it_wraps(impl, gen):
+    """A float64 or bfloat16 layer (a model cast with .double() or .to(torch.bfloat16) before LoRA
+    is put on it): A and B in its dtype, and x in that dtype through both."""
+    d_in, d_out = n(gen, 2, 12), n(gen, 2, 12)
+    rank, alpha = draw_rank_alpha(gen)
+    weight = torch.randn(d_out, d_in, generator=gen) / d_in ** 0.5
+    B = torch.randn(rank, d_out, generator=gen) * 0.5
+    x = torch.randn(n(gen, 1, 3), n(gen, 1, 4), d_in, generator=gen)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.bfloat16, 3e-2)):
+        name = str(dtype).removeprefix("torch.")
+        what = f"LinearWithLoRA(nn.Linear({d_in}, {d_out}, bias=False) in {name}, rank={rank}, alpha={alpha:g})"
+        got = impl.scenario("lora_run.wrapped_dtype", name, weight, B, rank, alpha, x).out
+        wrong = [f"{k[0]} is {got[k + '_dtype']}" for k in ("A", "B") if got[k + "_dtype"] != str(dtype)]
+        if wrong:
+            raise Mismatch(f"{what}: {' and '.join(wrong)}, expected {dtype} like the layer's weight"
+                           + (f"; its forward on x in {name} raised {got['raised']}" if "raised" in got else "")
+                           + f". Move the LoRALayer to the layer's device and dtype: LoRALayer(...).to("
+                             "device=linear.weight.device, dtype=linear.weight.dtype)")
+        if "raised" in got:
+            raise Mismatch(f"{what} on x of shape {tuple(x.shape)} in {name} raised {got['raised']}")
+        assert_true(got["out_dtype"] == str(dtype), f"{what} returned {got['out_dtype']} for x in {name}; expected {dtype}")
+        xr = x.to(dtype).double()
+        want = xr @ weight.to(dtype).double().T + (alpha / rank) * (xr @ got["A"] @ B.to(dtype).double())
+        assert_close(got["out"].double(), want, f"{what} on x of shape {tuple(x.shape)} in {name}",
+                     oracle=f"linear(x) + (alpha / rank) * (x @ A @ B) in float64, from the {name} values", atol=tol,
+                     rtol=tol, check_dtype=False)
+
+
+def test_merging_a_head_tied_to_the_embedding_leaves_the_embedding_as_it_was(impl, gen):
+    """GPT-2's head shares its weight with the token embedding. merge_lora must give the head the
+    merged weight and leave the embedding with the weight the LoRA model used."""
+    cfg, params, x = gpt_case(gen)
+    cfg = {**cfg, "tie_weights": True}
+    params = {k: v for k, v in params.items() if k != "out_head.weight"}
+    params["out_head.weight"] = params["tok_emb.weight"]
+    rank, alpha = draw_rank_alpha(gen)
+    lora = random_lora(gen, linear_layers("gpt", cfg), rank)
+    what = (f"merge_lora on a GPTModel (emb_dim={cfg['emb_dim']}) whose out_head is tied to tok_emb, after "
+            f"replace_linear_with_lora(rank={rank}, alpha={alpha:g}, include_head=True) and random A and B")
+    res = impl.scenario("lora_run.merge_tied", cfg, params, rank, alpha, as_params(lora), x).out
+    assert_true(res["head_type"] == "Linear", f"after {what}, out_head is a {res['head_type']}; expected the plain nn.Linear")
+    E = params["tok_emb.weight"].double()
+    A, Bm = lora["out_head"]
+    delta = (alpha / rank) * (A.double() @ Bm.double()).T  # (vocab, emb)
+    if torch.allclose(res["emb"].double(), E + delta, atol=1e-4, rtol=1e-4):
+        raise Mismatch(f"after {what}, tok_emb.weight has the head's update added: the head's weight is the "
+                       "embedding's tensor, and adding the update in place changed both.\nThis looks like: the merge "
+                       "added in place to a weight the embedding shares. Give the merged layer a weight of its own: "
+                       "linear.weight = nn.Parameter(W + scaling * (A @ B).T, requires_grad=W.requires_grad).")
+    assert_close(res["emb"], params["tok_emb.weight"], f"tok_emb.weight after {what}",
+                 oracle="the embedding the LoRA model used (merging changes only the wrapped layers' weights)")
+    assert_close(res["head"], (E + delta).float(), f"out_head.weight after {what}", oracle="W + (alpha / rank) * (A @ B).T in float64")
+    assert_true(not res["still_tied"], f"after {what}, out_head.weight is still tok_emb.weight: one of the two is wrong")
+    assert_close(res["merged_out"], res["out"], f"the output of the merged model, after {what}", oracle="the unmerged model",
+                 atol=1e-4, rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------ refusals
 
 

@@ -8,7 +8,9 @@ from helpers import assert_checks_pass, assert_mistake_named
 LORA = "lora.py"
 MODULE = "test_33_lora"
 SCALING = "self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank"
-MERGE = "child.linear.weight += lora.scaling * (lora.A @ lora.B).T"
+MERGE = "merged = weight + lora.scaling * (lora.A @ lora.B).T"
+IN_PLACE_NOW = "                child.linear.weight = nn.Parameter(merged, requires_grad=weight.requires_grad)\n"
+IN_PLACE = "                with torch.no_grad():\n                    child.linear.weight.copy_(merged)\n"
 
 # (the words the failure must say after "This looks like: ", file, [(old, new)], module, check)
 CASES = [
@@ -37,10 +39,15 @@ CASES = [
     ("the merge without the transpose", LORA, [(MERGE, MERGE.replace("(lora.A @ lora.B).T", "(lora.A @ lora.B)"))],
      MODULE, "test_merge_folds_the_update_into_the_weights"),
     ("the merge without the scaling", LORA, [(MERGE, MERGE.replace("lora.scaling * ", ""))], MODULE, "test_lora_and_merge_match_peft"),
+    ("the merge added in place to a weight the embedding shares", LORA, [(IN_PLACE_NOW, IN_PLACE)],
+     MODULE, "test_merging_a_head_tied_to_the_embedding_leaves_the_embedding_as_it_was"),
 ]
 
 # Mistakes without a name, whose failure must still say what was expected: (words, file, edits, module, check)
 PLAIN = [
+    ("expected torch.float64 like the layer's weight", LORA,
+     [("self.lora = lora.to(device=linear.weight.device, dtype=linear.weight.dtype)", "self.lora = lora")],
+     MODULE, "test_a_lora_layer_takes_the_dtype_of_the_layer_it_wraps"),
     ("expected a ValueError", LORA, [("        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:\n            raise",
                                       "        if False:\n            raise")], MODULE, "test_a_rank_below_one_is_refused"),
     ("expected the plain nn.Linear back", LORA, [("                setattr(module, name, child.linear)\n", "                pass\n")],

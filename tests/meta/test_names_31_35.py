@@ -46,14 +46,14 @@ FREEZE = "test_freeze_trains_the_last_blocks_the_final_norm_and_the_head"
 # ------------------------------------------------------------------------------------ 33
 LORA, M33 = "lora.py", "test_33_lora"
 SCALING = "self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank"
-MERGE = "child.linear.weight += lora.scaling * (lora.A @ lora.B).T"
+MERGE = "merged = weight + lora.scaling * (lora.A @ lora.B).T"
 FORWARD = "return self.linear(x) + self.lora(x)"
 SQRT_RANK = [(SCALING, SCALING.replace("alpha / rank", "alpha / math.sqrt(rank)"))]
 ALPHA_ONLY = [(SCALING, SCALING.replace("alpha / rank", "alpha"))]
 SCALED_0_7 = [(SCALING, SCALING.replace("alpha / rank", "0.7 * alpha / rank"))]
 TWICE = [(MERGE, MERGE.replace("lora.scaling *", "lora.scaling * lora.scaling *"))]
 UNSCALED = [(MERGE, MERGE.replace("lora.scaling * ", ""))]
-SUBTRACTED = [(MERGE, MERGE.replace("+=", "-="))]
+SUBTRACTED = [(MERGE, MERGE.replace("weight + ", "weight - "))]
 UNTRANSPOSED = [(MERGE, MERGE.replace("(lora.A @ lora.B).T", "(lora.A @ lora.B)"))]
 NO_UPDATE = [(FORWARD, "return self.linear(x)")]
 NO_LINEAR = [(FORWARD, "return self.lora(x)")]

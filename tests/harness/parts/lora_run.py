@@ -113,3 +113,43 @@ def merge(learner, sizes, params, rank, alpha, include_head, lora, x):
         merged = model(x)
     return {"count": _count(count), "out": out, "merged_out": merged, "returned_model": returned is model, "types": _types(model),
             "params": _params(model)}
+
+
+def wrapped_dtype(learner, dtype_name, weight, B, rank, alpha, x):
+    """``LinearWithLoRA`` around an ``nn.Linear`` (no bias) whose weight is ``weight`` in the dtype
+    ``dtype_name``, its ``B`` set to ``B``: the dtypes of A and B, A as drawn, and the output on
+    ``x`` in that dtype (or what the forward raised)."""
+    dtype = getattr(torch, dtype_name)
+    layer = nn.Linear(weight.size(1), weight.size(0), bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight.to(dtype))
+    wrapped = learner("lora.LinearWithLoRA")(layer, rank, alpha)
+    A, Bp = wrapped.lora.A, wrapped.lora.B
+    got = {"A_dtype": str(A.dtype), "B_dtype": str(Bp.dtype), "A": A.detach().double().clone()}
+    with torch.no_grad():
+        Bp.copy_(B.to(Bp.dtype))
+        try:
+            y = wrapped(x.to(dtype))
+            got.update(out=y.detach().clone(), out_dtype=str(y.dtype))
+        except Exception as e:  # the learner's forward: what it raised is the answer to grade
+            got["raised"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return got
+
+
+def merge_tied(learner, cfg, params, rank, alpha, lora, x):
+    """A ``GPTModel`` whose head is tied to its token embedding (``cfg["tie_weights"]``), LoRA on
+    every linear layer and the head, the LoRA parameters set to ``lora``, then ``merge_lora``:
+    the embedding's and the head's weights afterwards, whether they are still one tensor, and the
+    outputs before and after the merge."""
+    model = build("gpt", cfg, params)
+    learner("lora.replace_linear_with_lora")(model, rank, alpha, include_head=True)
+    _set(model, lora)
+    with torch.no_grad():
+        out = model(x)
+    learner("lora.merge_lora")(model)
+    with torch.no_grad():
+        merged = model(x)
+    head = model.out_head.weight if isinstance(model.out_head, nn.Linear) else None
+    return {"out": out, "merged_out": merged, "emb": model.tok_emb.weight.detach().clone(),
+            "head": None if head is None else head.detach().clone(), "head_type": type(model.out_head).__name__,
+            "still_tied": head is model.tok_emb.weight}
