@@ -1,4 +1,4 @@
-r"""Exercise 36: verifiable rewards, the reasoning track's first (issue #28).
+r"""Exercise 36: verifiable rewards, the first exercise of the reasoning track.
 
 Reinforcement learning on math problems (DeepSeekMath's GRPO, DeepSeek-R1, Raschka's "Build a
 Reasoning Model (From Scratch)", Stanford CS336's assignment 5) needs no learned reward model: a
