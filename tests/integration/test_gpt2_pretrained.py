@@ -23,7 +23,7 @@ def cached_weights() -> str:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         pytest.skip("huggingface_hub is not installed (nox -s gpt2 and nox -s tests install it)")
-    pytest.importorskip("transformers", reason="the comparison needs transformers (nox -s tests installs it)")
+    pytest.importorskip("transformers", reason="the comparison needs transformers (nox -s gpt2 and nox -s bench install it)")
     pytest.importorskip("safetensors", reason="reading the weights needs safetensors (nox -s gpt2 installs it)")
     path = try_to_load_from_cache(REPO, "model.safetensors")
     if not isinstance(path, str):
