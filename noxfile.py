@@ -93,8 +93,8 @@ def kata_env(session: nox.Session, extras: tuple[str, ...] = ()) -> str:
                     + ", ".join(missing))
     # --no-warn-conflicts: openai-whisper is installed without its dependencies on purpose (only
     # a data file of it is read), and pip would otherwise print a resolver ERROR about them.
-    loud = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-warn-conflicts", "--progress-bar", "on"]
-    pip = [*loud[:4], "-q", *loud[4:6]]
+    install = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-warn-conflicts"]
+    pip, loud = [*install, "-q"], [*install, "--progress-bar", "on"]  # loud: pip's progress, for downloads
     # Prefer a torch wheel that is already on this machine (pip's find-links), so that a CPU-only
     # machine does not download a multi-GB CUDA build; fall back to the index when there is none.
     local = subprocess.run([*pip, "--no-index", "--no-deps", torch_spec], capture_output=True).returncode == 0

@@ -31,6 +31,7 @@ import argparse
 import concurrent.futures
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -50,10 +51,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from harness import classpage, gradescope, manifest
-    from harness.failures import named_mistake
 else:
     from . import classpage, gradescope, manifest
-    from .failures import named_mistake
 
 SOURCE = gradescope.SOURCE
 ZIP_LIMIT = 256 << 20  # bytes a submission's zip may unpack to
@@ -218,8 +217,6 @@ def _git_archive(repo: Path, dest: Path) -> None:
     if proc.returncode != 0:
         raise NotGradable(f"git archive HEAD failed: {proc.stderr.decode(errors='replace').strip()[:200]}")
     dest.mkdir(parents=True)
-    import io
-
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
         tar.extractall(dest, filter="data")
 
@@ -278,18 +275,9 @@ def grade(tree: Path, report: Path, log: Path, *, seed: int, exercises: list[str
           timeout: float) -> tuple[int | None, str]:
     """Grade ``tree`` as ``nox -s grade`` does, its output in ``log``. Returns the exit status (None
     when it ran past ``timeout`` and was stopped) and the output."""
-    cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
-           str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(report),
-           "--seed", str(seed), "--grade-timeout", f"{timeout:g}",
-           "--show-tree-as", "exercises"]  # the scoreboards show exercises/..., never this machine's paths
-    for ex in exercises:
-        cmd += ["--exercise", ex]
-    if sandboxed:
-        cmd.append("--require-sandbox")
-    prefix = gradescope._harness_module("environment").fresh_prefix()
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix)}
-    if sandboxed:
-        env["KATA_REQUIRE_SANDBOX"] = "1"
+    chosen = [arg for ex in exercises for arg in ("--exercise", ex)]
+    cmd, env, prefix = gradescope.invocation(tree, report, "--seed", str(seed), "--grade-timeout", f"{timeout:g}",
+                                             *chosen, sandboxed=sandboxed)
     code: int | None
     try:
         with open(log, "w", encoding="utf-8", errors="replace") as out:
@@ -361,7 +349,7 @@ def read_grade(row: Row, report_path: Path, output: str, code: int | None, timeo
         row.points[eid] = float(test.get("score", 0))
         row.statuses[eid] = str(test.get("extra_data", {}).get("kata_status", test.get("status", "")))
         for check in test.get("extra_data", {}).get("check_results", []):
-            mistake = check.get("mistake") or named_mistake(check.get("message", ""))
+            mistake = check.get("mistake", "")  # named by the grader from the check's own message
             if mistake and check.get("status") != "passed":
                 row.mistakes.append({"exercise": eid, "check": check.get("name", ""), "mistake": mistake,
                                      "message": shown(check.get("message", ""))})
@@ -388,9 +376,8 @@ def grade_submission(sub: Submission, out: Path, opts: argparse.Namespace, grade
     try:
         try:
             tree, layout, notes = prepare(sub, work)
-        except NotGradable as e:
+        except NotGradable as e:  # graded again by every run: it has no valid grade
             row.note = str(e)
-            row.key = hashlib.sha256(f"{grader}|{opts.seed}|{opts.exercise}|{e}".encode()).hexdigest()
             return row
         row.layout = layout
         row.key = hashlib.sha256(f"{tree_hash(tree)}|{grader}|{opts.seed}|{sorted(opts.exercise)}|"

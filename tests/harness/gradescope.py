@@ -153,16 +153,26 @@ def assemble(found: Path, dest: Path) -> tuple[list[str], list[str], list[str]]:
     return taken, stubs, ignored
 
 
+def invocation(tree: Path, results: Path, *extra: str, sandboxed: bool = True) -> tuple[list[str], dict, Path]:
+    """The command, environment and private bytecode folder (the caller removes it) of a grade of
+    ``tree`` as noxfile.py's grade session runs one, writing ``results``; the tree shown as
+    ``exercises`` (no path of this machine in what the learner reads). Used by ``grade`` and by
+    ``nox -s class`` (classgrade.py)."""
+    cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
+           str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(results),
+           "--show-tree-as", "exercises", *extra]
+    prefix = _harness_module("environment").fresh_prefix()  # bytecode from the environment's mirror only
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix)}
+    if sandboxed:
+        cmd.append("--require-sandbox")
+        env["KATA_REQUIRE_SANDBOX"] = "1"
+    return cmd, env, prefix
+
+
 def grade(tree: Path, results: Path) -> tuple[int, list[str]]:
     """Grade ``tree`` as noxfile.py's grade session does, its output passed on; returns the exit
     status and the last lines printed."""
-    cmd = [sys.executable, "-m", "pytest", "-c", str(SOURCE / "pyproject.toml"), "--rootdir", str(SOURCE),
-           str(SOURCE / "tests"), "--grade", "-q", "--assert=plain", "--impl", str(tree), "--report", str(results),
-           "--require-sandbox", "--show-tree-as", "exercises"]
-    environment = _harness_module("environment")
-    prefix = environment.fresh_prefix()  # bytecode from the environment's mirror only: none of the checkout's
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix),
-           "KATA_REQUIRE_SANDBOX": "1"}
+    cmd, env, prefix = invocation(tree, results)
     tail: collections.deque[str] = collections.deque(maxlen=30)
     sys.stdout.flush()
     try:
