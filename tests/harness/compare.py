@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .failures import LearnerError, Mismatch
+from .failures import LOOKS_LIKE, LearnerError, Mismatch
 
 
 @dataclass
@@ -100,7 +100,7 @@ def assert_close(
         kind = "NaN" if bool(bad_nan.any()) else "inf"
         count = int((bad_nan | bad_inf).sum())
         m = diagnose(actual, expected, mistakes or [], rtol, atol)
-        hint = f"\nThis looks like: {m.name}. {m.fix}" if m else ""
+        hint = f"\n{LOOKS_LIKE}{m.name}. {m.fix}" if m else ""
         raise Mismatch(
             f"{name} has {count} {kind} value(s) where {oracle} is finite, the first at index {tuple(where)}; "
             f"expected {_fmt(float(exp[tuple(where)]))}{hint}{suffix}"
@@ -134,7 +134,7 @@ def assert_close(
         )
     m = diagnose(actual, expected, mistakes or [], max(rtol, 1e-3), max(atol, 1e-4))
     if m is not None:
-        message += f"\nThis looks like: {m.name}. {m.fix}"
+        message += f"\n{LOOKS_LIKE}{m.name}. {m.fix}"
     raise Mismatch(message + suffix)
 
 
@@ -184,7 +184,7 @@ def assert_parameter_shapes(got: dict, want: dict, what: str, shapes_what: str, 
         raise Mismatch(f"{what}'s parameters differ from the docstring's: "
                        + (f"missing {', '.join(missing[:6])}" if missing else "")
                        + ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:6])}" if extra else "")
-                       + (f"\nThis looks like: {named}" if named else ""))
+                       + (f"\n{LOOKS_LIKE}{named}" if named else ""))
     wrong = [f"{k} is {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
     assert_true(not wrong, f"{shapes_what}: " + "; ".join(wrong[:4]))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 LOOKS_LIKE = "This looks like: "  # how every check names a mistake: "This looks like: NAME. FIX"
-_NAMED = re.compile(r"(?:^|\n)This looks like: (.+?)(?:\.(?:\s|$)|$)", re.S)
+_NAMED = re.compile(r"(?:^|\n)" + re.escape(LOOKS_LIKE) + r"(.+?)(?:\.(?:\s|$)|$)", re.S)  # the name, to its first ". "
 
 
 def named_mistake(message: str) -> str:
