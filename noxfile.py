@@ -5,18 +5,21 @@
     nox -s grade -- --impl solutions  grade another tree: solutions, or any PATH with the same modules
     nox -s grade -- --report r.json   also write Gradescope's results.json
     nox -s tests                      the project's own test suite (what CI runs)
-    nox -s stubs                      rewrite exercises/ from the markers in solutions/
+    nox -s stubs                      rewrite exercises/ from the markers in solutions/ (and its tracks' pages)
     nox -s new -- 37 slug module "title"   scaffold a new exercise (README: "Adding an exercise")
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
-    nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by solutions/
+    nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by a tree
+    nox -s hf -- MODEL "prompt"       a Llama or Qwen3 checkpoint of the Hugging Face Hub, run by a tree (19-25)
     nox -s train                      train a small GPT from scratch (about 8 minutes on 2 CPU cores): out/train/
     nox -s sample -- "prompt"         complete a prompt with the model `nox -s train` saved
+    nox -s finetune                   fine-tune that model to answer questions (`-- --lora 4`, `-- --dpo`): out/finetune/
+    nox -s chat                       talk to the fine-tuned model in the terminal, or `-- "prompt"` for one answer
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
-    nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
-    nox -s classroom -- [DIR]         GitHub Classroom's workflow, from the manifest: DIR/.github/workflows/classroom.yml
     nox -s env                        make or update the shared environment, and nothing else (CI builds it once so)
+    nox -s classroom -- [DIR]         GitHub Classroom's workflow, from the manifest: DIR/.github/workflows/classroom.yml
+    nox -s release -- DIR             the learners' repository (no solutions), with a fresh history
     nox -s gradescope -- autograder.zip   Gradescope's autograder (setup.sh, run_autograder, the grader)
     nox -s class -- SUBMISSIONS       grade a class: a folder of submissions -> grades.csv, mistakes.csv, index.html
 
@@ -210,8 +213,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def stubs(session: nox.Session) -> None:
-    """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError) and the
-    README's exercise table from the manifest."""
+    """Write exercises/ from solutions/ (each marked region becomes a NotImplementedError; the tracks'
+    pages, solutions/tracks/*.md, copied as they are) and the README's exercise table from the manifest."""
     needs_solutions(session)
     py = kata_env(session)
     session.run(py, str(ROOT / "tests" / "harness" / "stubs.py"), *session.posargs, external=True)
