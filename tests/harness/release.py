@@ -1,11 +1,14 @@
 """``nox -s release -- DIR``: the learners' repository, without solutions.
 
-Writes DIR with ``exercises/`` (the stubs), the graded tests and their harness, ``reference/``,
-the manifest, the noxfile and pyproject, the README, the LICENSE and the autograding workflows
-(``grade.yml``, and GitHub Classroom's ``classroom.yml``, written from the manifest being released),
+Writes DIR with ``exercises/`` (the stubs and the tracks' pages), the graded tests and their
+harness, ``reference/``, the manifest, the noxfile and pyproject, the README, the LICENSE and the
+autograding workflows (``grade.yml``, and GitHub Classroom's ``classroom.yml``, written from the
+manifest being released),
 then starts a fresh git history there. Left out: ``solutions/``, this repository's own tests
 (``tests/meta``, which grade the solutions), the benchmarks, CI for the solutions, and any git
-history. Before committing, it checks that no region of solution code appears in any file.
+history. Every page it ships (the README, ``exercises/tracks/*.md``, ``tests/harness/*.md``) is
+written without the maintainers' parts (``release_readme``). Before committing, it checks that no
+region of solution code appears in any file.
 """
 
 from __future__ import annotations
@@ -60,6 +63,14 @@ def release_readme(text: str) -> str:
             continue  # one blank line where a part was cut
         lines.append(line)
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def pages(dest: Path) -> list[Path]:
+    """The markdown pages of a tree the release ships: the README first, then the others (the
+    tracks' pages beside the exercises, the instructors' pages beside the grader) by path."""
+    readme = dest / "README.md"
+    found = sorted(p for p in dest.rglob("*.md") if ".git" not in p.relative_to(dest).parts and p != readme)
+    return [readme, *found]
 
 
 def solution_regions(solutions: Path = ROOT / "solutions") -> list[tuple[str, list[str]]]:
@@ -135,8 +146,10 @@ def write(dest: Path) -> list[str]:
         else:
             shutil.copy2(src, target)
     classroom.write(dest)  # one graded step per exercise of the manifest released
-    readme = dest / "README.md"
+    readme, *others = pages(dest)
     readme.write_text(NOTE + release_readme(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    for page in others:
+        page.write_text(release_readme(page.read_text(encoding="utf-8")), encoding="utf-8")
     found = leaks(dest)
     if found:
         shutil.rmtree(dest)

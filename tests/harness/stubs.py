@@ -14,8 +14,13 @@ Everything outside the markers (signatures, docstrings, imports, glue) is copied
 Run ``python tests/harness/stubs.py`` (``nox -s stubs``) to write the tree, ``--check`` to list
 what is out of date without writing.
 
+The course's prose is copied here too: each track's page, ``solutions/tracks/NN-name.md`` (NN the
+track's first exercise), goes as it is to ``exercises/tracks/``, beside the modules a learner
+edits, and ships with them.
+
 The README's exercise table is made here too, from the manifest: it sits between the markers
-``TABLE_BEGIN`` and ``TABLE_END`` below, and ``write`` rewrites it (``--check`` reports it).
+``TABLE_BEGIN`` and ``TABLE_END`` below, and ``write`` rewrites it (``--check`` reports it). Each
+row links its exercise's track page: the page whose number is the highest at or below its id.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ EXERCISES = manifest.ROOT / "exercises"
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<id>\d\d): (?P<task>\S.*?)\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 DEF = re.compile(r"^(?P<indent>\s*)(?:async\s+)?(?P<kind>def|class)\s+(?P<name>\w+)")
+TRACKS = "tracks"  # the tracks' pages: solutions/tracks/NN-name.md, copied as they are
+PAGE = re.compile(r"(?P<first>\d\d)-(?P<name>[a-z0-9-]+)\.md")
 
 
 README = manifest.ROOT / "README.md"
@@ -47,11 +54,28 @@ class MarkerError(Exception):
     pass
 
 
+def track_pages(solutions: Path = SOLUTIONS) -> list[tuple[str, str]]:
+    """(first exercise id, file name) of each track's page, in course order."""
+    pages = [(m["first"], p.name) for p in (solutions / TRACKS).glob("*.md") if (m := PAGE.fullmatch(p.name))]
+    return sorted(pages)
+
+
+def track_link(eid: str, pages: list[tuple[str, str]]) -> str:
+    """A markdown link to the page of the track that exercise ``eid`` belongs to, or "" if none."""
+    names = [name for first, name in pages if first <= eid]
+    if not names:
+        return ""
+    name = names[-1]
+    return f"[{PAGE.fullmatch(name)['name']}](exercises/{TRACKS}/{name})"
+
+
 def exercise_table(exercises=None) -> str:
-    """The README's table of exercises, one row per manifest entry, in course order."""
-    rows = ["| id | slug | exercise | file | points |", "|----|------|----------|------|--------|"]
+    """The README's table of exercises, one row per manifest entry, in course order, each linked to
+    its track's page."""
+    pages = track_pages()
+    rows = ["| id | slug | exercise | file | points | track |", "|----|------|----------|------|--------|-------|"]
     for e in exercises if exercises is not None else manifest.load():
-        rows.append(f"| {e.id} | `{e.slug}` | {e.title} | `{e.module}.py` | {e.points:g} |")
+        rows.append(f"| {e.id} | `{e.slug}` | {e.title} | `{e.module}.py` | {e.points:g} | {track_link(e.id, pages)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -116,21 +140,25 @@ def stub_source(source: str, filename: str = "<source>") -> str:
     return "".join(out)
 
 
+def _generated(tree: Path) -> list[Path]:
+    """The files of a tree that ``write`` makes: its modules, and its tracks' pages."""
+    return sorted([p for p in tree.rglob("*.py") if "__pycache__" not in p.parts] + list((tree / TRACKS).glob("*.md")))
+
+
 def expected_tree(solutions: Path = SOLUTIONS) -> dict[str, str]:
-    """Relative path -> the text ``exercises/`` should hold."""
+    """Relative path -> the text ``exercises/`` should hold: each module stubbed, each page as it is."""
     tree = {}
-    for path in sorted(solutions.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
+    for path in _generated(solutions):
         rel = path.relative_to(solutions).as_posix()
-        tree[rel] = stub_source(path.read_text(encoding="utf-8"), f"solutions/{rel}")
+        text = path.read_text(encoding="utf-8")
+        tree[rel] = stub_source(text, f"solutions/{rel}") if path.suffix == ".py" else text
     return tree
 
 
 def out_of_sync(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]:
     """What differs between ``exercises/`` and what ``write`` would produce."""
     want = expected_tree(solutions)
-    have = {p.relative_to(exercises).as_posix() for p in exercises.rglob("*.py") if "__pycache__" not in p.parts}
+    have = {p.relative_to(exercises).as_posix() for p in _generated(exercises)}
     problems = [f"{rel}: missing" for rel in sorted(set(want) - have)]
     problems += [f"{rel}: not in solutions/" for rel in sorted(have - set(want))]
     problems += [
@@ -153,9 +181,9 @@ def write(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES) -> list[str]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8", newline="\n")
             changed.append(rel)
-    for path in exercises.rglob("*.py"):
+    for path in _generated(exercises):
         rel = path.relative_to(exercises).as_posix()
-        if rel not in want and "__pycache__" not in path.parts:
+        if rel not in want:
             path.unlink()
             changed.append(f"{rel} (removed)")
     return changed

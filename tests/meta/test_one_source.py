@@ -91,3 +91,31 @@ def test_no_test_file_without_an_exercise():
         m = re.match(r"test_(\d\d)_(\w+)\.py", path.name)
         assert m and m[1] in ids, f"tests/{path.name} is not named after an exercise in the manifest"
         assert manifest.lookup(m[1]).slug == m[2], f"tests/{path.name} should be tests/{manifest.lookup(m[1]).test_file}"
+
+
+def test_the_tracks_pages_are_copied_as_they_are_and_checked(tmp_path):
+    sol, ex = tmp_path / "solutions", tmp_path / "exercises"
+    (sol / "tracks").mkdir(parents=True)
+    (sol / "m.py").write_text("x = 1\n")
+    (sol / "tracks" / "01-first.md").write_text("# The first track\n")
+    assert stubs.out_of_sync(sol, ex) == ["m.py: missing", "tracks/01-first.md: missing"]
+    stubs.write(sol, ex)
+    assert (ex / "tracks" / "01-first.md").read_text() == "# The first track\n" and stubs.out_of_sync(sol, ex) == []
+    (ex / "tracks" / "01-first.md").write_text("# edited by hand\n")
+    (ex / "tracks" / "02-gone.md").write_text("# a page solutions/ no longer has\n")
+    assert stubs.out_of_sync(sol, ex) == ["tracks/02-gone.md: not in solutions/", "tracks/01-first.md: differs"]
+    stubs.write(sol, ex)
+    assert stubs.out_of_sync(sol, ex) == [] and not (ex / "tracks" / "02-gone.md").exists()
+
+
+def test_each_row_of_the_table_links_its_tracks_page():
+    pages = stubs.track_pages()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert pages and pages[0][0] == manifest.load()[0].id, "the first exercise has no track's page"
+    for e in manifest.load():
+        link = stubs.track_link(e.id, pages)
+        target = re.fullmatch(r"\[[a-z0-9-]+\]\((exercises/tracks/\d\d-[a-z0-9-]+\.md)\)", link)
+        assert target and (ROOT / target[1]).is_file(), f"exercise {e.id}: {link!r}"
+        assert f"| {e.points:g} | {link} |" in readme
+    assert stubs.track_link("05", [("03", "03-a.md"), ("07", "07-b.md")]) == "[a](exercises/tracks/03-a.md)"
+    assert stubs.track_link("02", [("03", "03-a.md")]) == ""

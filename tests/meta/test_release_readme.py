@@ -1,11 +1,12 @@
-"""The learners' release, used as its README says: every `nox -s` command in its code blocks runs.
+"""The learners' release, used as its pages say: every `nox -s` command in their code blocks runs.
 
 A release is written to a scratch directory (its `.nox/kata` is this checkout's environment, so
-nothing is installed), and each command its README shows runs there, as a learner would type it,
+nothing is installed), and each command its README and its other pages (the tracks' pages in
+exercises/tracks/, the instructors' in tests/harness/) show runs there, as a learner would type it,
 with the exit status and the words this table expects. A command the table does not know fails
 the test: a new command in the README gets its expectation here. The release's default tree is
-the stubs, so most commands stop early, each with a one-line reason. Nowhere in its text does the
-release's README name a command that only the maintainers' repository can run.
+the stubs, so most commands stop early, each with a one-line reason. Nowhere in their text do the
+release's pages name a command that only the maintainers' repository can run.
 """
 
 from __future__ import annotations
@@ -81,10 +82,20 @@ def released(tmp_path_factory):
 
 
 @pytest.mark.skipif(NOX is None, reason="nox is not on PATH (CI installs it: .ci/run)")
+def shipped_pages(released) -> dict[str, str]:
+    """Each markdown page of the release (README.md first), by its path there."""
+    return {p.relative_to(released).as_posix(): p.read_text(encoding="utf-8") for p in release.pages(released)}
+
+
+def test_the_release_ships_the_tracks_pages(released):
+    names = set(shipped_pages(released))
+    want = {f"exercises/tracks/{p.name}" for p in (release.ROOT / "solutions" / "tracks").glob("*.md")}
+    assert want and want <= names, f"the tracks' pages are not all in the release: {sorted(want - names)}"
+
+
 def test_every_command_of_the_release_readme_does_what_it_says(released):
-    readme = (released / "README.md").read_text(encoding="utf-8")
-    commands = readme_commands(readme)
-    assert len(commands) >= 8, f"the release's README shows only {commands}"
+    commands = [argv for text in shipped_pages(released).values() for argv in readme_commands(text)]
+    assert len(commands) >= 8, f"the release's pages show only {commands}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST", "NOX"))}
     env["KATA_REQUIRE_SANDBOX"] = os.environ.get("KATA_REQUIRE_SANDBOX", "")
     seen = set()
@@ -105,17 +116,21 @@ def test_every_command_of_the_release_readme_does_what_it_says(released):
 def test_the_release_keeps_gitattributes_and_leaves_the_maintainers_out(released):
     assert (released / ".gitattributes").read_text() == (release.ROOT / ".gitattributes").read_text()
     readme = (released / "README.md").read_text(encoding="utf-8")
-    assert "## Maintainers" not in readme and "release: leave out" not in readme and "<!--" not in readme
-    assert "from solutions." not in readme
+    assert "## Maintainers" not in readme
+    for name, text in shipped_pages(released).items():
+        assert "release: leave out" not in text and "<!--" not in text, f"{name} keeps a marker"
+        assert "from solutions." not in text, name
 
 
 def test_the_release_readme_names_no_command_only_the_maintainers_can_run(released):
-    """In code blocks, sentences or tables alike (a command wrapped over two lines counts too)."""
-    readme = (released / "README.md").read_text(encoding="utf-8")
-    text = " ".join(readme.split())
-    named = [(w, text[max(text.find(w) - 80, 0):text.find(w) + 60]) for w in MAINTAINERS_ONLY if w in text]
-    where = "\n".join(f"{w!r}: ...{around}..." for w, around in named)
-    assert not named, f"the release's README names what it cannot run (README.md: release: leave out):\n{where}"
+    """In code blocks, sentences or tables alike (a command wrapped over two lines counts too), in
+    the README and in every other page the release ships."""
+    named = []
+    for name, page in shipped_pages(released).items():
+        text = " ".join(page.split())
+        named += [(name, w, text[max(text.find(w) - 80, 0):text.find(w) + 60]) for w in MAINTAINERS_ONLY if w in text]
+    where = "\n".join(f"{name}: {w!r}: ...{around}..." for name, w, around in named)
+    assert not named, f"the release's pages name what it cannot run (mark it release: leave out in this repository):\n{where}"
 
 
 def test_inline_and_block_parts_are_left_out_of_the_release_readme():
