@@ -131,6 +131,7 @@ class PreferenceDataset(Dataset):
         for item in data:
             prompt = list(tokenizer.encode(format_input(item)))
             answers = {key: list(tokenizer.encode(format_response({"output": item[key]}))) for key in ("chosen", "rejected")}
+            # two (token_ids, prompt_length) pairs: the same prompt ids in front of each answer's
             self.pairs.append(((prompt + answers["chosen"], len(prompt)), (prompt + answers["rejected"], len(prompt))))
 
     def __len__(self) -> int:
@@ -162,5 +163,5 @@ def collate_preferences(
     for side, name in enumerate(("chosen", "rejected")):
         inputs, targets = collate([item[side] for item in batch], pad_token_id=pad_token_id, ignore_index=ignore_index,
                                   allowed_max_length=allowed_max_length, mask_prompt=True, device=device)
-        out[name + "_inputs"], out[name + "_targets"] = inputs, targets
+        out[name + "_inputs"], out[name + "_targets"] = inputs, targets  # (len(batch), width) each
     return out

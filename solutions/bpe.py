@@ -29,7 +29,7 @@ def get_pair_counts(ids: list[int]) -> dict[tuple[int, int], int]:
     """
     # BEGIN SOLUTION 03: count each adjacent pair (ids[i], ids[i + 1])
     counts: dict[tuple[int, int], int] = {}
-    for pair in zip(ids, ids[1:]):
+    for pair in zip(ids, ids[1:]):  # the len(ids) - 1 adjacent pairs
         counts[pair] = counts.get(pair, 0) + 1
     return counts
     # END SOLUTION
@@ -59,7 +59,7 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
         else:
             out.append(ids[i])
             i += 1
-    return out
+    return out  # len(ids) less one id per occurrence of the pair
     # END SOLUTION
 
 
@@ -124,8 +124,8 @@ def train_bpe(
     for part in regex.split(specials, text) if specials else [text]:
         for chunk in pattern.findall(part):
             chunk_counts[chunk] = chunk_counts.get(chunk, 0) + 1
-    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
-    freqs = list(chunk_counts.values())
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # per distinct chunk, its byte ids (0-255)
+    freqs = list(chunk_counts.values())  # freqs[w]: how often chunk w occurs
 
     # 2. Pair counts over all chunks, and which chunks hold each pair.
     counts: dict[tuple[int, int], int] = {}
@@ -155,7 +155,7 @@ def train_bpe(
             continue  # stale: this pair's count changed after the entry was pushed
         a, b = pair
         new_id = len(vocab)
-        vocab[new_id] = vocab[a] + vocab[b]
+        vocab[new_id] = vocab[a] + vocab[b]  # the new token's bytes: a's, then b's
         merges.append((vocab[a], vocab[b]))
 
         # 3. Only the chunks that hold the pair change: take their pairs out, merge, put them back.
@@ -173,7 +173,7 @@ def train_bpe(
                 else:
                     merged.append(word[i])
                     i += 1
-            words[w] = merged
+            words[w] = merged  # one id shorter per occurrence of the pair
             for p in zip(merged, merged[1:]):
                 counts[p] = counts.get(p, 0) + freq
                 where.setdefault(p, set()).add(w)

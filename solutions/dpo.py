@@ -47,8 +47,9 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, ignore_index:
     # BEGIN SOLUTION 34: log_softmax over the vocabulary, each position's target gathered, the counted positions summed per row
     counted = targets != ignore_index
     index = targets.masked_fill(~counted, 0)  # any valid id where the target is ignored: its value is dropped below
-    picked = torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    return picked.masked_fill(~counted, 0.0).sum(dim=-1)
+    logprobs = torch.log_softmax(logits, dim=-1)  # (batch, num_tokens, vocab_size)
+    picked = logprobs.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (batch, num_tokens): each target's log-probability
+    return picked.masked_fill(~counted, 0.0).sum(dim=-1)  # (batch,)
     # END SOLUTION
 
 
@@ -79,9 +80,9 @@ def dpo_loss(
         activations.
     """
     # BEGIN SOLUTION 34: the rewards, beta * (policy - reference); -logsigmoid of their margin, averaged; the rewards detached
-    chosen_rewards = beta * (policy_chosen_logprobs - reference_chosen_logprobs)
-    rejected_rewards = beta * (policy_rejected_logprobs - reference_rejected_logprobs)
-    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    chosen_rewards = beta * (policy_chosen_logprobs - reference_chosen_logprobs)  # (batch,)
+    rejected_rewards = beta * (policy_rejected_logprobs - reference_rejected_logprobs)  # (batch,)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()  # (): one number for the batch
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
     # END SOLUTION
 
@@ -113,6 +114,7 @@ def dpo_batch_loss(
         into the policy's parameters, and into nothing of the reference.
     """
     # BEGIN SOLUTION 34: the policy's log-probabilities with gradients; the reference's in eval mode, under no_grad; dpo_loss
+    # logits (batch, width, vocab_size) -> (batch,): each answer's log-probability
     policy_chosen = sequence_logprobs(policy(batch["chosen_inputs"]), batch["chosen_targets"])
     policy_rejected = sequence_logprobs(policy(batch["rejected_inputs"]), batch["rejected_targets"])
     reference.eval()
@@ -149,6 +151,7 @@ class PreferenceDataset(Dataset):
         for item in data:
             prompt = list(tokenizer.encode(format_input(item)))
             answers = {key: list(tokenizer.encode(format_response({"output": item[key]}))) for key in ("chosen", "rejected")}
+            # two (token_ids, prompt_length) pairs: the same prompt ids in front of each answer's
             self.pairs.append(((prompt + answers["chosen"], len(prompt)), (prompt + answers["rejected"], len(prompt))))
 
     def __len__(self) -> int:
@@ -180,5 +183,5 @@ def collate_preferences(
     for side, name in enumerate(("chosen", "rejected")):
         inputs, targets = collate([item[side] for item in batch], pad_token_id=pad_token_id, ignore_index=ignore_index,
                                   allowed_max_length=allowed_max_length, mask_prompt=True, device=device)
-        out[name + "_inputs"], out[name + "_targets"] = inputs, targets
+        out[name + "_inputs"], out[name + "_targets"] = inputs, targets  # (len(batch), width) each
     return out

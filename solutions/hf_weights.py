@@ -75,19 +75,22 @@ def load_hf_weights(model, state_dict: dict[str, torch.Tensor]):
             param.copy_(value)
         used.add(key)
 
-    take("embed_tokens.weight", model.tok_emb.weight)
+    # Each weight is (out_features, in_features) in both layouts, nn.Linear's, so none is transposed.
+    take("embed_tokens.weight", model.tok_emb.weight)  # (vocab_size, emb_dim)
     for i, block in enumerate(model.trf_blocks):
         layer, att = f"layers.{i}.", block.att
-        take(layer + "input_layernorm.weight", block.norm1.weight)
+        take(layer + "input_layernorm.weight", block.norm1.weight)  # (emb_dim,)
+        # q_proj (n_heads * head_dim, emb_dim); k_proj, v_proj (n_kv_heads * head_dim, emb_dim); o_proj (emb_dim, n_heads * head_dim)
         for name, linear in (("q_proj", att.W_query), ("k_proj", att.W_key), ("v_proj", att.W_value), ("o_proj", att.out_proj)):
             take(f"{layer}self_attn.{name}.weight", linear.weight)
-        if att.q_norm is not None:  # Qwen3's per-head norms of queries and keys
+        if att.q_norm is not None:  # Qwen3's per-head norms of queries and keys: (head_dim,) each
             take(layer + "self_attn.q_norm.weight", att.q_norm.weight)
             take(layer + "self_attn.k_norm.weight", att.k_norm.weight)
-        take(layer + "post_attention_layernorm.weight", block.norm2.weight)
+        take(layer + "post_attention_layernorm.weight", block.norm2.weight)  # (emb_dim,)
+        # gate_proj, up_proj (hidden_dim, emb_dim); down_proj (emb_dim, hidden_dim)
         for name, linear in (("gate_proj", block.ff.gate), ("up_proj", block.ff.up), ("down_proj", block.ff.down)):
             take(f"{layer}mlp.{name}.weight", linear.weight)
-    take("norm.weight", model.final_norm.weight)
+    take("norm.weight", model.final_norm.weight)  # (emb_dim,)
     tied = model.out_head.weight is model.tok_emb.weight
     if "lm_head.weight" in state_dict:
         head = state_dict["lm_head.weight"]
@@ -97,7 +100,7 @@ def load_hf_weights(model, state_dict: dict[str, torch.Tensor]):
                                  "the embedding: build it with tie_weights=False")
             used.add("lm_head.weight")
         else:
-            take("lm_head.weight", model.out_head.weight, key_prefix="")  # the head sits outside model.
+            take("lm_head.weight", model.out_head.weight, key_prefix="")  # (vocab_size, emb_dim); the head sits outside model.
     elif not tied:
         take("embed_tokens.weight", model.out_head.weight)
     unused = sorted(k for k in set(state_dict) - used if not k.endswith(IGNORED_SUFFIXES))

@@ -52,14 +52,14 @@ class LoRALayer(nn.Module):
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank is {rank!r}; expected an int of at least 1")
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
-        self.A = nn.Parameter(torch.empty(in_dim, rank))
+        self.A = nn.Parameter(torch.empty(in_dim, rank))  # (in_dim, rank)
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        self.B = nn.Parameter(torch.zeros(rank, out_dim))
+        self.B = nn.Parameter(torch.zeros(rank, out_dim))  # (rank, out_dim)
         # END SOLUTION
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 33: the scaled low-rank product
-        return self.scaling * (x @ self.A @ self.B)
+        return self.scaling * (x @ self.A @ self.B)  # (..., in_dim) -> (..., rank) -> (..., out_dim)
         # END SOLUTION
 
 
@@ -90,7 +90,7 @@ class LinearWithLoRA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION 33: the frozen layer plus the update
-        return self.linear(x) + self.lora(x)
+        return self.linear(x) + self.lora(x)  # (..., in_dim) -> (..., out_dim), both terms
         # END SOLUTION
 
 
@@ -151,7 +151,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             if isinstance(child, LinearWithLoRA):
                 with torch.no_grad():
                     lora, weight = child.lora, child.linear.weight
-                    merged = weight + lora.scaling * (lora.A @ lora.B).T.to(weight.dtype)  # (out, in)
+                    merged = weight + lora.scaling * (lora.A @ lora.B).T.to(weight.dtype)  # (out_dim, in_dim), as W
                 child.linear.weight = nn.Parameter(merged, requires_grad=weight.requires_grad)
                 setattr(module, name, child.linear)
     return model

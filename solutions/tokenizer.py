@@ -95,7 +95,7 @@ class Tokenizer:
         if ids is not None:
             return ids
         ranks = self.ranks
-        parts = [chunk[i : i + 1] for i in range(len(chunk))]
+        parts = [chunk[i : i + 1] for i in range(len(chunk))]  # len(chunk) one-byte parts
         # pair_ranks[i] is the rank of parts[i] + parts[i + 1] (NOT_A_TOKEN when it is none): a merge
         # changes only its two neighbours, so a long chunk costs one min() per merge, not a rescan
         pair_ranks = [ranks.get(chunk[i : i + 2], NOT_A_TOKEN) for i in range(len(chunk) - 1)]
@@ -104,13 +104,13 @@ class Tokenizer:
             if best_rank == NOT_A_TOKEN:
                 break
             i = pair_ranks.index(best_rank)  # the leftmost of the lowest rank, as tiktoken merges
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            del pair_ranks[i]
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]  # one part fewer
+            del pair_ranks[i]  # and one pair fewer: len(pair_ranks) == len(parts) - 1
             if i > 0:
                 pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], NOT_A_TOKEN)
             if i < len(pair_ranks):
                 pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], NOT_A_TOKEN)
-        ids = [ranks[p] for p in parts]
+        ids = [ranks[p] for p in parts]  # one id per part left: at most len(chunk)
         self.cache[chunk] = ids
         return ids
         # END SOLUTION
@@ -151,7 +151,7 @@ class Tokenizer:
                 ids.append(self.special_tokens[part])
                 continue
             for chunk in self.pattern.findall(part):
-                ids.extend(self.bpe(chunk.encode("utf-8")))
+                ids.extend(self.bpe(chunk.encode("utf-8")))  # str -> UTF-8 bytes -> at most one id per byte
         return ids
         # END SOLUTION
 
@@ -168,7 +168,7 @@ class Tokenizer:
             token = self.decoder.get(i)
             if token is None:
                 raise ValueError(f"unknown token id {i!r}: ids run from 0 to {max(self.decoder)}")
-            out.append(token)
+            out.append(token)  # each id's bytes: one or more
         return b"".join(out).decode("utf-8", errors="replace")
         # END SOLUTION
 
