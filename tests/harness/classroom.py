@@ -7,7 +7,7 @@ this checkout) with one graded step per exercise of ``tests/manifest.toml``: the
 so a learner's total is the sum of the exercises that pass. The reporter step at the end reads
 every step's result and reports the points to Classroom.
 
-GitHub retired Classroom itself on 28 August 2026 (README.md says what that leaves); the
+GitHub retired Classroom itself on 28 August 2026 (tests/harness/instructors.md says what that leaves); the
 workflow runs as any GitHub Actions workflow. What it relies on, read in the actions' own sources
 (action.yml, src/main.js and README.md of github.com/classroom-resources/autograding-command-grader
 and .../autograding-grading-reporter):
@@ -56,13 +56,13 @@ JOB_MINUTES = 60
 HEADER = """\
 # GitHub Classroom autograding: one graded step per exercise, each worth the exercise's points.
 # Written by `nox -s classroom` from tests/manifest.toml (tests/harness/classroom.py): edit those,
-# not this file. README.md, "Autograding with GitHub Classroom or Gradescope", says how to use it.
+# not this file. tests/harness/instructors.md, "GitHub Classroom, step by step", says how to use it.
 # - the steps before the grading build the environment once (.nox/kata, torch's CPU-only build,
 #   pip's cache); every grading step reuses it;
 # - a step passes, and earns its points, when `nox -s grade -- ID` exits 0: that exercise passes;
 # - the reporter adds the points up for Classroom; a new push cancels a run still going.
-# GitHub retired Classroom on 28 August 2026: the workflow still grades as any other, and the
-# README says what that leaves.
+# GitHub retired Classroom on 28 August 2026: the workflow still grades as any other, and
+# tests/harness/instructors.md says what that leaves.
 """
 
 

@@ -348,7 +348,7 @@ def main(argv: list[str]) -> int:
         return 2
     out = write(Path(argv[0]))
     print(f"wrote Gradescope's autograder to {out} ({out.stat().st_size / 1e6:.1f} MB): upload it as a programming "
-          "assignment's autograder (README: \"Gradescope\")")
+          "assignment's autograder (tests/harness/instructors.md: \"Gradescope, step by step\")")
     return 0
 
 
