@@ -48,7 +48,8 @@
    the model FLOPs utilization as in ``bench_training`` (``6 N + 12 L T d`` flops per token).
 
 Quick smoke run: ``--quick`` or ``KATA_BENCH_QUICK=1`` (one or two steps, 16 new tokens, L = 512:
-the code paths, not the numbers). A markdown table of everything ends the output, for the README.
+the code paths, not the numbers). A markdown table of everything ends the output, for the speed track's page
+(solutions/tracks/27-speed.md).
 Timings on a shared CPU move by 2x and more (with 2 threads on 2 cores, an op waits for both, so a
 busy core slows the many small ops of decoding and of the tiled attention most): each measurement
 prints the share of the CPUs that other processes took meanwhile (from /proc/stat).
