@@ -228,11 +228,11 @@ def new(session: nox.Session) -> None:
 
 @nox.session
 def reference(session: nox.Session) -> None:
-    """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers, peft)."""
+    """Rewrite the reference outputs in reference/ from the oracles (PyTorch, tiktoken, transformers, peft, trl)."""
     if not (ROOT / "solutions").is_dir():
         session.error("reference/ is not rewritten in a release: the grader compares with the course's outputs as "
                       "committed (a maintainers' command, run in their repository)")
-    py = kata_env(session, extras=("reference", "peft"))
+    py = kata_env(session, extras=("reference", "peft", "trl"))
     session.run(py, str(ROOT / "reference" / "make_outputs.py"), *session.posargs, external=True)
 
 
