@@ -112,4 +112,4 @@ def grpo_loss(
             not agree (named), ``ref_logprobs`` None with ``beta != 0``, or a
             ``max_completion_length`` below ``T``.
     """
-    raise NotImplementedError("exercise 38 (grpo), grpo_loss: refuse bad arguments; masked positions zeroed first; ratio, clipped objective, k3 KL; the loss_type's average; the stats")
+    raise NotImplementedError("exercise 38 (grpo), grpo_loss: check the arguments; zero the masked inputs; ratio, clipped objective, k3 KL; average; stats")

@@ -503,11 +503,12 @@ def grpo_outputs() -> dict[str, np.ndarray]:
         loss = GRPOTrainer._compute_loss(trainer, None, inputs)
         loss.backward()
         metrics = trainer._metrics["eval"]
+        scalars = {"loss": loss.detach(), "clip_fraction": metrics["clip_ratio/region_mean"][-1], "clip_eps": clip_eps, "beta": beta}
+        out.update({f"{case}/{k}": torch.as_tensor(v, dtype=torch.float64) for k, v in scalars.items()})
         out.update({f"{case}/logprobs": logps, f"{case}/old_logprobs": old, f"{case}/ref_logprobs": ref,
-                    f"{case}/advantages": advantages, f"{case}/mask": mask.bool(), f"{case}/loss": loss.detach(),
-                    f"{case}/grad": leaf.grad, f"{case}/clip_fraction": torch.tensor(metrics["clip_ratio/region_mean"][-1], dtype=torch.float64),
-                    f"{case}/clip_eps": torch.tensor(clip_eps, dtype=torch.float64), f"{case}/beta": torch.tensor(beta, dtype=torch.float64),
-                    f"{case}/max_completion_length": torch.tensor(width + extra), f"{case}/loss_type": torch.tensor(list(loss_type.encode()))})
+                    f"{case}/advantages": advantages, f"{case}/mask": mask.bool(), f"{case}/grad": leaf.grad,
+                    f"{case}/max_completion_length": torch.tensor(width + extra),
+                    f"{case}/loss_type": torch.tensor(list(loss_type.encode()))})  # the name's bytes
         if beta != 0:
             out[f"{case}/kl"] = torch.tensor(metrics["kl"][-1], dtype=torch.float64)
     rewards = torch.randint(0, 3, (groups * size,), generator=g).double() / 2  # ties; then one group all equal

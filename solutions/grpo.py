@@ -125,7 +125,7 @@ def grpo_loss(
             not agree (named), ``ref_logprobs`` None with ``beta != 0``, or a
             ``max_completion_length`` below ``T``.
     """
-    # BEGIN SOLUTION 38: refuse bad arguments; masked positions zeroed first; ratio, clipped objective, k3 KL; the loss_type's average; the stats
+    # BEGIN SOLUTION 38: check the arguments; zero the masked inputs; ratio, clipped objective, k3 KL; average; stats
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
     if logprobs.dim() != 2:

@@ -229,6 +229,23 @@ def test_group_advantages_of_equal_rewards_and_of_groups_of_one(impl, gen):
                      "std taken as 0, where the unbiased formula gives 0 / 0)", atol=1e-6)
 
 
+def test_group_advantages_match_trl(impl, gen):
+    """trl's advantages (GRPOTrainer's, with its unbiased nanstd), committed: the groups in a fresh
+    order each run, and each group's completions too, so the expected values move with them."""
+    ref = {k: torch.from_numpy(v) for k, v in load_reference("38_grpo").items()}
+    size = int(ref["advantages/group_size"].reshape(()))
+    rewards, want = ref["advantages/rewards"].view(-1, size), ref["advantages/advantages"].view(-1, size)
+    groups = torch.randperm(rewards.size(0), generator=gen)
+    members = torch.stack([torch.randperm(size, generator=gen) for _ in range(rewards.size(0))])
+    rewards = torch.gather(rewards[groups], 1, members).reshape(-1)
+    want = torch.gather(want[groups], 1, members).reshape(-1)
+    got = impl.call("grpo.group_advantages", rewards, size).out
+    mistakes = [Mistake(*words, advantages_formula(rewards, size, variant=v)) for v, words in
+                (("batch_std", BATCH_STD), ("biased", BIASED_STD), ("no_eps", NO_EPS), ("strided", STRIDED), ("batch_mean", BATCH_MEAN))]
+    assert_close_alone(got, want, f"group_advantages(trl's rewards {[float(r) for r in rewards]}, group_size={size})",
+                       oracle="trl's GRPOTrainer", atol=1e-6, rtol=1e-5, mistakes=mistakes)
+
+
 def test_group_advantages_refuse_bad_shapes(impl, gen):
     groups, size = n(gen, 2, 4), n(gen, 2, 5)
     rewards = torch.randn(groups * size + n(gen, 1, size - 1), generator=gen)
@@ -386,8 +403,8 @@ def test_grpo_loss_ignores_what_is_masked(impl, gen):
         if not bool(torch.isfinite(loss)):
             clean, _ = run_loss(impl, batch, options)
             fits = torch.allclose(clean["loss"]["tensor"].double(), want.detach(), rtol=1e-4, atol=1e-6)
-            raise Mismatch(f"{what}: the loss is {float(loss)}; expected {float(want.detach()):.6g}, as with any finite values there: what is "
-                           "masked must not matter" + (f"\n{LOOKS_LIKE}{TIMES_MASK[0]}. {TIMES_MASK[1]}" if fits else ""))
+            raise Mismatch(f"{what}: the loss is {float(loss)}; expected {float(want.detach()):.6g}, as with any finite values "
+                           "there: what is masked must not matter" + (f"\n{LOOKS_LIKE}{TIMES_MASK[0]}. {TIMES_MASK[1]}" if fits else ""))
         assert_close(loss.double(), want.detach(), f"{what}: the loss", oracle="the formula on the counted tokens alone",
                      atol=1e-5, rtol=1e-4, check_dtype=False)
         if not bool(torch.isfinite(grad).all()):
@@ -414,7 +431,8 @@ def test_grpo_loss_trains_only_the_policy(impl, gen):
         assert_close(got["loss"]["tensor"], want.detach(), f"{what}: the loss", oracle="the formula (every ratio 1)", atol=1e-6)
         ratio_frozen = policy_term_frozen_grad(lp, ref, adv, mask, loss_type)
         named = [Mistake(*OLD_ATTACHED, ratio_frozen)]
-        assert_close(grad, leaf.grad, f"{what}: the gradient with respect to logprobs", oracle="autograd through the formula (old_logprobs a constant)", atol=1e-6, rtol=1e-4, mistakes=named)
+        assert_close(grad, leaf.grad, f"{what}: the gradient with respect to logprobs",
+                     oracle="autograd through the formula (old_logprobs a constant)", atol=1e-6, rtol=1e-4, mistakes=named)
 
 
 def policy_term_frozen_grad(lp, ref, adv, mask, loss_type, beta=0.04):

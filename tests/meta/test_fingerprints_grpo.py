@@ -55,6 +55,7 @@ ADVANTAGES = "test_group_advantages_match_the_formula"
 EQUAL = "test_group_advantages_of_equal_rewards_and_of_groups_of_one"
 FORMULA = "test_grpo_loss_matches_the_formula_for_each_loss_type"
 TRL = "test_grpo_loss_matches_trl"
+TRL_ADVANTAGES = "test_group_advantages_match_trl"
 MASKING = "test_grpo_loss_ignores_what_is_masked"
 ONLY_POLICY = "test_grpo_loss_trains_only_the_policy"
 
@@ -64,6 +65,9 @@ NAMED = [
     ("the biased standard deviation (divided by G)", BIASED, ADVANTAGES),
     ("no eps in the denominator", NO_EPS, ADVANTAGES),
     ("no eps in the denominator", NO_EPS, EQUAL),
+    ("no eps in the denominator", NO_EPS, TRL_ADVANTAGES),
+    ("the biased standard deviation (divided by G)", BIASED, TRL_ADVANTAGES),
+    ("the standard deviation of the whole batch instead of each group's", BATCH_STD, TRL_ADVANTAGES),
     ("the groups read as every B-th reward", STRIDED, ADVANTAGES),
     ("the mean of the whole batch subtracted instead of each group's", BATCH_MEAN, ADVANTAGES),
     ("the ratio as logprobs / old_logprobs", QUOTIENT, FORMULA),
@@ -92,6 +96,8 @@ NEAR = [
     ("the standard deviation of the whole batch", BIASED, ADVANTAGES),
     ("the biased standard deviation", BATCH_STD, ADVANTAGES),
     ("the biased standard deviation", EPS_INSIDE, ADVANTAGES),
+    ("the biased standard deviation", BATCH_STD, TRL_ADVANTAGES),
+    ("the standard deviation of the whole batch", BIASED, TRL_ADVANTAGES),
     ("no eps in the denominator", EPS_INSIDE, ADVANTAGES),
     ("no eps in the denominator", EPS_INSIDE, EQUAL),
     ("the groups read as every B-th reward", BATCH_MEAN, ADVANTAGES),
