@@ -45,6 +45,20 @@ running it twice writes byte-identical files.
                     base weights, the LoRA weights (peft's layout: lora_A (rank, in), lora_B (out,
                     rank)), peft's outputs, its merged (merge_and_unload) outputs and weights, and
                     its count of trainable parameters. Needs peft (and transformers).
+38_grpo.npz         Hugging Face trl's GRPO loss (GRPOTrainer._compute_loss, trl 1.16.0) on fixed
+                    per-token log-probabilities (policy, old policy, reference), advantages and
+                    completion masks (a prefix of each row, one row empty), for each loss type
+                    ("grpo", "bnpo", "dr_grpo") and once without the KL term (beta 0): the loss,
+                    its gradient with respect to the policy's log-probabilities, and the "kl" and
+                    "clip_ratio/region_mean" that trl logs. The loss is a method of the trainer, not
+                    a free function: it is called unbound on a stand-in (_TrlStandIn below) that
+                    holds the attributes the method reads, a model in eval mode (so no division
+                    for gradient accumulation) and an accelerator of one process, with
+                    _get_per_token_logps_and_entropies returning the given log-probabilities
+                    instead of running a model. Also trl's unbiased standard deviation
+                    (trl.trainer.utils.nanstd) of each group of fixed rewards, and the advantages
+                    GRPOTrainer computes from it, (r - mean) / (std + 1e-4). Needs trl (and
+                    transformers).
 """
 
 from __future__ import annotations
@@ -431,20 +445,97 @@ def lora_outputs() -> dict[str, np.ndarray]:
     return {k: _np(v) for k, v in out.items()}
 
 
+GRPO_CASES = {  # name: (loss_type, clip_eps, beta, max_completion_length beyond the width)
+    "grpo": ("grpo", 0.2, 0.04, 0), "bnpo": ("bnpo", 0.28, 0.1, 0), "dr_grpo": ("dr_grpo", 0.2, 0.04, 3),
+    "no_kl": ("grpo", 0.2, 0.0, 0)}
+
+
+class _TrlStandIn:
+    """What GRPOTrainer._compute_loss reads of its trainer, for the plain token-level clipped loss
+    (no entropy mask or bonus, no off-policy mask, no vLLM correction, no auxiliary loss): called
+    unbound on this object, the method runs trl's own lines on the tensors given, and
+    ``_get_per_token_logps_and_entropies`` hands it the policy's log-probabilities in place of a
+    model's forward."""
+
+    def __init__(self, logps, loss_type, clip_eps, beta, max_completion_length):
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        self.logps, self.loss_type, self.beta, self.max_completion_length = logps, loss_type, beta, max_completion_length
+        self.epsilon_low = self.epsilon_high = clip_eps
+        self.top_entropy_quantile, self.off_policy_mask_threshold, self.importance_sampling_level = 1.0, None, "token"
+        self.use_vllm = self.vllm_importance_sampling_correction = False
+        self._entropy_bonus_enabled = self.aux_loss_enabled = False
+        self.args = SimpleNamespace(delta=None, use_bias_correction_kl=False)
+        self.model = SimpleNamespace(training=False)  # eval mode: the loss is not divided for gradient accumulation
+        self.current_gradient_accumulation_steps = 1
+        self.accelerator = SimpleNamespace(num_processes=1, reduce=lambda t, reduction: t, gather=lambda t: t,
+                                           gather_for_metrics=lambda t: t)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        return self.logps, torch.zeros_like(self.logps), None
+
+
+def grpo_outputs() -> dict[str, np.ndarray]:
+    from trl import GRPOTrainer
+    from trl.trainer.utils import nanstd
+
+    out = {}
+    g = torch.Generator().manual_seed(38)
+    groups, size = 4, 3
+    for case, (loss_type, clip_eps, beta, extra) in GRPO_CASES.items():
+        n, width = groups * size, 7
+        logps = -torch.rand(n, width, generator=g, dtype=torch.float64) * 4 - 0.05
+        old = logps + 0.3 * torch.randn(n, width, generator=g, dtype=torch.float64)  # ratios around 1, some clipped
+        ref = logps + 0.5 * torch.randn(n, width, generator=g, dtype=torch.float64)
+        advantages = torch.randn(n, generator=g, dtype=torch.float64)
+        lengths = torch.randint(1, width + 1, (n,), generator=g)
+        lengths[int(torch.randint(0, n, (), generator=g))] = 0  # a completion with no counted token
+        mask = (torch.arange(width) < lengths[:, None]).long()
+        leaf = logps.clone().requires_grad_(True)
+        trainer = _TrlStandIn(leaf, loss_type, clip_eps, beta, width + extra)
+        inputs = {"prompt_ids": torch.zeros(n, 2, dtype=torch.long), "prompt_mask": torch.ones(n, 2, dtype=torch.long),
+                  "completion_ids": torch.zeros(n, width, dtype=torch.long), "completion_mask": mask,
+                  "advantages": advantages, "old_per_token_logps": old}
+        if beta != 0:
+            inputs["ref_per_token_logps"] = ref
+        loss = GRPOTrainer._compute_loss(trainer, None, inputs)
+        loss.backward()
+        metrics = trainer._metrics["eval"]
+        scalars = {"loss": loss.detach(), "clip_fraction": metrics["clip_ratio/region_mean"][-1], "clip_eps": clip_eps, "beta": beta}
+        out.update({f"{case}/{k}": torch.as_tensor(v, dtype=torch.float64) for k, v in scalars.items()})
+        out.update({f"{case}/logprobs": logps, f"{case}/old_logprobs": old, f"{case}/ref_logprobs": ref,
+                    f"{case}/advantages": advantages, f"{case}/mask": mask.bool(), f"{case}/grad": leaf.grad,
+                    f"{case}/max_completion_length": torch.tensor(width + extra),
+                    f"{case}/loss_type": torch.tensor(list(loss_type.encode()))})  # the name's bytes
+        if beta != 0:
+            out[f"{case}/kl"] = torch.tensor(metrics["kl"][-1], dtype=torch.float64)
+    rewards = torch.randint(0, 3, (groups * size,), generator=g).double() / 2  # ties; then one group all equal
+    rewards[:size] = 0.5
+    std = nanstd(rewards.view(-1, size), dim=1).repeat_interleave(size)
+    mean = rewards.view(-1, size).mean(dim=1).repeat_interleave(size)
+    out.update({"advantages/rewards": rewards, "advantages/group_size": torch.tensor(size), "advantages/std": std,
+                "advantages/advantages": (rewards - mean) / (std + 1e-4)})  # as GRPOTrainer writes them
+    return {k: _np(v) for k, v in out.items()}
+
+
 GENERATORS = {"01_attention": attention, "02_layernorm": layernorm,
               "11_gpt2_tiny.safetensors": gpt2_checkpoint, "11_gpt2_tiny": gpt2_outputs, "15_training_run": training_run,
               "21_llama3_rope": llama3_rope, "23_modern_presets": modern_presets, "24_llama_tiny.safetensors": lambda: _hf_checkpoint("llama"),
               "24_qwen3_tiny.safetensors": lambda: _hf_checkpoint("qwen3"), "24_hf_tiny": hf_outputs, "26_moe": moe_outputs,
-              "33_lora": lora_outputs}
+              "33_lora": lora_outputs, "38_grpo": grpo_outputs}
 
 
 # These need transformers (and safetensors): the regeneration session installs them; the test
 # suite regenerates only the others unless they are installed.
 NEEDS_TRANSFORMERS = {"11_gpt2_tiny.safetensors", "11_gpt2_tiny", "15_training_run", "21_llama3_rope", "23_modern_presets",
                       "24_llama_tiny.safetensors", "24_qwen3_tiny.safetensors", "24_hf_tiny", "26_moe",
-                      "33_lora"}
+                      "33_lora", "38_grpo"}
 # These need peft too: the regeneration session installs it (noxfile.py); only there are they regenerated.
 NEEDS_PEFT = {"33_lora"}
+# These need trl too: the same.
+NEEDS_TRL = {"38_grpo"}
 
 
 def main(out_dir: Path = HERE, only: set[str] | None = None) -> None:

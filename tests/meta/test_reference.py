@@ -12,8 +12,9 @@ MAKE_OUTPUTS = ROOT / "reference" / "make_outputs.py"
 
 def _generators():
     gen = runpy.run_path(str(MAKE_OUTPUTS))
-    heavy, peft = _importable("transformers"), _importable("peft")
-    names = {n for n in gen["GENERATORS"] if (heavy or n not in gen["NEEDS_TRANSFORMERS"]) and (peft or n not in gen["NEEDS_PEFT"])}
+    heavy, peft, trl = _importable("transformers"), _importable("peft"), _importable("trl")
+    names = {n for n in gen["GENERATORS"] if (heavy or n not in gen["NEEDS_TRANSFORMERS"]) and (peft or n not in gen["NEEDS_PEFT"])
+             and (trl or n not in gen["NEEDS_TRL"])}
     return gen, names, heavy
 
 
