@@ -186,12 +186,24 @@ def prompts_of(gen, cfg, batch, length):
             return ids
 
 
+def head_of(params, cfg):
+    return params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"]
+
+
 def eos_bias(params, cfg, eos_id, beta):
-    """The weights with the final LayerNorm's shift moved so that eos_id's logit rises by ``beta``
-    at every position (the others' move by less): a model that ends often, or never."""
-    head = params["tok_emb.weight"] if cfg["tie_weights"] else params["out_head.weight"]
-    w = head[eos_id]
+    """The weights with the final LayerNorm's shift moved along eos_id's row of the output head, so
+    that eos_id's logit moves by ``beta`` at every position, and token v's by ``beta`` times
+    ``head[v] . head[eos_id] / |head[eos_id]|^2``: with beta < 0 eos_id falls below every token
+    whose row points away from its own (a model that never ends); with beta > 0 it rises above
+    every other when its row is the longest (``longest_row``: a model that ends often)."""
+    w = head_of(params, cfg)[eos_id]
     return {**params, "final_norm.shift": params["final_norm.shift"] + beta * w / w.dot(w)}
+
+
+def longest_row(params, cfg):
+    """The token whose row of the output head is the longest: moving along it raises its logit
+    more than any other's (head[v] . w <= |head[v]| |w| < |w|^2)."""
+    return int(head_of(params, cfg).norm(dim=1).argmax())
 
 
 def temperature_of(gen):
@@ -453,14 +465,16 @@ def test_stops_early_when_every_row_has_ended(impl, gen):
     cfg, params = case(gen)
     prompts = prompts_of(gen, cfg, n(gen, 1, 2), n(gen, 2, 4))
     group_size, steps = n(gen, 2, 3), n(gen, 10, 12)
-    eos = n(gen, 0, cfg["vocab_size"] - 1)
-    for attempt in range(40):  # weights under which every row ends before the last step, some earlier than others
-        biased = eos_bias(params, cfg, eos, 2.5 + 0.1 * attempt)
+    eos = longest_row(params, cfg)
+    beta = 2.5
+    for _ in range(40):  # weights under which every row ends before the last step, some earlier than others
+        biased = eos_bias(params, cfg, eos, beta)
         temperature, seed = temperature_of(gen), n(gen, 0, 2**31 - 1)
         want, t_new = rollout(biased, cfg, prompts, group_size, steps, eos, temperature, seed=seed)
         ends = [row.index(eos) for row in want.tolist() if eos in row]
         if t_new < steps and len(set(ends)) > 1:
             break
+        beta = beta * 1.3 if t_new == steps else beta / 1.15  # some row never ended / every row ended at once
     kw = {"temperature": temperature, "seed": seed}
     got = run(impl, cfg, biased, prompts, group_size, steps, eos, **kw)
     what = describe(cfg, prompts, group_size, steps, eos, **kw) + ", on weights that favour eos_id"
