@@ -62,6 +62,16 @@ NAMED = [
     ("the model called on the sequence, model(...), not the cached step",
      [(STEP, "model(fed)"), (FEED, "        fed = torch.cat([fed, token], dim=1)\n")], CACHE),
     ("each new token run without the cached prefix", [(STEP, "gpt_cached(model, fed, KVCache.for_model(model, rows))")], CACHE),
+    ("the prompts included in completion_ids",
+     [("completion_ids = torch.cat(tokens, dim=1) if tokens", "completion_ids = torch.cat([prompts] + tokens, dim=1) if tokens"),
+      ("completion_mask(completion_ids, eos_id), logprobs)", "completion_mask(completion_ids[:, prompts.size(1):], eos_id), "
+       "logprobs)")], TOKENS),
+    ("generation stopped one token before the context was full",
+     [("context_length - prompts.size(1))", "context_length - prompts.size(1) - 1)")], CONTEXT),
+    ("the end-of-text token itself masked out",
+     [("completion_mask(completion_ids, eos_id), logprobs)", "completion_ids != eos_id, logprobs)")], EARLY),
+    ("every token kept", [("completion_mask(completion_ids, eos_id), logprobs)",
+                          "torch.ones_like(completion_ids, dtype=torch.bool), logprobs)")], EARLY),
     ("the context limit not checked",
      [("    steps = min(max_new_tokens, context_length - prompts.size(1))", "    steps = max_new_tokens")], CONTEXT),
 ]
