@@ -18,7 +18,6 @@ oracles with the mistake in them.
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from gpt_oracle import gpt, gpt_params, random_config
 
 from harness.compare import Mistake, assert_close_alone, expect_value_error
@@ -123,7 +122,8 @@ def one_thread():
 def rollout(params, cfg, prompts, group_size, max_new_tokens, eos_id, temperature, top_k=None, seed=0, variant=""):
     """The contract's steps with the whole sequences through ``gpt`` at every step, in float64:
     ``(completion_ids, steps)``. ``eos_id`` -1 ends no row. ``variant``: ``repeat`` (the prompts
-    repeated as a batch), ``no_temperature``, ``no_top_k``, ``running_only``, ``no_early_stop``."""
+    repeated as a batch), ``no_temperature``, ``no_top_k``, ``running_only``, ``no_early_stop``,
+    ``not_filled`` (an ended row's tokens as drawn, not eos_id)."""
     generator = torch.Generator().manual_seed(seed)
     rows = prompts.repeat(group_size, 1) if variant == "repeat" else prompts.repeat_interleave(group_size, dim=0)
     steps = min(max_new_tokens, cfg["context_length"] - rows.size(1))
@@ -140,7 +140,7 @@ def rollout(params, cfg, prompts, group_size, max_new_tokens, eos_id, temperatur
                 drawn[~ended] = torch.multinomial(probs[~ended], 1, generator=generator)[:, 0]
         else:
             drawn = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        token = torch.where(ended, torch.full_like(drawn, eos_id), drawn)
+        token = drawn if variant == "not_filled" else torch.where(ended, torch.full_like(drawn, eos_id), drawn)
         out.append(token)
         ended = ended | (token == eos_id)
         if bool(ended.all()) and variant != "no_early_stop":
@@ -480,13 +480,14 @@ def test_stops_early_when_every_row_has_ended(impl, gen):
     group_size, steps = n(gen, 2, 3), n(gen, 10, 12)
     eos = longest_row(params, cfg)
     beta = 2.5
-    for _ in range(40):  # weights under which every row ends before the last step, some earlier than others
+    for _ in range(60):  # weights under which every row ends before the last step, some earlier than others
         biased = eos_bias(params, cfg, eos, beta)
         temperature, seed = temperature_of(gen), n(gen, 0, 2**31 - 1)
         want, t_new = rollout(biased, cfg, prompts, group_size, steps, eos, temperature, seed=seed)
         ends = [row.index(eos) for row in want.tolist() if eos in row]
-        if t_new < steps and len(set(ends)) > 1:
-            break
+        if t_new < steps and len(set(ends)) > 1 and not torch.equal(
+                rollout(biased, cfg, prompts, group_size, steps, eos, temperature, seed=seed, variant="not_filled")[0], want):
+            break  # and a row drew something other than eos_id after its end, which must become eos_id
         beta = beta * 1.3 if t_new == steps else beta / 1.15  # some row never ended / every row ended at once
     kw = {"temperature": temperature, "seed": seed}
     got = run(impl, cfg, biased, prompts, group_size, steps, eos, **kw)
