@@ -326,7 +326,7 @@ def mask_case(gen):
 def test_completion_mask_ends_at_the_first_eos(impl, gen):
     for _ in range(2):
         ids, eos = mask_case(gen)
-        got = impl.call("rollouts.completion_mask", ids, eos).out
+        got = impl.call("rollouts.completion_mask", ids, eos, substitute=PARTS).out
         what = f"completion_mask(ids of shape {tuple(ids.shape)}, eos_id={eos})"
         want = mask_of(ids, eos)
         if not isinstance(got, torch.Tensor):
@@ -344,7 +344,7 @@ def test_completion_mask_ends_at_the_first_eos(impl, gen):
         if len(fits) == 1:
             message += f"\nThis looks like: {fits[0][0]}. {fits[0][1]}"
         raise Mismatch(message)
-    expect_value_error(lambda: impl.call("rollouts.completion_mask", ids[0], eos), f"completion_mask(ids of shape "
+    expect_value_error(lambda: impl.call("rollouts.completion_mask", ids[0], eos, substitute=PARTS), f"completion_mask(ids of shape "
                        f"{tuple(ids[0].shape)}, eos_id={eos})", why=": ids must be (N, T), one completion per row")
 
 

@@ -145,3 +145,12 @@ def test_mistakes_in_09_10_and_12_cost_rollouts_nothing(tmp_path):
     for name in [k for k in vars(tests) if k.startswith("test_")]:
         for seed in SEEDS:
             run_check(getattr(tests, name), impl, seed)
+
+
+def test_a_kv_cache_that_does_not_import_costs_rollouts_nothing(tmp_path):
+    """rollouts.py imports kv_cache.py; when the learner's 12 does not even import, 37's checks run on
+    the reference part all the same."""
+    tree = make_tree(tmp_path, {"kv_cache.py": [("", "this line is not Python\n")]})
+    tests, impl = impl_for(tree, M)
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        run_check(getattr(tests, name), impl, SEEDS[0])
