@@ -6,7 +6,7 @@
     nox -s grade -- --report r.json   also write Gradescope's results.json
     nox -s tests                      the project's own test suite (what CI runs)
     nox -s stubs                      rewrite exercises/ from the markers in solutions/ (and its tracks' pages)
-    nox -s new -- 37 slug module "title"   scaffold a new exercise (README: "Adding an exercise")
+    nox -s new -- ID slug module "title"   scaffold exercise ID, the next (README: "Adding an exercise")
     nox -s reference                  rewrite reference/ from the oracles
     nox -s bench                      the benchmarks (tests/bench/bench_*.py); `-- NAME` for some
     nox -s gpt2 -- "prompt"           OpenAI's GPT-2 (downloaded once) completes a prompt, run by a tree
@@ -222,7 +222,7 @@ def stubs(session: nox.Session) -> None:
 
 @nox.session
 def new(session: nox.Session) -> None:
-    """Scaffold a new exercise: `nox -s new -- 37 slug module "One-line title" [--function NAME]
+    """Scaffold a new exercise: `nox -s new -- ID slug module "One-line title" [--function NAME]
     [--points N] [--depends-on ID ...]`; then follow the README's "Adding an exercise"."""
     needs_solutions(session)
     py = kata_env(session)

@@ -347,8 +347,9 @@ def main(argv: list[str]) -> int:
         print("usage: nox -s gradescope -- autograder.zip   (the file to write)", file=sys.stderr)
         return 2
     out = write(Path(argv[0]))
-    print(f"wrote Gradescope's autograder to {out} ({out.stat().st_size / 1e6:.1f} MB): upload it as a programming "
-          "assignment's autograder (tests/harness/instructors.md: \"Gradescope, step by step\")")
+    total = sum(e.points for e in _harness()[0].load())
+    print(f"wrote Gradescope's autograder to {out} ({out.stat().st_size / 1e6:.1f} MB): upload it as the autograder of "
+          f"a programming assignment worth {total:g} points (tests/harness/instructors.md: \"Gradescope, step by step\")")
     return 0
 
 

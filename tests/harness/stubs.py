@@ -79,13 +79,26 @@ def exercise_table(exercises=None) -> str:
     return "\n".join(rows) + "\n"
 
 
+NEW_COMMAND = re.compile(r"(nox -s new -- )\d+(?= )")
+
+
+def next_id(exercises=None) -> str:
+    """The id ``nox -s new`` takes next: the one after the last exercise's."""
+    ids = [int(e.id) for e in (exercises if exercises is not None else manifest.load())]
+    return f"{max(ids, default=0) + 1:02d}"
+
+
 def readme_with_table(text: str, exercises=None) -> str:
-    """``text`` (a README) with the region between the table markers replaced by ``exercise_table``."""
+    """``text`` (a README) with the region between the table markers replaced by ``exercise_table``,
+    and each ``nox -s new -- ID`` example given the id the scaffold takes next (so that a new
+    exercise changes no prose)."""
+    exercises = exercises if exercises is not None else manifest.load()
     start, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
     if start < 0 or end < start:
         raise MarkerError(f"README.md needs the lines {TABLE_BEGIN!r} and {TABLE_END!r} around the exercise table")
     head = text[: start + len(TABLE_BEGIN)]
-    return head + "\n" + exercise_table(exercises) + text[end:]
+    text = head + "\n" + exercise_table(exercises) + text[end:]
+    return NEW_COMMAND.sub(lambda m: m.group(1) + next_id(exercises), text)
 
 
 def _enclosing(lines: list[str], index: int, indent: int) -> str:
