@@ -93,6 +93,7 @@ def test_the_release_ships_the_tracks_pages(released):
     assert want and want <= names, f"the tracks' pages are not all in the release: {sorted(want - names)}"
 
 
+@pytest.mark.timeout(1800)  # a dozen nox commands: about 100 s on a quiet 2-core machine, 480-640 s at a load of 10
 def test_every_command_of_the_release_readme_does_what_it_says(released):
     commands = [argv for text in shipped_pages(released).values() for argv in readme_commands(text)]
     assert len(commands) >= 8, f"the release's pages show only {commands}"
