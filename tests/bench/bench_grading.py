@@ -20,7 +20,9 @@ checked against them: a figure more than 30% off is reported as out of date.
 ``bench_grading.py --suite [--runs N]`` measures the graded suite only (sandboxed and unsandboxed,
 interleaved, median of N, 3 by default); ``--watch`` measures watch mode only; ``--class`` times
 ``nox -s class`` on the made-up class of ``tests/meta/test_class.py`` (8 submissions, the whole
-course), one and two at a time, against one grade of the solutions.
+course), one and two at a time, against one grade of the solutions; ``--classroom`` runs the grading
+steps of GitHub Classroom's workflow (``nox -s classroom``) one after another, as the runner does, on
+the stubs and on the solutions, against one grade of each (the figures of the instructors' page).
 """
 
 from __future__ import annotations
@@ -220,13 +222,44 @@ def class_times() -> None:
                   f"`nox -s grade -- --impl solutions`, {single:.1f} s)" if single else "") + f"; {load()}")
 
 
+def classroom_times() -> None:
+    """Each grading step of the Classroom workflow, its command timed whole (nox's start included), on
+    the stubs and with ``--impl solutions``; then one ``nox -s grade`` of each for comparison."""
+    import yaml
+
+    nox = shutil.which("nox")
+    if nox is None:
+        sys.exit("nox is not on PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([nox, "-s", "classroom", "--", tmp], cwd=ROOT, check=True, capture_output=True)
+        workflow = yaml.safe_load((Path(tmp) / ".github" / "workflows" / "classroom.yml").read_text(encoding="utf-8"))
+    steps = [s for s in workflow["jobs"]["run-autograding-tests"]["steps"] if "command" in s.get("with", {})]
+    print(f"{len(steps)} grading steps; {load()}")
+    for label, extra in (("stubs", []), ("solutions", ["--impl", "solutions"])):
+        times = {}
+        for step in steps:
+            argv = step["with"]["command"].split() + extra
+            start = time.perf_counter()
+            subprocess.run([nox, *argv[1:]], cwd=ROOT, capture_output=True, text=True)
+            times[step["with"]["test-name"].split()[0]] = time.perf_counter() - start
+        slowest = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(times.items(), key=lambda kv: -kv[1])[:3])
+        whole = nox_wall(*extra)
+        print(f"the {len(steps)} steps on the {label}: {sum(times.values()):.0f} s "
+              f"({min(times.values()):.1f}-{max(times.values()):.1f} s each; slowest {slowest}), against "
+              f"{whole:.1f} s for one `nox -s grade{' -- ' + ' '.join(extra) if extra else ''}`; {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", action="store_true", help="the graded suite only, sandboxed and unsandboxed")
     parser.add_argument("--runs", type=int, default=3, help="runs of each suite (median)")
     parser.add_argument("--watch", action="store_true", help="watch mode only: from a save to the message and to the line")
     parser.add_argument("--class", dest="klass", action="store_true", help="nox -s class on a made-up class only")
+    parser.add_argument("--classroom", action="store_true", help="the Classroom workflow's grading steps only")
     args = parser.parse_args()
+    if args.classroom:
+        classroom_times()
+        return
     if args.klass:
         class_times()
         return

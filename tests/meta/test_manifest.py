@@ -81,7 +81,9 @@ def test_readme_table_follows_a_manifest_change():
     rewritten = stubs.readme_with_table(readme, changed)
     assert "| 02 | `b` | B | `b.py` | 5 |" in rewritten and "| 18 |" not in rewritten
     assert rewritten.split(stubs.TABLE_BEGIN)[0] == readme.split(stubs.TABLE_BEGIN)[0]
-    assert rewritten.split(stubs.TABLE_END)[1] == readme.split(stubs.TABLE_END)[1]
+    after = stubs.NEW_COMMAND.sub(lambda m: m.group(1) + stubs.next_id(changed), readme.split(stubs.TABLE_END)[1])
+    assert rewritten.split(stubs.TABLE_END)[1] == after, "only the table and the ids of `nox -s new` examples change"
+    assert f"nox -s new -- {stubs.next_id(changed)} slug" in rewritten and stubs.next_id(changed) != stubs.next_id()
     with pytest.raises(stubs.MarkerError, match="needs the lines"):
         stubs.readme_with_table("# a README without the markers\n")
 
