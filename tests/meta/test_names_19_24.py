@@ -114,6 +114,11 @@ NAMED = [
      "test_modern_backward_reaches_every_parameter"),
     ("the context check off by one", "modern.py", [("if num_tokens > self.cfg.context_length:", "if num_tokens >= self.cfg.context_length:")], T23,
      "test_modern_rejects_input_longer_than_context"),
+    ("the angles computed in bfloat16", "rope.py", [(ANGLES + " * inv_freq[None, :]",
+                                                     "angles = positions.to(x.dtype)[:, None] * inv_freq.to(x.dtype)[None, :]")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "angles = angles.to(x.dtype)\n    " + COS_SIN)],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
 ]
 
 # Named for seeds whose draw lets the mistake show, or tells it apart: a config whose eps or theta is the default shows
@@ -169,6 +174,10 @@ NEAR = [
      "test_modern_backward_reaches_every_parameter"),
     ("q_proj and k_proj swapped", "hf_weights.py", [(KV_24, '("k_proj", att.W_value), ("v_proj", att.W_key)')], T24,
      "test_qwen3_logits_match_transformers"),
+    ("the angles computed in bfloat16", "rope.py", [(ANGLES, "angles = torch.arange(len(positions), dtype=torch.float32)[:, None]")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "return angles.sin().to(x.dtype), angles.cos().to(x.dtype)")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
 ]
 
 

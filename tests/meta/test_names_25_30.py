@@ -179,6 +179,9 @@ NAMED = [
      "test_fast_gpt_logits_match_and_padding_is_masked"),
     ("the final LayerNorm left out", FAST, [("x = self.final_norm(self.trf_blocks(", "x = (self.trf_blocks(")], T30,
      "test_fast_gpt_logits_match_and_padding_is_masked"),
+    ("each key tile's probabilities normalised over that tile alone", BWD,
+     [("p = torch.exp(s - lse[..., i0:i1, None])", "p = torch.exp(s - s.amax(dim=-1, keepdim=True)); p = p / p.sum(dim=-1, keepdim=True)")],
+     T29, "test_gradients_float64_exact"),
 ]
 
 # (a name, and a different mistake plausibly confused with it that must not get it)
@@ -215,6 +218,9 @@ NEAR_MISSES = [
     ("the mask starts", FAST, [("return F.linear(x, self.out_head.weight, self.logit_mask.to(x.dtype))",
                                 "return F.linear(x, self.out_head.weight)")],
                                  T30, "test_fast_gpt_logits_match_and_padding_is_masked"),
+    ("each key tile's probabilities normalised over that tile alone", BWD,
+     [("p = torch.exp(s - lse[..., i0:i1, None])", "p = torch.exp(s - s.amax(dim=-1, keepdim=True))")],
+     T29, "test_gradients_float64_exact"),
 ]
 
 
