@@ -129,7 +129,18 @@ def apply_mistakes(x, positions, theta):
             Mistake("rotate_half without its minus sign: (x2, x1)", "rotate_half(x) is (-x2, x1): the second half, negated, "
                     "comes first.", lambda: turned(x, positions, theta, lambda a, b: (b, a))),
             Mistake("rotate_half's halves in the wrong order: (-x1, x2)", "rotate_half(x) is (-x2, x1): the second half, "
-                    "negated, then the first.", lambda: turned(x, positions, theta, lambda a, b: (-a, b)))]
+                    "negated, then the first.", lambda: turned(x, positions, theta, lambda a, b: (-a, b))),
+            Mistake("rotate_half pairs neighbours (-x[1::2], x[0::2]) while cos and sin repeat in halves: two conventions mixed",
+                    "With cos and sin laid out as two repeated halves, rotate_half must pair feature i with i + head_dim / 2: "
+                    "torch.cat([-x2, x1], dim=-1) with x1, x2 = the two halves.", lambda: neighbours_rotated(x, positions, theta))]
+
+
+def neighbours_rotated(x, positions, theta):
+    """``x * cos + rotate_half(x) * sin`` with the half-split cos and sin but the interleaved
+    rotate_half, ``(-x[1], x[0], -x[3], x[2], ...)``, in float64."""
+    cos, sin = cos_sin(x.size(-1), positions, theta)
+    xd = x.double()
+    return xd * cos + torch.stack([-xd[..., 1::2], xd[..., 0::2]], dim=-1).flatten(-2) * sin
 
 
 def test_apply_rope_matches_the_complex_rotation(impl, gen):

@@ -119,6 +119,14 @@ NAMED = [
      T21, "test_rope_angles_stay_float32_in_bfloat16"),
     ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "angles = angles.to(x.dtype)\n    " + COS_SIN)],
      T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("rotate_half pairs neighbours (-x[1::2], x[0::2]) while cos and sin repeat in halves", "rope.py",
+     [(ROTATED, "rotated = torch.stack([-xf[..., 1::2], xf[..., ::2]], dim=-1).flatten(-2)")], T21,
+     "test_apply_rope_matches_the_complex_rotation"),
+    ("the rope_theta of rope_parameters (transformers 5's files) not read", "hf_weights.py",
+     [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], T24, "test_config_from_hf"),
+    ("the top-level rope_theta (older files) not read", "hf_weights.py",
+     [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(rope.get("rope_theta", 10_000.0))')], T24, "test_config_from_hf"),
+    ("rope_theta never read, in either place", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=10_000.0')], T24, "test_config_from_hf"),
 ]
 
 # Named for seeds whose draw lets the mistake show, or tells it apart: a config whose eps or theta is the default shows
@@ -178,6 +186,15 @@ NEAR = [
      T21, "test_rope_angles_stay_float32_in_bfloat16"),
     ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "return angles.sin().to(x.dtype), angles.cos().to(x.dtype)")],
      T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("two conventions mixed", "rope.py", [(ROTATED, "rotated = torch.stack([-xf[..., 1::2], xf[..., ::2]], dim=-1).flatten(-2)"),
+                                          ("cos.float() + rotated * sin.float()",
+                                           "cos.float().view(*cos.shape[:-1], 2, -1).transpose(-1, -2).flatten(-2) + rotated * "
+                                           "sin.float().view(*sin.shape[:-1], 2, -1).transpose(-1, -2).flatten(-2)")],
+     T21, "test_apply_rope_matches_the_complex_rotation"),
+    ("not read (the default", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))) + 1')],
+     T24, "test_config_from_hf"),
+    ("rope_theta", "hf_weights.py", [('vocab_size=hf["vocab_size"]', 'vocab_size=hf["vocab_size"] + 1'),
+                                     ('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=10_000.0')], T24, "test_config_from_hf"),
 ]
 
 
