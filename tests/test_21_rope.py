@@ -84,11 +84,33 @@ def test_rope_angles_stay_float32_in_bfloat16(impl, gen):
     want_cos, want_sin = cos_sin(d, positions, 500_000.0)
     assert_true(cos.dtype == torch.bfloat16 and sin.dtype == torch.bfloat16,
                 f"rope_cos_sin(bf16 x, ...) returned {cos.dtype} and {sin.dtype}; cast the cosines and sines to x's dtype")
-    for name, got, want in (("cos", cos, want_cos), ("sin", sin, want_sin)):
+    for index, (name, got, want) in enumerate((("cos", cos, want_cos), ("sin", sin, want_sin))):
         assert_close_alone(got.float(), want.float(), f"rope_cos_sin(bf16 x with head_dim {d}, positions {start} .. {start + seq - 1}): the {name}",
                      oracle="the float64 angles, rounded once to bf16", check_dtype=False, rtol=0, atol=1e-2,
+                     mistakes=bf16_angle_mistakes(d, positions, 500_000.0, index),
                      context="At positions in the thousands a bf16 angle is off by radians: compute the angles in float32 and cast "
                              "only the cosines and sines to x's dtype.")
+
+
+BF16_ANGLES = ("the angles computed in bfloat16", "Compute positions * inv_freq in float32 (positions.float(), float32 frequencies) "
+               "and cast only the cosines and sines to x's dtype: in bf16 an angle in the thousands is rounded by whole radians.")
+
+
+def bf16_angle_mistakes(d, positions, theta, index):
+    """The cos (``index`` 0) or sin (1) of angles that went through bfloat16 on the way, each way a
+    learner may let them: the product of bf16 positions and bf16 frequencies, the float32 angles
+    cast to bf16 before cos and sin, and bf16 positions times float32 frequencies. One name: the
+    angles were bf16, which is what the output shows."""
+    inv = inv_freq(d, theta).float()
+    bf = torch.bfloat16
+
+    def trig(a):
+        a = torch.cat([a, a], dim=-1)
+        return (a.cos() if index == 0 else a.sin()).float()
+
+    return [Mistake(*BF16_ANGLES, lambda: trig(positions.to(bf)[:, None] * inv.to(bf)[None, :])),
+            Mistake(*BF16_ANGLES, lambda: trig((positions.float()[:, None] * inv[None, :]).to(bf))),
+            Mistake(*BF16_ANGLES, lambda: trig(positions.to(bf).float()[:, None] * inv[None, :]))]
 
 
 def turned(x, positions, theta, rotate_half):
@@ -107,7 +129,18 @@ def apply_mistakes(x, positions, theta):
             Mistake("rotate_half without its minus sign: (x2, x1)", "rotate_half(x) is (-x2, x1): the second half, negated, "
                     "comes first.", lambda: turned(x, positions, theta, lambda a, b: (b, a))),
             Mistake("rotate_half's halves in the wrong order: (-x1, x2)", "rotate_half(x) is (-x2, x1): the second half, "
-                    "negated, then the first.", lambda: turned(x, positions, theta, lambda a, b: (-a, b)))]
+                    "negated, then the first.", lambda: turned(x, positions, theta, lambda a, b: (-a, b))),
+            Mistake("rotate_half pairs neighbours (-x[1::2], x[0::2]) while cos and sin repeat in halves: two conventions mixed",
+                    "With cos and sin laid out as two repeated halves, rotate_half must pair feature i with i + head_dim / 2: "
+                    "torch.cat([-x2, x1], dim=-1) with x1, x2 = the two halves.", lambda: neighbours_rotated(x, positions, theta))]
+
+
+def neighbours_rotated(x, positions, theta):
+    """``x * cos + rotate_half(x) * sin`` with the half-split cos and sin but the interleaved
+    rotate_half, ``(-x[1], x[0], -x[3], x[2], ...)``, in float64."""
+    cos, sin = cos_sin(x.size(-1), positions, theta)
+    xd = x.double()
+    return xd * cos + torch.stack([-xd[..., 1::2], xd[..., 0::2]], dim=-1).flatten(-2) * sin
 
 
 def test_apply_rope_matches_the_complex_rotation(impl, gen):

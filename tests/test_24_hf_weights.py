@@ -310,7 +310,28 @@ def test_config_from_hf(impl, gen):
             if got["rope_scaling"] != cfg["rope_scaling"]:
                 hints.append("rope_scaling is None for the 'default' rope_type and the dict of factor, low_freq_factor, high_freq_factor "
                              "and original_max_position_embeddings for 'llama3', read from rope_scaling or rope_parameters")
-            raise Mismatch(f"config_from_hf({hf}): " + "; ".join(wrong) + (".\n" + "; ".join(hints) if hints else ""))
+            named = theta_not_read(impl, gen, got, wrong, older_format)
+            raise Mismatch(f"config_from_hf({hf}): " + "; ".join(wrong) + (".\n" + "; ".join(hints) if hints else "") + named)
+
+
+def theta_not_read(impl, gen, got, wrong, older_format):
+    """The name of the place theta was not read from, when theta alone is wrong and is the default
+    10,000: the learner's config_from_hf is asked again with theta in the other place, so that a
+    loader that reads neither is not told that it misses one."""
+    if got["theta"] != 10_000.0 or any(not w.startswith("theta ") for w in wrong):
+        return ""
+    cfg, hf = random_hf_config(gen, not older_format)
+    try:
+        other = read_config(impl, hf)["theta"]
+    except LearnerError:  # the learner's code failed there: no evidence either way
+        return ""
+    fix = "Read theta from rope_parameters['rope_theta'] when it is there, else from the top-level rope_theta, else 10,000."
+    if other == cfg["theta"]:
+        place = "top-level rope_theta (older files)" if older_format else "rope_theta of rope_parameters (transformers 5's files)"
+        return f"\nThis looks like: the {place} not read (the default 10,000 taken). {fix}"
+    if other == 10_000.0:
+        return f"\nThis looks like: rope_theta never read, in either place (the default 10,000 taken). {fix}"
+    return ""
 
 
 REFUSED = [

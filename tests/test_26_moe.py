@@ -35,11 +35,9 @@ def moe(x, p, num_experts, top_k, norm=True, variant=""):
         probs = torch.softmax(logits, dim=0 if variant == "softmax_over_tokens" else -1)
     top, idx = probs.topk(top_k, dim=-1)
     probs, top = probs.double(), top.double()
-    if variant == "softmax_of_chosen":  # softmax over the chosen logits only: renormalised, whatever norm_topk_prob
-        top = torch.softmax(logits.gather(1, idx), dim=-1)
     if variant == "not_renormalised":
         norm = False
-    elif variant == "renormalised_anyway":
+    elif variant == "renormalised_anyway":  # also what a softmax over the chosen logits only gives
         norm = True
     if norm:
         top = top / top.sum(-1, keepdim=True)
@@ -83,28 +81,25 @@ def mistakes(x, p, num_experts, top_k, norm):
                    "weights = softmax(logits) first, then topk.", wrong("logits_as_weights")),
            Mistake("the softmax taken over the tokens (dim=0), not over the experts",
                    "probs = torch.softmax(logits, dim=-1): "
-                   "each token's probabilities over the experts sum to 1.", wrong("softmax_over_tokens")),
-           Mistake("the chosen experts' outputs added without their weights",
-                   "out += weight * expert(x): each chosen expert's "
-                   "output times its (renormalised) probability.", wrong("unweighted"))]
+                   "each token's probabilities over the experts sum to 1.", wrong("softmax_over_tokens"))]
+    if norm or top_k > 1:  # one expert per token and no renormalisation: unweighted is renormalised (weight 1), no telling them apart
+        out.append(Mistake("the chosen experts' outputs added without their weights",
+                           "out += weight * expert(x): each chosen expert's "
+                           "output times its (renormalised) probability.", wrong("unweighted")))
     if top_k > 1:
         out.append(Mistake("every chosen expert weighted by the first choice's probability",
                            "Weight expert e's output by the "
                            "probability in the slot where the token chose e: weights[token_idx, slot] "
                            "(torch.where(chosen == e)).",
                            wrong("first_slot_weight")))
-    if not norm and top_k > 1:
-        out.append(Mistake("the softmax taken over the chosen logits only (renormalised), although norm_topk_prob is "
-                           "False",
-                           "probs = softmax(logits) over every expert first, then topk; renormalise only with "
-                           "norm_topk_prob.",
-                           wrong("softmax_of_chosen")))
     if norm and top_k > 1:
         out.append(Mistake("the top-k probabilities were not renormalised", "With norm_topk_prob, divide the chosen "
                            "probabilities by their sum, so that each token's weights sum to 1.", wrong("not_renormalised")))
-    if not norm and top_k > 1:
-        out.append(Mistake("the top-k probabilities were renormalised although norm_topk_prob is False",
-                           "Renormalise only when norm_topk_prob is set.", wrong("renormalised_anyway")))
+    if not norm and top_k > 1:  # a softmax over the chosen logits is the chosen probabilities divided by their sum: one name
+        out.append(Mistake("the chosen probabilities renormalised although norm_topk_prob is False (divided by their sum, or "
+                           "the softmax taken over the chosen logits only)",
+                           "probs = softmax(logits) over every expert first, then topk; renormalise only with norm_topk_prob.",
+                           wrong("renormalised_anyway")))
     return out
 
 

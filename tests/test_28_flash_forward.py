@@ -60,6 +60,14 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
             local = local & (torch.clamp(j0 + block_k, max=S) - 1 > i0)
         local = local | (j0 >= torch.clamp(i0 + block_q, max=L).clamp(max=S))  # the tiles after the query tile: skipped
         s_all = scores(q, k, scale, False).masked_fill(local, -math.inf)
+    if variant.startswith("straddling_") and is_causal:  # the tiles after the query tile skipped, but the mask put on too few
+        i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+        i0, j0 = i // block_q * block_q, j // block_k * block_k
+        j1 = torch.clamp(j0 + block_k, max=S)
+        masked = {"straddling_after_start": j0 > i0, "straddling_same_start": j0 == i0,
+                  "straddling_never": torch.zeros_like(j0 > i0)}[variant]  # which tiles the learner's test masks
+        skipped = j0 >= torch.clamp(i0 + block_q, max=L).clamp(max=S)
+        s_all = scores(q, k, scale, False).masked_fill(skipped | ((j > i) & masked & (j1 - 1 > i0)), -math.inf)
     if variant == "last_key_tile_skipped":  # the keys of the last, shorter tile never seen
         s_all = s_all.masked_fill(torch.arange(S) >= S - S % block_k, -math.inf)
     if variant == "diagonal_tiles_skipped" and is_causal:  # only key tiles starting before the query tile's first row
@@ -75,7 +83,8 @@ def tiled(q, k, v, is_causal, block_q, block_k, scale=None, variant=""):
             s = s_i[..., j0:j0 + block_k]
             m_new = torch.maximum(m, s.amax(-1))
             safe = torch.where(torch.isinf(m_new), 0.0, m_new)
-            if variant in ("last_key_tile_skipped", "diagonal_tiles_skipped", "tile_mask", "tile_mask_everywhere"):
+            if variant in ("last_key_tile_skipped", "diagonal_tiles_skipped", "tile_mask", "tile_mask_everywhere") \
+                    or variant.startswith("straddling_"):
                 safe = m_new  # rows that see no key at all: NaN, as the loop that skipped their keys gives
             p = torch.exp(s - safe[..., None])
             r = torch.exp(m - safe) if variant != "rescale_inverted" else torch.exp(safe - m).nan_to_num(posinf=0.0)
@@ -142,6 +151,11 @@ def mistakes(q, k, v, is_causal, block_q, block_k, scale, which):
             out.append(Mistake("the causal mask made from the tile's own indices, not the absolute positions",
                                "Compare absolute positions: mask where j0 + c > i0 + r (cols = torch.arange(j0, j1), "
                                "rows = torch.arange(i0, i1)), not c > r within the tile.", wrong(variant)))
+        for variant in ("straddling_after_start", "straddling_same_start", "straddling_never"):
+            out.append(Mistake("the causal mask left off a tile that straddles the diagonal (the test of which tiles to mask "
+                               "is wrong)", "Mask every tile that reaches past some row's own position: if j1 - 1 > i0, "
+                               "masked_fill(cols > rows, -inf) with absolute rows and cols; only tiles wholly after the query "
+                               "tile (j0 >= i1) are skipped.", wrong(variant)))
         out.append(Mistake("the key tiles on the diagonal skipped",
                            "Skip only the key tiles wholly after the query tile's last "
                            "row (keys j > i1 - 1); the tile that holds the diagonal is needed, masked where j > i.",

@@ -50,6 +50,8 @@ def backward_variant(q, k, v, is_causal, grad_out, variant, block_k=None, block_
     lse = torch.logsumexp(s.masked_fill(~mask, -math.inf), dim=-1)
     remade = mask & ~torch.eye(*mask.shape, dtype=torch.bool) if variant == "diagonal_masked" else mask
     p = torch.exp((s if variant == "mask_missing" else s.masked_fill(~remade, -math.inf)) - lse[..., None])
+    if variant == "tile_softmax":  # each key tile's probabilities normalised over that tile alone (without causal masks)
+        p = torch.cat([torch.softmax(s[..., j:j + block_k], dim=-1) for j in range(0, k.shape[-2], block_k)], -1)
     out = torch.softmax(s.masked_fill(~mask, -math.inf), dim=-1) @ v
     dv = p.transpose(-2, -1) @ do
     dp = do @ v.transpose(-2, -1)
@@ -108,6 +110,10 @@ def mistakes(q, k, v, is_causal, grad_out, index, block_k, got=None, block_q=Non
         out.append(Mistake("dv scaled: only dq and dk carry the scale",
                            "dv = p^T @ dO: the values enter the output unscaled.",
                            lambda: want[2] * scale))
+    if not is_causal:
+        out.append(Mistake("each key tile's probabilities normalised over that tile alone (a softmax per tile), not exp(s - lse)",
+                           "Remake p = exp(s - lse) with the lse the forward saved: a tile's probabilities are shares of the "
+                           "whole row's sum, which only lse knows.", wrong("tile_softmax")))
     tile = ("key", "query", "query")[index]
     out.append(Mistake(f"{grads[index]} overwritten by each {tile} tile, not accumulated",
                        f"{grads[index]}[...] += ...: every {tile} tile adds its share; with = only the last one's is "

@@ -173,10 +173,20 @@ def test_padded_vocab_size(impl, gen):
         v, multiple = n(gen, 1, 120_000), [64, 64, 8, 128, n(gen, 1, 100)][n(gen, 0, 4)]
         got = impl.call("fast.padded_vocab_size", v, multiple, returns="data").out
         assert_true(got == padded(v, multiple), f"padded_vocab_size({v}, {multiple}) returned {got!r}, expected {padded(v, multiple)}"
-                    + (" (a multiple is its own padded size)" if v % multiple == 0 else ""))
+                    + (" (a multiple is its own padded size)" if v % multiple == 0 else "") + one_more(v, multiple, got))
     v = 64 * n(gen, 1, 100)
     got = impl.call("fast.padded_vocab_size", v, returns="data").out
-    assert_true(got == v, f"padded_vocab_size({v}) returned {got!r}; {v} is already a multiple of 64")
+    assert_true(got == v, f"padded_vocab_size({v}) returned {got!r}; {v} is already a multiple of 64" + one_more(v, 64, got))
+
+
+def one_more(v, multiple, got):
+    """The name of the mistake that pads a multiple by one more multiple, when ``got`` shows it
+    (``v`` a multiple, ``got`` exactly one multiple above it): ``(v // m + 1) * m`` rounds up
+    every other size right."""
+    if v % multiple or got != v + multiple:
+        return ""
+    return (f"\nThis looks like: a size that is already a multiple padded by one more multiple ((v // m + 1) * m). Round up "
+            f"with -(-v // m) * m (or (v + m - 1) // m * m): a multiple of {multiple} stays as it is.")
     bad = -n(gen, 0, 5)
     expect_value_error(lambda: impl.call("fast.padded_vocab_size", bad, returns="data"), f"padded_vocab_size({bad})", needles=(bad,))
 

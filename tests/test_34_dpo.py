@@ -339,6 +339,28 @@ def pairing_mistakes(quad, beta, index):
     return out
 
 
+def which_reward_lacks_beta(mistakes, got, want, mistakes_of, other, atol, rtol):
+    """A reward without beta is named by what the other reward (``other``: 1 chosen, 2 rejected)
+    shows: when it lacks beta too, the names above stand (the rewards, or the rewards and the loss);
+    when it has beta, beta is missing from this one alone; when it shows neither, only that this
+    one lacks it."""
+    side, other_side = ("rejected", "chosen") if other == 1 else ("chosen", "rejected")
+    t = got[other_side]["tensor"]
+    if t is None or not t.is_floating_point() or tuple(t.shape) != tuple(want[other].shape):
+        return mistakes
+    t = t.double()
+    no_beta = [m for m in mistakes_of(other) if m.name == NO_BETA[0]]
+    if no_beta and no_beta[0].matches(t, rtol, atol):
+        return mistakes
+    if torch.allclose(t, want[other].double(), rtol=rtol, atol=atol):
+        words = (f"beta missing from {side}_rewards only ({other_side}_rewards have it)",
+                 f"{side}_rewards = beta * (policy_{side} - reference_{side}), as {other_side}_rewards; the loss is "
+                 "-logsigmoid(chosen_rewards - rejected_rewards) of those rewards.")
+    else:
+        words = (f"beta missing from {side}_rewards", f"{side}_rewards = beta * (policy_{side} - reference_{side}).")
+    return [Mistake(*words, m.output) if m.name in (NO_BETA[0], REWARDS_NO_BETA[0]) else m for m in mistakes]
+
+
 def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
     for index, name in ((1, "chosen"), (2, "rejected")):
         t = got[name]["tensor"]
@@ -346,6 +368,7 @@ def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
         loss = got["loss"]["tensor"]
         loss = loss.double() if loss.is_floating_point() else None
         named = where_beta_is_missing(mistakes_of(index), loss, mistakes_of(0), REWARDS_NO_BETA)
+        named = which_reward_lacks_beta(named, got, want, mistakes_of, 3 - index, atol, rtol)
         expected, mistakes = in_dtype_of(t, want[index], named)
         assert_close(t, expected, f"{what}: {name}_rewards", oracle=f"beta * (policy_{name} - reference_{name})", atol=atol,
                      rtol=rtol, mistakes=mistakes)

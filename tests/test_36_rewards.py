@@ -207,11 +207,12 @@ def find_answer(text: str, *, first=False, cut=False, midline=False, box_first=F
 
 
 def read_number(text: str, *, commas="grouped", minus=True, one_period=True, leading=True, trailing=True,
-                zero_by_value=True) -> str | None:
+                zero_by_value=True, signed_zero=False) -> str | None:
     """The canonical form by the contract; or with commas "kept" (thousands separators kept) or "any"
     (every comma dropped, grouped by three or not), the unicode minus not read, no trailing period
     dropped, leading zeros or a decimal's trailing zeros kept. ``zero_by_value``: a zero loses its
-    sign by its value ("-0.0" is zero), else only when its form is "0"."""
+    sign by its value ("-0.0" is zero), else only when its form is "0"; ``signed_zero``: a zero keeps
+    its minus ("-0")."""
     s = text.strip()
     if one_period and s.endswith("."):
         s = s[:-1]
@@ -239,7 +240,7 @@ def read_number(text: str, *, commas="grouped", minus=True, one_period=True, lea
     fraction = decimals.rstrip("0") if trailing else decimals
     number = integer + "." + fraction if fraction else integer
     zero = not (set(number) - set("0.,")) if zero_by_value else number == "0"
-    return "-" + number if negative and not zero else number
+    return "-" + number if negative and (signed_zero or not zero) else number
 
 
 def in_format(text: str, *, not_last=False, before_last=False, many=False, no_reasoning=False, any_text=False) -> float:
@@ -303,7 +304,10 @@ LEADING = Variant("leading zeros kept", "Drop the integer part's leading zeros, 
                   "when nothing is left: '007' is '7', '000' is '0', '00.5' is '0.5'.", both_zeros(leading=False))
 TRAILING = Variant("a decimal's trailing zeros kept", "Drop the decimal part's trailing zeros, .rstrip('0'), and the "
                    "point when no digit is left: '3.50' is '3.5', '3.0' is '3'.", both_zeros(trailing=False))
-NORMALIZE_MISTAKES = [SEPARATORS, ANY_COMMA, UNICODE_MINUS, PERIOD, LEADING, TRAILING]
+SIGNED_ZERO = Variant("a negative zero kept its minus ('-0')", "Zero has no sign: write '-' only in front of a number that "
+                      "is not zero, after its canonical form is made ('-0', '-0.00' and '\u22120.0' are all '0').",
+                      lambda args: {read_number(args[0], signed_zero=True)})
+NORMALIZE_MISTAKES = [SEPARATORS, ANY_COMMA, UNICODE_MINUS, PERIOD, LEADING, TRAILING, SIGNED_ZERO]
 
 NOT_LAST = Variant("the format reward given to a completion whose Answer line is not its last non-empty line",
                    "Nothing but empty lines may follow the Answer line: it must be lines[-1] of the non-empty lines.",

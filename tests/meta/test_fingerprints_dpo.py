@@ -4,7 +4,7 @@ instruct.py (exercise 31) costs 34 nothing.
 """
 
 import pytest
-from helpers import SEEDS, assert_checks_pass, assert_mistake_named, impl_for, make_tree, run_check
+from helpers import SEEDS, assert_checks_pass, assert_mistake_named, assert_not_named, impl_for, make_tree, run_check
 
 DPO = "dpo.py"
 MODULE = "test_34_dpo"
@@ -53,6 +53,12 @@ CASES = [
     ("beta missing from the loss (the rewards have it)", DPO,
      [(LOSS, LOSS.replace("(chosen_rewards - rejected_rewards)", "((chosen_rewards - rejected_rewards) / beta)"))],
      MODULE, FORMULA),
+    ("beta missing from rejected_rewards only (chosen_rewards have it)", DPO, [(REJECTED, REJECTED.replace("beta * ", ""))],
+     MODULE, FORMULA),
+    ("beta missing from rejected_rewards only (chosen_rewards have it)", DPO, [(REJECTED, REJECTED.replace("beta * ", ""))],
+     MODULE, BATCH),
+    ("beta missing from chosen_rewards only (rejected_rewards have it)", DPO, [(CHOSEN, CHOSEN.replace("beta * ", ""))],
+     MODULE, FORMULA),
     ("the log-ratio subtracted the wrong way: reference minus policy", DPO, SWAPPED, MODULE, FORMULA),
     ("the log-ratio subtracted the wrong way: reference minus policy", DPO, SWAPPED, MODULE, BATCH),
     ("the reference's log-ratio added instead of subtracted", DPO,
@@ -66,6 +72,14 @@ CASES = [
     ("the policy used as its own reference", DPO,
      [(f"reference_{s} = sequence_logprobs(reference(", f"reference_{s} = sequence_logprobs(policy(") for s in ("chosen", "rejected")],
      MODULE, BATCH),
+]
+
+# (a name, a near miss that must not get it): beta missing from both rewards is not missing from one only
+NEAR = [
+    ("only (", DPO, NO_BETA, MODULE, FORMULA),
+    ("only (", DPO, [(CHOSEN, CHOSEN.replace("beta * ", "")), (REJECTED, REJECTED.replace("beta * ", "")),
+                     (LOSS, LOSS.replace("(chosen_rewards - rejected_rewards)", "(beta * (chosen_rewards - rejected_rewards))"))],
+     MODULE, FORMULA),
 ]
 
 # Mistakes without a name, whose failure must still say what was expected: (words, file, edits, module, check)
@@ -90,6 +104,11 @@ def test_the_failure_names_the_mistake(tmp_path, mistake, file, edits, module, c
 @pytest.mark.parametrize("words, file, edits, module, check", PLAIN, ids=[f"{c[0]} ({c[4]})" for c in PLAIN])
 def test_the_failure_says_what_was_expected(tmp_path, words, file, edits, module, check):
     assert_mistake_named(tmp_path, words, file, edits, module, check)
+
+
+@pytest.mark.parametrize("name, file, edits, module, check", NEAR, ids=[f"not {c[0]} ({c[4]}) {i}" for i, c in enumerate(NEAR)])
+def test_a_near_miss_is_not_given_the_name(tmp_path, name, file, edits, module, check):
+    assert_not_named(tmp_path, name, file, edits, module, check)
 
 
 def test_the_checks_pass_on_the_solution(tmp_path):

@@ -75,6 +75,7 @@ NAMED = [
     ("the Answer line's text not checked to be a number", ANY_TEXT, FORMATS),
     ("the final answer compared as written, not normalised", AS_WRITTEN, CORRECT),
     ("the columns swapped", SWAPPED, BATCH),
+    ("a negative zero kept its minus ('-0')", SIGNED_ZERO, NUMBERS),
 ]
 
 # (a name, the edits of a near miss that must not get it, check)
@@ -95,6 +96,8 @@ NEAR = [
     ("leading zeros kept", NO_ZERO_LEFT, NUMBERS),
     ("leading zeros kept", NO_ZERO_LEFT, FRESH_NUMBERS),
     ("a decimal's trailing zeros kept", SIGNED_ZERO, NUMBERS),
+    ("a negative zero kept its minus", NO_SIGN, NUMBERS),
+    ("a negative zero kept its minus", TRAILING, NUMBERS),
     ("a decimal's trailing zeros kept", LEADING, NUMBERS),
     ("whose Answer line is not its last non-empty line", MANY, FORMATS),
     ("whose Answer line is not its last non-empty line", NO_REASONING, FORMATS),

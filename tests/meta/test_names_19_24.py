@@ -114,6 +114,19 @@ NAMED = [
      "test_modern_backward_reaches_every_parameter"),
     ("the context check off by one", "modern.py", [("if num_tokens > self.cfg.context_length:", "if num_tokens >= self.cfg.context_length:")], T23,
      "test_modern_rejects_input_longer_than_context"),
+    ("the angles computed in bfloat16", "rope.py", [(ANGLES + " * inv_freq[None, :]",
+                                                     "angles = positions.to(x.dtype)[:, None] * inv_freq.to(x.dtype)[None, :]")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "angles = angles.to(x.dtype)\n    " + COS_SIN)],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("rotate_half pairs neighbours (-x[1::2], x[0::2]) while cos and sin repeat in halves", "rope.py",
+     [(ROTATED, "rotated = torch.stack([-xf[..., 1::2], xf[..., ::2]], dim=-1).flatten(-2)")], T21,
+     "test_apply_rope_matches_the_complex_rotation"),
+    ("the rope_theta of rope_parameters (transformers 5's files) not read", "hf_weights.py",
+     [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(hf.get("rope_theta", 10_000.0))')], T24, "test_config_from_hf"),
+    ("the top-level rope_theta (older files) not read", "hf_weights.py",
+     [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(rope.get("rope_theta", 10_000.0))')], T24, "test_config_from_hf"),
+    ("rope_theta never read, in either place", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=10_000.0')], T24, "test_config_from_hf"),
 ]
 
 # Named for seeds whose draw lets the mistake show, or tells it apart: a config whose eps or theta is the default shows
@@ -169,6 +182,19 @@ NEAR = [
      "test_modern_backward_reaches_every_parameter"),
     ("q_proj and k_proj swapped", "hf_weights.py", [(KV_24, '("k_proj", att.W_value), ("v_proj", att.W_key)')], T24,
      "test_qwen3_logits_match_transformers"),
+    ("the angles computed in bfloat16", "rope.py", [(ANGLES, "angles = torch.arange(len(positions), dtype=torch.float32)[:, None]")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("the angles computed in bfloat16", "rope.py", [(COS_SIN, "return angles.sin().to(x.dtype), angles.cos().to(x.dtype)")],
+     T21, "test_rope_angles_stay_float32_in_bfloat16"),
+    ("two conventions mixed", "rope.py", [(ROTATED, "rotated = torch.stack([-xf[..., 1::2], xf[..., ::2]], dim=-1).flatten(-2)"),
+                                          ("cos.float() + rotated * sin.float()",
+                                           "cos.float().view(*cos.shape[:-1], 2, -1).transpose(-1, -2).flatten(-2) + rotated * "
+                                           "sin.float().view(*sin.shape[:-1], 2, -1).transpose(-1, -2).flatten(-2)")],
+     T21, "test_apply_rope_matches_the_complex_rotation"),
+    ("not read (the default", "hf_weights.py", [('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))) + 1')],
+     T24, "test_config_from_hf"),
+    ("rope_theta", "hf_weights.py", [('vocab_size=hf["vocab_size"]', 'vocab_size=hf["vocab_size"] + 1'),
+                                     ('theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))', 'theta=10_000.0')], T24, "test_config_from_hf"),
 ]
 
 
