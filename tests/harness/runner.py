@@ -590,7 +590,7 @@ def _module_paths(names: tuple[str, ...]) -> list[Path]:
     return out
 
 
-# Hosts started before the Runner that will adopt them: by the plugin before the grader imports
+# Hosts started before the Runner that will adopt them: by start.py before the grader imports
 # torch, or by watch's warm process before each grade. Keyed by what makes two hosts alike.
 _PRESTARTED: dict[tuple, "_ForkHost"] = {}
 
