@@ -145,9 +145,11 @@ def _record_environment(session: nox.Session, py: Path | str) -> None:
 
 def _exercise_args(posargs: list[str]) -> list[str]:
     """`nox -s grade -- 01 layernorm --impl solutions`: bare words are exercises, the rest pytest's."""
+    import runpy
+
     out: list[str] = []
-    takes_value = {"--impl", "--report", "--seed", "--exercise", "--probe-timeout", "--worker-memory", "--grade-timeout",
-                   "--show-tree-as", "-k", "-m", "-p"}
+    # the grade's options that take a value (tests/harness/options.py, read from its source), and pytest's
+    takes_value = runpy.run_path(str(ROOT / "tests" / "harness" / "options.py"))["TAKES_VALUE"] | {"-k", "-m", "-p"}
     prev = None
     for arg in posargs:
         if not arg.startswith("-") and prev not in takes_value:

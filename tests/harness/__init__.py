@@ -20,8 +20,9 @@ takes:
    the grader times the round trip itself.
 5. **The comparison** happens here, in the grader's process, which never imports the tree:
    ``compare.py`` checks the answer against an oracle (PyTorch's built-ins, tiktoken, a naive
-   implementation, committed reference outputs) and names known mistakes; ``plugin.py`` scores
-   the exercise, prints the scoreboard and writes the report, last.
+   implementation, committed reference outputs) and names known mistakes; ``plugin.py`` records
+   the check (``results.py``: checks, outcomes, their scores), prints the scoreboard
+   (``scoreboard.py``) and writes the report (``report.py``), last.
 
 **Exercises cannot reach each other, nor the host that forks them.** The mechanism is the
 kernel's ptrace access check, not the sandbox: the host makes itself non-dumpable before its first

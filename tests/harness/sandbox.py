@@ -338,7 +338,7 @@ def _spec(args: list[str]) -> dict:
 
 def start_self_check(box: Sandbox) -> subprocess.Popen:
     """Start the self-check (``worker/selfcheck.py``) through ``box.command``; ``self_check`` reads
-    its answer. Started early (``plugin.py``), it runs while the grader imports torch."""
+    its answer. Started early (``start.py``), it runs while the grader imports torch."""
     import json
 
     exe = Path(sys.executable)

@@ -32,9 +32,9 @@ import pytest
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness import manifest
+    from harness import manifest, options
 else:
-    from . import manifest
+    from . import manifest, options
 
 MARK = {"passed": "✓", "failing": "✗", "not started": "·", "error": "!", "no checks": "?"}
 
@@ -172,7 +172,7 @@ def warm_up(tree: str, extra: list[str]) -> None:
     import importlib
     from importlib.metadata import entry_points
 
-    from harness import plugin, runner
+    from harness import runner, sandbox
 
     # what every grade imports, imported once here: each forked grade starts with it
     modules = ["torch._dynamo", "gpt_oracle", *(Path(e.test_file).stem for e in manifest.load())]
@@ -183,8 +183,8 @@ def warm_up(tree: str, extra: list[str]) -> None:
         except Exception:  # a test module that does not import is reported by the grade itself
             pass
 
-    box = None if "--no-sandbox" in extra else plugin.sandboxing.find()[0]
-    path = manifest.ROOT / tree if tree in plugin.NAMED_TREES else Path(tree).resolve()
+    box = None if "--no-sandbox" in extra else sandbox.find()[0]
+    path = options.tree_path(tree).resolve()
     runner.prestart(path, box, [(tuple(e.hidden_modules), tuple(e.worker_imports)) for e in manifest.load()])
     # What is here now lives as long as this process: the collector leaves it alone from now on, in
     # this process and in the grades forked from it (whose collections would walk all of torch).
@@ -321,7 +321,7 @@ def main(argv: list[str]) -> int:
         i = args.index("--exit-after")
         exit_after = int(args[i + 1])
         del args[i : i + 2]
-    path = manifest.ROOT / tree if tree in ("exercises", "solutions") else Path(tree).resolve()
+    path = options.tree_path(tree).resolve()
     if not path.is_dir():
         print(f"--impl {tree}: {path} is not a directory", file=sys.stderr)
         return 2

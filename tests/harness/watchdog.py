@@ -1,6 +1,6 @@
 """A watchdog outside the grader: a grade ends, with a clear message, even if the grader cannot.
 
-Started by the plugin as ``python watchdog.py PID DEADLINE [REPORT]`` in a session of its own,
+Started by the session (``session.py``) as ``python watchdog.py PID DEADLINE [REPORT]`` in a session of its own,
 with a pipe on its standard input whose other end only the grader holds: when the grader exits,
 normally or not, the pipe closes and the watchdog leaves. Until then it checks, four times a
 second, that the grader

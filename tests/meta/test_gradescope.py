@@ -136,7 +136,8 @@ def test_the_bundle_holds_the_grader_and_no_solutions(bundle, tmp_path):
     names = [n for n in infos if not n.endswith("/")]
     assert not [n for n in names if n.startswith(("solutions/", "tests/meta/", "tests/bench/", ".git"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    expected = ["noxfile.py", "pyproject.toml", "tests/manifest.toml", "tests/harness/plugin.py", "tests/harness/sandbox.py",
+    expected = ["noxfile.py", "pyproject.toml", "tests/manifest.toml", "tests/harness/plugin.py", "tests/harness/options.py",
+                "tests/harness/session.py", "tests/harness/sandbox.py",
                 "tests/harness/gradescope.py", "exercises/attention.py", "reference/01_attention.npz"]
     expected += [f"tests/{e.test_file}" for e in manifest.load()]
     assert set(expected) <= set(names), sorted(set(expected) - set(names))
@@ -282,15 +283,15 @@ def test_a_void_grades_message_names_no_path_of_the_machine(tmp_path):
     import sys as _sys
 
     from harness.manifest import ROOT as CHECKOUT
-    from harness.plugin import _hide_paths
+    from harness.report import hide_paths
 
     tree = tmp_path / "graded" / "exercises"
     report = {"output": f"GRADE VOID: the environment {_sys.prefix} changed: {_sys.prefix}/bin/x was added",
               "tests": [{"output": f"{tree}/attention.py line 3; {CHECKOUT}/tests/harness/plugin.py"}],
               "extra_data": {"tree": str(tree), "void": [f"{CHECKOUT}/reference changed"]}}
-    hidden = _hide_paths(report, "exercises", tree)
+    hidden = hide_paths(report, "exercises", tree)
     text = json.dumps(hidden)
     for path in (_sys.prefix, str(tree), str(CHECKOUT)):
         assert path not in text, (path, text)
     assert "exercises/attention.py line 3" in text and "the grader's environment changed" in text
-    assert _hide_paths(report, None, tree) == report  # a grade that shows its paths keeps them
+    assert hide_paths(report, None, tree) == report  # a grade that shows its paths keeps them

@@ -136,7 +136,8 @@ def test_a_changed_or_missing_recorded_bwrap_is_refused_and_says_what_to_do(tmp_
 # ------------------------------------------------------------------------ 6: a planted .pyc
 
 # The grader, changed to give every exercise full marks (and to skip the check of its own bytecode).
-EVIL = [("        return 0.0 if self.void else outcome.score\n", "        return float(outcome.exercise.points)\n"),
+EVIL = [("    if session.config.option.report:\n",
+         "    kata.score = lambda outcome: float(outcome.exercise.points)\n    if session.config.option.report:\n"),
         ("forged = integrity.forged_bytecode(config=config)", "forged = []")]
 
 

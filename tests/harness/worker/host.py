@@ -1,6 +1,6 @@
 """The worker: a host process that serves each exercise in a fresh process of its own.
 
-Started by the grader (``runner.py``), inside the sandbox where there is one. Two modes:
+Started by the grader (``hosts.py``, for ``runner.py``), inside the sandbox where there is one. Two modes:
 
 ``host.py --tree DIR --scratch DIR --control FD [--sandboxed] [--import MODULE ...]`` (Linux). The host imports torch once, then
 waits on the control socket (``AF_UNIX``, ``SOCK_SEQPACKET``). For each ``session`` request it
