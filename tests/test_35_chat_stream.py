@@ -16,10 +16,8 @@ stop strings and token boundaries each run; named mistakes come from the same or
 mistake in them.
 """
 
-import contextlib
-
 import torch
-from gpt_oracle import gpt, gpt_params, random_config
+from gpt_oracle import gpt, gpt_params, one_thread, random_config
 
 from harness.compare import expect_value_error
 from harness.draw import n
@@ -89,18 +87,6 @@ def choose(logits, temperature, top_k, top_p, generator, variant=""):
     if variant == "temperature_last":
         scaled = scaled / temperature
     return int(torch.multinomial(torch.softmax(scaled, dim=0), 1, generator=generator))
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Torch on one thread meanwhile: the oracle's many tiny operations run faster so, and far
-    faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @one_thread()

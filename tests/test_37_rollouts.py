@@ -15,10 +15,8 @@ sizes, seeds, temperatures and end-of-text tokens each run; named mistakes come 
 oracles with the mistake in them.
 """
 
-import contextlib
-
 import torch
-from gpt_oracle import gpt, gpt_params, random_config
+from gpt_oracle import gpt, gpt_params, one_thread, random_config
 
 from harness.compare import Mistake, assert_close_alone, expect_value_error
 from harness.draw import n
@@ -105,17 +103,6 @@ def mask_variant(ids, eos_id, variant):
         last = [max([t for t, x in enumerate(row) if x == eos_id], default=len(row)) for row in ids.tolist()]
         return torch.arange(ids.size(1))[None, :] <= torch.tensor(last)[:, None]
     return ids != eos_id  # only_eos
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Torch on one thread meanwhile: the oracle's many tiny operations run faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @one_thread()

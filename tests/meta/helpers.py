@@ -184,3 +184,23 @@ def assert_not_named(tmp: Path, name: str, file: str, edits, module: str, check:
             said = failure.explain()
             named = said.split("This looks like: ", 1)[1] if "This looks like: " in said else ""
             assert name not in named, f"seed {seed}: a near miss was given the name {name!r}: {said[:3000]}"
+
+
+# 09, 10 and 12 broken at once: a cache without the position offset that never advances, a GPTModel
+# without position embeddings, a generate that always picks token 0 (35 and 37 must not notice).
+BROKEN_09_10_12 = {
+    "kv_cache.py": [("positions = torch.arange(start, start + num_tokens, device=in_idx.device)",
+                     "positions = torch.arange(num_tokens, device=in_idx.device)"),
+                    ("    cache.advance(num_tokens)  # once", "    pass  # once")],
+    "model.py": [("x = self.tok_emb(in_idx) + self.pos_emb(positions)", "x = self.tok_emb(in_idx)")],
+    "generate.py": [("            idx_next = logits.argmax(dim=-1, keepdim=True)  # (batch, 1)",
+                     "            idx_next = torch.zeros_like(logits[:, :1], dtype=torch.long)")],
+}
+
+
+def assert_every_check_passes(tmp: Path, edits, module: str, seeds=SEEDS) -> None:
+    """Every check of the graded test ``module`` passes, for each seed, on a copy of solutions/ with ``edits``."""
+    tests, impl = impl_for(make_tree(tmp, edits), module)
+    for name in [k for k in vars(tests) if k.startswith("test_")]:
+        for seed in seeds:
+            run_check(getattr(tests, name), impl, seed)
