@@ -408,6 +408,23 @@ def finetune(session: nox.Session) -> None:
 
 
 @nox.session
+def reason(session: nox.Session) -> None:
+    """Teach a small GPT to add and subtract 3-digit numbers with its working shown, offline: a base
+    model, supervised fine-tuning on worked examples, then GRPO (exercises 36-38): `nox -s reason`.
+
+    Options after -- go to `python -m <tree>.reason` (`-- --help` lists them: --grpo-steps N,
+    --sft-steps N, --group-size G, --beta B, --loss-type grpo|bnpo|dr_grpo, --out DIR, --threads N,
+    ...), plus --impl solutions|exercises. Writes out/reason/: ckpt.pt, reward.png, metrics.json and
+    answers.md; `nox -s chat -- --checkpoint out/reason/ckpt.pt "347+285"` asks the model.
+    """
+    args = list(session.posargs)
+    tree = _take_option(session, args, "--impl", _default_tree())
+    _check_tree(session, tree)
+    py = kata_env(session, extras=("train",))
+    session.run(py, "-m", f"{tree}.reason", *args, external=True)
+
+
+@nox.session
 def chat(session: nox.Session) -> None:
     """Talk to the model of `nox -s finetune` in the terminal (answers stream; /reset, /quit), or
     answer one prompt: `nox -s chat -- "What does the pass statement do?"`.

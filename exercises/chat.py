@@ -4,6 +4,7 @@ exercise 31's template and exercise 35's streaming over exercise 12's KV cache).
     nox -s chat                                   a conversation; /reset forgets it, /quit (or Ctrl-D) ends it
     nox -s chat -- "What does the pass statement do?"     one answer, then exit
     nox -s chat -- --temperature 0.7 --top-p 0.9 --checkpoint out/finetune/ckpt.pt
+    nox -s chat -- --checkpoint out/reason/ckpt.pt "347+285"     the arithmetic model of ``reason.py``
 
 Each turn is written in Alpaca's template (``format_input({"instruction": turn})`` and the
 response header); the earlier turns of the conversation, each in the template with its answer,
@@ -12,6 +13,10 @@ answer streams as its tokens come, and stops at the end-of-text token, at the te
 section ("###"), or after ``--max-new-tokens``. An answer the model ends before any text is
 not left blank: chat says so (on stderr for one prompt, after ``bot>`` in a conversation).
 Like ``train``, it first says on stderr how many threads it uses (``--threads N`` to choose).
+
+A checkpoint of ``reason.py`` (its template is ``"reason"``) is asked one problem at a time, as it
+was trained: each turn is ``Q: <problem>`` and a newline, with no earlier turns, and a turn with a
+character the model does not know is refused with a message that says which.
 """
 
 from __future__ import annotations
@@ -76,8 +81,9 @@ def stream_answer(model, tok, prompt_ids: list[int], eos_id: int, max_new_tokens
 class Chat:
     """A conversation: the turns so far, and the model that answers the next."""
 
-    def __init__(self, model, tok, eos_id: int, args, device):
+    def __init__(self, model, tok, eos_id: int, args, device, template: str = "alpaca"):
         self.model, self.tok, self.eos_id, self.args, self.device = model, tok, eos_id, args, device
+        self.template = template
         self.generator = torch.Generator(device=device).manual_seed(args.seed)
         self.turns: list[list[int]] = []  # each earlier turn's ids: its prompt in the template, its answer, a blank line
 
@@ -85,7 +91,12 @@ class Chat:
         self.turns = []
 
     def prompt_ids(self, user: str) -> list[int]:
-        """This turn in the template, after as many of the latest earlier turns as fit."""
+        """This turn in the template, after as many of the latest earlier turns as fit (reason's
+        template: the problem alone; ValueError when it has a character the model does not know)."""
+        if self.template == "reason":
+            from .reason import encode_prompt
+
+            return encode_prompt(self.tok, user)
         room = self.model.cfg.context_length - self.args.max_new_tokens
         turn = format_input({"instruction": user}) + RESPONSE_HEADER
         ids = self.tok.encode(turn)
@@ -104,14 +115,16 @@ class Chat:
             pieces.append(piece)
             write(piece)
         reply = "".join(pieces).strip()
-        self.turns.append(self.tok.encode(format_input({"instruction": user}) + RESPONSE_HEADER + reply + "\n\n"))
+        if self.template != "reason":  # reason's model answers each problem on its own
+            self.turns.append(self.tok.encode(format_input({"instruction": user}) + RESPONSE_HEADER + reply + "\n\n"))
         return reply
 
 
 def load(args, parser):
     path = Path(args.checkpoint)
     if not path.is_file():
-        hint = " (make one with `nox -s finetune`)" if path.resolve() == DEFAULT_CHECKPOINT.resolve() else ""
+        made_by = {DEFAULT_CHECKPOINT.resolve(): "finetune", (ROOT / "out" / "reason" / "ckpt.pt").resolve(): "reason"}
+        hint = f" (make one with `nox -s {made_by[path.resolve()]}`)" if path.resolve() in made_by else ""
         parser.error(f"no checkpoint at {path}{hint}, or pass --checkpoint PATH")
     try:
         extra = read_extra(path)
@@ -119,10 +132,11 @@ def load(args, parser):
         device = pick_device(args.device)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    eos_id = (extra.get("assistant") or {}).get("eos_id", tok.special_tokens.get(EOS))
+    assistant = extra.get("assistant") or {}
+    eos_id = assistant.get("eos_id", tok.special_tokens.get(EOS))
     if "assistant" not in extra:
         print(f"note: {path} was not fine-tuned by finetune.py; it will continue the template, not answer it", file=sys.stderr)
-    return trained_model(path, extra).to(device).eval(), tok, eos_id, device
+    return trained_model(path, extra).to(device).eval(), tok, eos_id, device, assistant.get("template", "alpaca")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,19 +153,24 @@ def run(args, parser) -> None:
         parser.error("--max-new-tokens must be at least 1 and --temperature not negative")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         parser.error(f"--top-p {args.top_p}: expected a number in (0, 1]")
-    model, tok, eos_id, device = load(args, parser)
+    model, tok, eos_id, device, template = load(args, parser)
     if model.cfg.context_length <= args.max_new_tokens:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in a context of {model.cfg.context_length}")
+    chat = Chat(model, tok, eos_id, args, device, template)
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            parser.error("the prompt is empty: ask something")
+        try:
+            chat.prompt_ids(args.prompt)
+        except ValueError as e:
+            parser.error(str(e))
     use_threads(args.threads)  # on stderr, once the options are known good: stdout is the answers alone
-    chat = Chat(model, tok, eos_id, args, device)
 
     def write(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     if args.prompt is not None:
-        if not args.prompt.strip():
-            parser.error("the prompt is empty: ask something")
         if not chat.answer(args.prompt, write):
             print(NO_ANSWER, file=sys.stderr)  # stdout stays the answer alone: here, an empty line
         write("\n")
@@ -173,6 +192,11 @@ def run(args, parser) -> None:
             continue
         if user.startswith("/"):
             print(f"unknown command {user}: {HELP}")
+            continue
+        try:
+            chat.prompt_ids(user)
+        except ValueError as e:
+            print(e)
             continue
         write("bot> ")
         if not chat.answer(user, write):
