@@ -15,6 +15,7 @@
     nox -s sample -- "prompt"         complete a prompt with the model `nox -s train` saved
     nox -s finetune                   fine-tune that model to answer questions (`-- --lora 4`, `-- --dpo`): out/finetune/
     nox -s chat                       talk to the fine-tuned model in the terminal, or `-- "prompt"` for one answer
+    nox -s reason                     a small GPT learns 3-digit sums with its working shown: SFT, then GRPO (36-38): out/reason/
     nox -s hint -- ID                 the next hint for an exercise (`--all`, `--reset`)
     nox -s watch                      re-grade the exercise whose file you save
     nox -s env                        make or update the shared environment, and nothing else (CI builds it once so)

@@ -300,7 +300,7 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--base-steps", type=int, default=300, help="steps of the base model's training (answers alone)")
     p.add_argument("--sft-steps", type=int, default=600, help="steps of supervised fine-tuning on worked examples")
     p.add_argument("--sft-examples", type=int, default=20000, help="how many worked examples SFT sees (drawn once)")
-    p.add_argument("--grpo-steps", type=int, default=200, help="GRPO steps")
+    p.add_argument("--grpo-steps", type=int, default=300, help="GRPO steps")
     p.add_argument("--prompts", type=int, default=16, help="GRPO: problems per step")
     p.add_argument("--group-size", type=int, default=8, help="GRPO: completions sampled per problem (G)")
     p.add_argument("--temperature", type=float, default=1.0, help="GRPO: the rollouts' temperature")
