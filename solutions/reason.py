@@ -2,7 +2,7 @@
 fine-tuning on a few worked examples, then GRPO on problems with their answers alone (glue, not an
 exercise: it runs exercises 36-38 on exercise 09's model, with 12's KV cache and 14's schedule).
 
-    nox -s reason                          the three stages, offline, about 10 minutes on 2 CPU cores
+    nox -s reason                          the three stages, offline, about 9 minutes on 2 CPU cores
     nox -s reason -- --grpo-steps 100      a shorter GRPO stage
     nox -s chat -- --checkpoint out/reason/ckpt.pt "347+285"
 
