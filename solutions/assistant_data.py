@@ -16,9 +16,12 @@ validation and test goes by source, never by example, so a test question comes f
 module the model was never fine-tuned on: ``crc32(source) % 10`` is 0 for test, 1 for
 validation, anything else for train (a fixed rule: the same split on every machine and Python).
 
-Preference pairs for DPO (``preference_pairs``) keep each example's answer as the chosen response
-and take as the rejected one the answer of another question of the same split: fluent, on topic
-for the data set, and wrong.
+Preference pairs for DPO (``preference_pairs``) keep each example's answer as the chosen response.
+The rejected one is, with ``kind="other"``, the answer of another question of the same split from
+another source: fluent, on topic for the data set, and plainly wrong. With ``kind="hard"`` it is a
+near miss: the answer of another question of the same module or topic (the name swapped: what
+``math.floor()`` does, for ``math.sqrt()``), the right answer cut off halfway, or the right answer
+with one of its numbers changed.
 
 ``token_f1`` is the metric: SQuAD's token-level F1 between a response and the reference answer
 (lowercase, punctuation and the articles a/an/the dropped, words compared as multisets).
@@ -213,12 +216,46 @@ def classification_data(min_words: int = 12) -> tuple[list[str], dict[str, list[
     return names, splits
 
 
-def preference_pairs(examples: list[dict], seed: int = 0) -> list[dict]:
+PAIR_KINDS = ("other", "hard")  # preference_pairs' kinds of rejected answer
+
+
+def near_misses(example: dict, examples: list[dict]) -> dict[str, str]:
+    """The wrong answers close to ``example``'s own, by what makes them wrong: ``"sibling"``, the
+    answer of the first other question of the same source whose answer differs (a module's other
+    function, a topic's other section); ``"truncated"``, the first half of the answer's words (at
+    least 3 words and at least 2 fewer than the answer has); ``"number"``, the first number of the
+    answer plus one. A kind that does not apply to this answer is left out."""
+    answer, misses = example["output"], {}
+    sibling = next((e["output"] for e in examples if e["source"] == example["source"] and e["output"] != answer), None)
+    if sibling is not None:
+        misses["sibling"] = sibling
+    words = answer.split()
+    if len(words) >= 6:
+        misses["truncated"] = " ".join(words[: len(words) // 2])
+    number = re.search(r"\d+", answer)
+    if number:
+        misses["number"] = answer[:number.start()] + str(int(number.group()) + 1) + answer[number.end():]
+    return misses
+
+
+def preference_pairs(examples: list[dict], seed: int = 0, kind: str = "other") -> list[dict]:
     """DPO's pairs: for each example, ``{"instruction", "input", "chosen", "rejected", "source"}``
-    with its own answer chosen and another example's answer (of a different source, so never
-    right by chance) rejected."""
+    with its own answer chosen. ``kind="other"``: another example's answer rejected (of a
+    different source, so never right by chance). ``kind="hard"``: one of its ``near_misses``,
+    drawn with ``seed`` among those that apply (the pair also records which, as ``"miss"``); an
+    example with none is left out."""
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"unknown kind of pairs {kind!r}; expected one of {', '.join(PAIR_KINDS)}")
     rng = random.Random(seed)
     pairs = []
+    if kind == "hard":
+        for example in examples:
+            misses = near_misses(example, examples)
+            if misses:
+                miss = rng.choice(sorted(misses))
+                pairs.append({"instruction": example["instruction"], "input": example.get("input", ""), "chosen": example["output"],
+                              "rejected": misses[miss], "source": example["source"], "miss": miss})
+        return pairs
     for i, example in enumerate(examples):
         for _ in range(20):
             other = examples[rng.randrange(len(examples))]
@@ -272,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         names, paragraphs = classification_data()
         dump = {"splits": data, "pairs": {s: preference_pairs(data[s], seed=args.seed) for s in SPLITS},
+                "hard_pairs": {s: preference_pairs(data[s], seed=args.seed, kind="hard") for s in SPLITS},
                 "classes": names, "paragraphs": paragraphs}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dump, f)

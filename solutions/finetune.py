@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .assistant_data import make_dataset, preference_pairs, summary, token_f1
+from .assistant_data import PAIR_KINDS, make_dataset, preference_pairs, summary, token_f1
 from .chat import EOS, RESPONSE_HEADER, stream_answer
 from .config import GPTConfig
 from .device import pick_device
@@ -70,6 +70,8 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--dpo-steps", type=int, default=150)
     p.add_argument("--dpo-lr", type=float, help="DPO's learning rate (default: a tenth of --lr)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO's beta")
+    p.add_argument("--dpo-pairs", choices=PAIR_KINDS, default="other",
+                   help="DPO's rejected answers: another question's (other), or near misses of the right one (hard)")
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation losses")
     p.add_argument("--max-new-tokens", type=int, default=48, help="the most tokens of an answer when scoring")
     p.add_argument("--max-test", type=int, help="score only the first N test questions (quick runs)")
@@ -278,8 +280,10 @@ def run(args, parser) -> None:
         dpo_metrics = run_dpo(model, tok, splits, eos_id, args, (args.dpo_lr or lr / 10), device)
         metrics.update(dpo_metrics)
         metrics["dpo_f1"], columns["after DPO"] = score(model, tok, test, eos_id, args.max_new_tokens, device, "score after DPO")
-        print(f"after DPO: held-out reward margin {metrics['dpo_margin']:.3f}, win rate {100 * metrics['dpo_win_rate']:.1f}% "
-              f"(chosen over rejected); token F1 {metrics['dpo_f1']:.3f}")
+        print(f"after DPO on {args.dpo_pairs} pairs: held-out reward margin {metrics['dpo_margin']:.3f}, win rate "
+              f"{100 * metrics['dpo_win_rate']:.1f}% (chosen over rejected); token F1 {metrics['dpo_f1']:.3f}; on held-out pairs of "
+              + ", ".join(f"{k}: margin {metrics[f'dpo_margin_{k}']:.3f}, win rate {100 * metrics[f'dpo_win_rate_{k}']:.1f}%"
+                          for k in PAIR_KINDS))
 
     if args.lora:
         untie_head(model)  # the head's update must not change the embedding it shares a tensor with
@@ -348,7 +352,8 @@ def finetune(model, tok, splits, eos_id: int, args, lr: float, device) -> tuple[
 
 
 def run_dpo(model, tok, splits, eos_id: int, args, lr: float, device) -> dict:
-    """DPO (exercise 34) against a frozen copy of the fine-tuned model; the held-out margin and win rate."""
+    """DPO (exercise 34) against a frozen copy of the fine-tuned model, on pairs of ``--dpo-pairs``;
+    the held-out margin and win rate on held-out pairs of that kind (and of each kind, by name)."""
     from tqdm import tqdm
 
     from .dpo import PreferenceDataset, collate_preferences, dpo_batch_loss
@@ -357,13 +362,13 @@ def run_dpo(model, tok, splits, eos_id: int, args, lr: float, device) -> dict:
     reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    train = PreferenceDataset(preference_pairs(splits["train"], seed=args.seed), tok)
-    held_out = PreferenceDataset(preference_pairs(splits["test"], seed=args.seed), tok)
+    train = PreferenceDataset(preference_pairs(splits["train"], seed=args.seed, kind=args.dpo_pairs), tok)
+    held_out_of = {kind: PreferenceDataset(preference_pairs(splits["test"], seed=args.seed, kind=kind), tok) for kind in PAIR_KINDS}
 
     def to_batch(items):
         return collate_preferences(items, pad_token_id=eos_id, allowed_max_length=ctx, device=device)
 
-    def held_out_rewards() -> tuple[float, float]:
+    def held_out_rewards(held_out) -> tuple[float, float]:
         margins = []
         with torch.no_grad():
             for i in range(0, len(held_out), args.batch_size):
@@ -385,9 +390,14 @@ def run_dpo(model, tok, splits, eos_id: int, args, lr: float, device) -> dict:
         clip_grad_norm(params, 1.0)
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", margin=f"{(chosen - rejected).mean().item():.2f}")
-    margin, win_rate = held_out_rewards()
-    return {"dpo_seconds": time.perf_counter() - start, "dpo_margin": margin, "dpo_win_rate": win_rate,
-            "dpo_pairs": len(train), "dpo_held_out_pairs": len(held_out)}
+    seconds = time.perf_counter() - start
+    result = {"dpo_seconds": seconds, "dpo_pairs_kind": args.dpo_pairs, "dpo_pairs": len(train)}
+    for kind, held_out in held_out_of.items():
+        margin, win_rate = held_out_rewards(held_out)
+        result.update({f"dpo_margin_{kind}": margin, f"dpo_win_rate_{kind}": win_rate, f"dpo_held_out_pairs_{kind}": len(held_out)})
+    for name in ("margin", "win_rate", "held_out_pairs"):  # on held-out pairs of the kind trained on
+        result[f"dpo_{name}"] = result[f"dpo_{name}_{args.dpo_pairs}"]
+    return result
 
 
 def classify_demo(model, tok, eos_id: int, args, lr: float, device, out: Path, parser) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -102,6 +103,22 @@ def test_the_data_is_split_by_source_and_made_of_plain_questions(data):
         assert len(pairs) >= 0.9 * len(splits[name])
         for pair in pairs:
             assert pair["chosen"] == outputs[pair["instruction"]] and pair["rejected"] != pair["chosen"], pair
+    for name, pairs in data["hard_pairs"].items():  # near misses, each checked against what it claims to be
+        examples = {e["instruction"]: e for e in splits[name]}
+        assert len(pairs) >= 0.9 * len(splits[name]) and {p["miss"] for p in pairs} >= {"sibling", "truncated"}, name
+        for pair in pairs:
+            e, rejected = examples[pair["instruction"]], pair["rejected"]
+            assert pair["chosen"] == e["output"] and rejected != e["output"], pair
+            if pair["miss"] == "sibling":  # another question's answer, of the same module or topic
+                assert any(o["source"] == e["source"] and o["output"] == rejected for o in splits[name] if o is not e), pair
+            elif pair["miss"] == "truncated":  # its first words, half of them or fewer
+                words = e["output"].split()
+                assert words[:len(rejected.split())] == rejected.split() and 3 <= len(rejected.split()) <= len(words) // 2, pair
+            else:  # one number changed, everything else as it was
+                assert pair["miss"] == "number", pair
+                a, b = re.findall(r"\d+|\D+", e["output"]), re.findall(r"\d+|\D+", rejected)
+                changed = [(x, y) for x, y in zip(a, b) if x != y]
+                assert len(a) == len(b) and len(changed) == 1 and changed[0][0].isdigit() and changed[0][1].isdigit(), pair
     classes, paragraphs = data["classes"], data["paragraphs"]
     assert len(classes) >= 2 and all(0 <= e["label"] < len(classes) for split in paragraphs.values() for e in split)
     assert not ({e["source"] for e in paragraphs["train"]} & {e["source"] for e in paragraphs["test"]})
@@ -135,7 +152,7 @@ def test_lora_with_dpo_trains_adapters_and_saves_plain_weights(runner, base):
     out = runner.workdir / "lora"
     stdout = ok(runner("finetune", "--base", str(base), *QUICK, "--lora", "2", "--dpo", "--dpo-steps", "2", "--skip-base-score",
                        "--out", str(out)), "finetune.py --lora 2 --dpo")
-    assert "after DPO: held-out reward margin" in stdout, stdout[-2000:]
+    assert "after DPO on other pairs: held-out reward margin" in stdout, stdout[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "lora 2" and 0 < metrics["trainable_fraction"] < 0.2, metrics
     assert 0.0 <= metrics["dpo_win_rate"] <= 1.0 and metrics["dpo_held_out_pairs"] > 0 and "base_f1" not in metrics, metrics
@@ -160,8 +177,11 @@ def test_dpo_alone_on_a_finetuned_checkpoint_keeps_its_vocabulary(runner, tuned)
     out, _ = tuned
     again = runner.workdir / "dpo_only"
     stdout = ok(runner("finetune", "--base", str(out / "ckpt.pt"), "--steps", "0", "--dpo", "--dpo-steps", "2", "--max-test", "2",
-                       "--max-new-tokens", "8", "--out", str(again)), "finetune.py --steps 0 --dpo")
-    assert "after DPO: held-out reward margin" in stdout and "fine-tuned model on the test" not in stdout, stdout[-2000:]
+                       "--max-new-tokens", "8", "--dpo-pairs", "hard", "--out", str(again)), "finetune.py --steps 0 --dpo --dpo-pairs hard")
+    assert "after DPO on hard pairs: held-out reward margin" in stdout and "fine-tuned model on the test" not in stdout, stdout[-2000:]
+    metrics = json.loads((again / "metrics.json").read_text())
+    assert metrics["dpo_pairs_kind"] == "hard" and metrics["dpo_margin"] == metrics["dpo_margin_hard"], metrics
+    assert metrics["dpo_held_out_pairs_other"] > 0 and metrics["dpo_held_out_pairs_hard"] > 0, metrics
     before, after = read_checkpoint(out / "ckpt.pt"), read_checkpoint(again / "ckpt.pt")
     assert after["extra"]["config"]["vocab_size"] == before["extra"]["config"]["vocab_size"], "a second run must not add another end-of-text token"
     assert after["extra"]["tokenizer"] == before["extra"]["tokenizer"]

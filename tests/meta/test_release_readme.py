@@ -39,7 +39,9 @@ EXPECT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("train", r".*", 1, ("still a stub", "exercise 04 (bpe_train)")),
     ("sample", r".*", 1, ("no checkpoint at", "nox -s train")),
     ("finetune", r".*", 1, ("no such checkpoint", "nox -s train")),  # the release has no trained model yet
+    ("chat", r"out/reason", 1, ("no checkpoint at", "nox -s reason")),
     ("chat", r".*", 1, ("no checkpoint at", "nox -s finetune")),
+    ("reason", r".*", 1, ("still a stub", "exercise 09 (gpt)")),  # the base model is exercise 09's GPT
     ("hint", r".*", 0, ("hint",)),
     ("class", r".*", 1, ("no such file or folder",)),  # the README's examples name folders of its own
 ]
