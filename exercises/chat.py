@@ -31,7 +31,7 @@ from .device import pick_device
 from .instruct import format_input
 from .stream import stream_text, stream_tokens
 from .threads import add_threads_option, use_threads
-from .train import OneLineErrors, read_extra, stopped_at_stub, tokenizer_from_state, trained_model
+from .train import OneLineErrors, read_extra, run_script, tokenizer_from_state, trained_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "out" / "finetune" / "ckpt.pt"
@@ -140,12 +140,7 @@ def load(args, parser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args, parser)
-    except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
-        raise stopped_at_stub(parser.prog, e) from None
+    run_script(build_parser(), run, argv)
 
 
 def run(args, parser) -> None:

@@ -180,6 +180,17 @@ def stopped_at_stub(prog: str, error: NotImplementedError) -> SystemExit:
     return SystemExit(f"{prog}: error: this needs an exercise that is still a stub: {error} (`nox -s grade` shows what is left{also})")
 
 
+def run_script(parser: argparse.ArgumentParser, run, argv: list[str] | None) -> None:
+    """What the ``main`` of finetune, chat and reason does: parse ``argv`` and call ``run(args,
+    parser)``; a stub of the exercises/ tree met on the way, not finished yet, is a one-line error
+    that says which exercise (``stopped_at_stub``)."""
+    args = parser.parse_args(argv)
+    try:
+        run(args, parser)
+    except NotImplementedError as e:
+        raise stopped_at_stub(parser.prog, e) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(
         prog=f"python -m {__package__ or 'solutions'}.train",

@@ -63,7 +63,7 @@ from .rollouts import sample_group
 from .schedule import clip_grad_norm, learning_rate
 from .threads import add_threads_option, use_threads
 from .tokenizer import Tokenizer
-from .train import OneLineErrors, make_optimizer, stopped_at_stub
+from .train import OneLineErrors, make_optimizer, run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "out" / "reason"
@@ -119,6 +119,12 @@ def worked(p: Problem) -> str:
 def direct(p: Problem) -> str:
     """The completion of a base-model example: the Answer line alone."""
     return f"Answer: {p.answer}"
+
+
+PROMPT_TOKENS = len(prompt(f"{HIGH}-{HIGH}"))  # every prompt's: "Q: ", two 3-digit numbers, the operator, a newline
+# The longest worked example, 47 characters (every problem of the task enumerated once): a negative
+# difference, its sign line, and its two lower columns borrowing (10-9=1, 10-9-1=0).
+LONGEST_WORKED = len(worked(Problem(199, "-", 900)))
 
 
 def is_held_out(p: Problem) -> bool:
@@ -239,7 +245,7 @@ def token_logprobs(model, prompts: torch.Tensor, completions: torch.Tensor, temp
     return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, completions[..., None])[..., 0]
 
 
-def run_grpo(model, tok, eos_id: int, args, device, held: list[Problem], on_eval) -> dict:
+def run_grpo(model, tok, eos_id: int, args, device, on_eval) -> dict:
     """GRPO on training problems; ``on_eval(step)`` scores the held-out split every ``--eval-every``."""
     from tqdm import tqdm
 
@@ -266,10 +272,10 @@ def run_grpo(model, tok, eos_id: int, args, device, held: list[Problem], on_eval
         advantages = group_advantages(reward, args.group_size)
         with torch.no_grad():
             ref = token_logprobs(reference, roll.prompt_ids, roll.completion_ids, args.temperature)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step - 1, max_lr=args.grpo_lr, min_lr=args.grpo_lr / 10, warmup_steps=max(1, args.grpo_steps // 20),
+                                        total_steps=args.grpo_steps)
         for _ in range(args.grpo_iterations):  # the first pass: the ratio is 1, old = the sampler's
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step - 1, max_lr=args.grpo_lr, min_lr=args.grpo_lr / 10, warmup_steps=max(1, args.grpo_steps // 20),
-                                            total_steps=args.grpo_steps)
             logp = token_logprobs(model, roll.prompt_ids, roll.completion_ids, args.temperature)
             loss, stats = grpo_loss(logp, roll.logprobs, ref, advantages, roll.mask, clip_eps=0.2, beta=args.beta,
                                     loss_type=args.loss_type, max_completion_length=args.max_new_tokens)
@@ -326,12 +332,7 @@ def build_parser() -> OneLineErrors:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args, parser)
-    except NotImplementedError as e:  # the exercises/ tree, not finished yet: say which exercise, in one line
-        raise stopped_at_stub(parser.prog, e) from None
+    run_script(build_parser(), run, argv)
 
 
 def check_args(args, parser) -> None:
@@ -348,10 +349,9 @@ def check_args(args, parser) -> None:
         parser.error("--temperature must be above 0, --beta and --format-weight 0 or more")
     if args.emb_dim % args.n_heads:
         parser.error(f"--emb-dim {args.emb_dim} is not divisible by --n-heads {args.n_heads}")
-    longest = max(len(prompt(f"{HIGH}-{HIGH}")), 1) + len(worked(Problem(LOW, "-", HIGH))) + 1
-    if args.max_new_tokens < longest - len(prompt(f"{HIGH}-{HIGH}")):
-        parser.error(f"--max-new-tokens {args.max_new_tokens} is shorter than a worked example "
-                     f"({longest - len(prompt(f'{HIGH}-{HIGH}'))} tokens with its end-of-text)")
+    if args.max_new_tokens < LONGEST_WORKED + 1:
+        parser.error(f"--max-new-tokens {args.max_new_tokens} is shorter than the longest worked example "
+                     f"({LONGEST_WORKED + 1} tokens with its end-of-text)")
 
 
 def run(args, parser) -> None:
@@ -362,8 +362,7 @@ def run(args, parser) -> None:
     use_threads(args.threads)
     tok, tok_state = char_tokenizer()
     eos_id = tok.special_tokens[EOS]
-    prompt_len = len(prompt(f"{HIGH}-{HIGH}"))
-    cfg = GPTConfig(vocab_size=len(tok_state["vocab"]), context_length=prompt_len + args.max_new_tokens, emb_dim=args.emb_dim,
+    cfg = GPTConfig(vocab_size=len(tok_state["vocab"]), context_length=PROMPT_TOKENS + args.max_new_tokens, emb_dim=args.emb_dim,
                     n_heads=args.n_heads, n_layers=args.n_layers, drop_rate=0.0, qkv_bias=False)
     model = GPTModel(cfg).to(device)
     out = Path(args.out)
@@ -381,8 +380,12 @@ def run(args, parser) -> None:
     columns: dict[str, list[str]] = {}
     texts = [p.text for p in held]
 
-    def score(stage: str, seconds: float) -> None:
-        answers = complete(model, tok, texts, eos_id, args.max_new_tokens, device)
+    def held_answers() -> list[str]:
+        return complete(model, tok, texts, eos_id, args.max_new_tokens, device)
+
+    def score(stage: str, seconds: float, answers: list[str] | None = None) -> None:
+        """The stage's held-out scores (``answers``: the model's, when they were just made)."""
+        answers = held_answers() if answers is None else answers
         columns[stage] = answers
         metrics["stages"][stage] = {"accuracy": accuracy(answers, held), "mean_completion_tokens": mean_length(tok, answers),
                                     "format": sum(format_reward(a) for a in answers) / len(answers), "seconds": seconds}
@@ -402,15 +405,17 @@ def run(args, parser) -> None:
 
     curve = {"step": [0], "accuracy": [metrics["stages"]["sft"]["accuracy"]]}
 
+    latest: list[str] | None = None  # the held-out answers of the last evaluation: GRPO's last step ends with one
+
     def on_eval(step: int) -> None:
-        answers = complete(model, tok, texts, eos_id, args.max_new_tokens, device)
+        nonlocal latest
+        latest = held_answers()
         curve["step"].append(step)
-        curve["accuracy"].append(accuracy(answers, held))
-        model.eval()
+        curve["accuracy"].append(accuracy(latest, held))
 
     start = time.perf_counter()
-    log = run_grpo(model, tok, eos_id, args, device, held, on_eval) if args.grpo_steps else None
-    score("grpo", time.perf_counter() - start)
+    log = run_grpo(model, tok, eos_id, args, device, on_eval) if args.grpo_steps else None
+    score("grpo", time.perf_counter() - start, latest)
     if log:
         def mean(key: str, part: slice) -> float:
             values = log[key][part]

@@ -143,8 +143,9 @@ def test_chat_loads_the_reasoning_model(runner, run):
 
 
 @pytest.mark.parametrize("args, message", [(["--group-size", "1"], "--group-size"), (["--sft-examples", "0"], "--sft-examples"),
-                                           (["--max-new-tokens", "10"], "--max-new-tokens")],
-                         ids=["group-of-one", "no-worked-examples", "too-short"])
+                                           (["--max-new-tokens", "10"], "--max-new-tokens"),
+                                           (["--max-new-tokens", "47"], "--max-new-tokens")],  # 601-900: 47 characters, then end-of-text
+                         ids=["group-of-one", "no-worked-examples", "too-short", "one-short-of-the-longest"])
 def test_bad_input_is_a_one_line_error(runner, args, message):
     res = runner("reason", *args)
     skip_if_unfinished(res)
