@@ -3,6 +3,8 @@
 
     nox -s finetune                      all weights, on the checkpoint of `nox -s train`
     nox -s finetune -- --lora 4          LoRA of rank 4 instead (the base weights frozen)
+    nox -s finetune -- --lora 4 --lora-layers attention    LoRA on the attention and the head only
+    nox -s finetune -- --classify        the classification demo (exercise 32; with --lora, as the book's appendix E)
     nox -s finetune -- --dpo             then a DPO stage on preference pairs
     nox -s finetune -- --base gpt2       OpenAI's GPT-2 124M, where it is in the Hugging Face cache
 
@@ -47,6 +49,14 @@ from .train import OneLineErrors, make_optimizer, plot_losses, read_extra, run_s
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "out" / "train" / "ckpt.pt"
 DEFAULT_OUT = ROOT / "out" / "finetune"
+# Where --lora puts its adapters (the head's is what lets a model with a new end-of-text token learn
+# when to stop: with the head frozen, that token's row is the mean of the others and stays so).
+LORA_LAYERS = {
+    "all": "every linear layer and the head (the default)",
+    "blocks": "every linear layer of the blocks, the head frozen",
+    "attention": "the attention's four projections and the head",
+    "feedforward": "the feed-forward's two layers and the head",
+}
 
 
 def build_parser() -> OneLineErrors:
@@ -58,6 +68,8 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--ranks", help="GPT-2's ranks (gpt2.tiktoken), for --base gpt2 or a model trained with --tokenizer gpt2")
     p.add_argument("--lora", type=int, metavar="RANK", help="train LoRA adapters of this rank instead of every weight")
     p.add_argument("--lora-alpha", type=float, help="LoRA's alpha (default: twice the rank)")
+    p.add_argument("--lora-layers", choices=LORA_LAYERS, default="all",
+                   help="which linear layers get LoRA: " + "; ".join(f"{k}: {v}" for k, v in LORA_LAYERS.items()))
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps (0 with --dpo: DPO alone, on a fine-tuned --base)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-3 with --lora; 1e-4 for --base gpt2)")
@@ -66,7 +78,9 @@ def build_parser() -> OneLineErrors:
     p.add_argument("--dpo", action="store_true", help="after fine-tuning, a DPO stage on preference pairs")
     p.add_argument("--classify", action="store_true",
                    help="instead: the classification demo (exercise 32): which part of the language reference a paragraph comes from")
-    p.add_argument("--trainable-blocks", type=int, default=1, help="--classify: the last blocks that learn, with the final norm and the head")
+    p.add_argument("--trainable-blocks", type=int,
+                   help="--classify: the last blocks that learn, with the final norm and the head (default 1; "
+                        "with --lora, LoRA on every block's linear layers instead)")
     p.add_argument("--dpo-steps", type=int, default=150)
     p.add_argument("--dpo-lr", type=float, help="DPO's learning rate (default: a tenth of --lr)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO's beta")
@@ -165,6 +179,21 @@ def with_dropout(model: GPTModel, rate: float) -> GPTModel:
     return model
 
 
+def add_lora(model: GPTModel, rank: int, alpha: float, layers: str = "all") -> int:
+    """Exercise 33's LoRA on the layers ``layers`` names (a key of ``LORA_LAYERS``), every other
+    parameter frozen; returns the number of trainable parameters."""
+    from .lora import LinearWithLoRA, replace_linear_with_lora
+
+    if layers in ("all", "blocks"):
+        return replace_linear_with_lora(model, rank, alpha, include_head=layers == "all")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in model.trf_blocks:
+        replace_linear_with_lora(block.att if layers == "attention" else block.ff, rank, alpha)
+    model.out_head = LinearWithLoRA(model.out_head, rank, alpha)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def untie_head(model: GPTModel) -> None:
     """Give the output head (or the linear layer inside its LoRA wrapper) a weight of its own,
     a copy of the embedding it was tied to, so that merging LoRA into the head leaves the
@@ -219,8 +248,14 @@ def run(args, parser) -> None:
         parser.error(f"--lora {args.lora}: expected a rank of at least 1")
     if args.dpo_steps < 1 or args.beta <= 0:
         parser.error("--dpo-steps must be at least 1 and --beta above 0")
-    if args.classify and (args.lora or args.dpo):
-        parser.error("--classify is a demo of its own: without --lora or --dpo")
+    if args.classify and args.dpo:
+        parser.error("--classify is a demo of its own: without --dpo")
+    if args.trainable_blocks is not None and not args.classify:
+        parser.error("--trainable-blocks is an option of --classify")
+    if args.classify and args.lora and args.trainable_blocks is not None:
+        parser.error("--classify --lora adapts every block and trains the final norm and the head: without --trainable-blocks")
+    if args.lora_layers != "all" and (not args.lora or args.classify):
+        parser.error(f"--lora-layers {args.lora_layers} is for fine-tuning with --lora (not --classify)")
     wall = time.perf_counter()
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
@@ -242,6 +277,8 @@ def run(args, parser) -> None:
     print(f"base: {base.name}, {model.num_parameters():,} parameters, vocabulary {model.cfg.vocab_size:,}, context {ctx}; on {device}")
 
     metrics = {"base": base.name, "test_questions": len(test), "mode": f"lora {args.lora}" if args.lora else "full"}
+    if args.lora:
+        metrics["lora_layers"] = args.lora_layers
     base_answers = None
     if not args.skip_base_score:
         metrics["base_f1"], base_answers = score(model, tok, test, eos_id, args.max_new_tokens, device, "score base")
@@ -249,16 +286,14 @@ def run(args, parser) -> None:
 
     total = sum(p.numel() for p in model.parameters())
     if args.lora:
-        from .lora import merge_lora, replace_linear_with_lora
+        from .lora import merge_lora
 
-        # The head too: a model whose end-of-text token is new has only its (frozen) mean row to
-        # stop with, and the head's low-rank update is what lets it learn when to stop.
-        trainable = replace_linear_with_lora(model, args.lora, args.lora_alpha or 2.0 * args.lora, include_head=True)
+        trainable = add_lora(model, args.lora, args.lora_alpha or 2.0 * args.lora, args.lora_layers)
         model.to(device)
     else:
         trainable = total
     metrics.update(trainable_parameters=trainable, total_parameters=total, trainable_fraction=trainable / total)
-    print(f"fine-tuning {'LoRA rank %d' % args.lora if args.lora else 'every weight'}: {trainable:,} of {total:,} "
+    print(f"fine-tuning {f'LoRA rank {args.lora} on {LORA_LAYERS[args.lora_layers]}' if args.lora else 'every weight'}: {trainable:,} of {total:,} "
           f"parameters trainable ({100 * trainable / total:.2f}%), {args.steps} steps of {args.batch_size}, peak lr {lr:g}")
 
     if args.steps:
@@ -407,8 +442,9 @@ def classify_demo(model, tok, eos_id: int, args, lr: float, device, out: Path, p
 
     names, splits = classification_data()
     ctx = model.cfg.context_length
-    if not 0 <= args.trainable_blocks <= len(model.trf_blocks):
-        parser.error(f"--trainable-blocks {args.trainable_blocks}: expected 0 to {len(model.trf_blocks)}, the model's blocks")
+    blocks = 1 if args.trainable_blocks is None else args.trainable_blocks
+    if not 0 <= blocks <= len(model.trf_blocks):
+        parser.error(f"--trainable-blocks {blocks}: expected 0 to {len(model.trf_blocks)}, the model's blocks")
 
     def encode(examples):
         rows = [tok.encode(e["text"])[:ctx] for e in examples]
@@ -431,10 +467,21 @@ def classify_demo(model, tok, eos_id: int, args, lr: float, device, out: Path, p
     baseline = {s: sum(e["label"] == majority for e in splits[s]) / max(len(splits[s]), 1) for s in ("validation", "test")}
     add_classification_head(model, len(names))
     model.to(device)
-    trainable = freeze_for_classification(model, args.trainable_blocks)
+    if args.lora:  # as the book's appendix E: adapters on every block's linear layers; the new head learns in full
+        from .lora import replace_linear_with_lora
+
+        freeze_for_classification(model, 0)
+        alpha = args.lora_alpha or 2.0 * args.lora
+        replace_linear_with_lora(model.trf_blocks, args.lora, alpha)
+        model.to(device)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        what = f"LoRA rank {args.lora} (alpha {alpha:g}) on every block's linear layers, the final norm and the new head"
+    else:
+        trainable = freeze_for_classification(model, blocks)
+        what = f"the last {blocks} block(s), the final norm and the new head"
     total = sum(p.numel() for p in model.parameters())
     print(f"classes: {', '.join(names)}; paragraphs: " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))
-    print(f"trainable: the last {args.trainable_blocks} block(s), the final norm and the new head: {trainable:,} of {total:,} parameters")
+    print(f"trainable: {what}: {trainable:,} of {total:,} parameters")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.1)
     stream = batches(splits["train"], args.batch_size, torch.Generator().manual_seed(args.seed))
@@ -446,7 +493,7 @@ def classify_demo(model, tok, eos_id: int, args, lr: float, device, out: Path, p
         loss.backward()
         optimizer.step()
     result = {"classes": names, "steps": args.steps, "seconds": time.perf_counter() - start, "trainable_parameters": trainable,
-              "majority_class": names[majority]}
+              "trainable": what, "majority_class": names[majority]}
     for split in ("train", "validation", "test"):
         result[f"{split}_accuracy"] = accuracy(splits[split])
     result.update({f"{s}_majority_baseline": v for s, v in baseline.items()})

@@ -173,6 +173,55 @@ def test_lora_with_dpo_trains_adapters_and_saves_plain_weights(runner, base):
     assert said.startswith("The "), said
 
 
+def _block_linears(state: dict) -> dict[str, tuple[int, int]]:
+    """The base's linear layers inside its blocks, as (in, out) by name, read from its weights."""
+    return {k[: -len(".weight")]: (w.shape[1], w.shape[0]) for k, w in state.items()
+            if k.startswith("trf_blocks.") and k.endswith(".weight") and w.dim() == 2}
+
+
+def test_lora_on_the_attention_alone_leaves_the_feed_forward_as_it_was(runner, base):
+    out = runner.workdir / "lora_attention"
+    stdout = ok(runner("finetune", "--base", str(base), *QUICK, "--lora", "2", "--lora-layers", "attention", "--skip-base-score",
+                       "--out", str(out)), "finetune.py --lora 2 --lora-layers attention")
+    before = read_checkpoint(base)["model"]
+    linears = _block_linears(before)
+    attention = {k: v for k, v in linears.items() if ".att." in k}
+    assert len(attention) == 4 * sum(k.endswith(".att.W_query") for k in linears), sorted(linears)
+    vocab, emb = before["tok_emb.weight"].shape
+    expected = sum(2 * (i + o) for i, o in attention.values()) + 2 * (emb + vocab + 1)  # and the head's, one row added
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trainable_parameters"] == expected and metrics["lora_layers"] == "attention", (metrics, expected)
+    assert f"{expected:,} of" in stdout, stdout[-2000:]
+    state = read_checkpoint(out / "ckpt.pt")["model"]
+    for name in linears:
+        moved = not torch.equal(state[name + ".weight"], before[name + ".weight"])
+        assert moved == (name in attention), f"{name}: {'moved' if moved else 'did not move'} with LoRA on the attention alone"
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["last-block", "lora"])
+def test_the_classification_demo_writes_its_accuracies(runner, base, lora):
+    out = runner.workdir / f"classify_{lora}"
+    extra = ["--lora", "2", "--lora-alpha", "4"] if lora else ["--trainable-blocks", "1"]
+    stdout = ok(runner("finetune", "--base", str(base), "--classify", "--steps", "3", "--batch-size", "4", *extra,
+                       "--out", str(out)), "finetune.py --classify " + " ".join(extra))
+    result = json.loads((out / "classify.json").read_text())
+    before = read_checkpoint(base)["model"]
+    emb = before["tok_emb.weight"].shape[1]
+    classes = len(result["classes"])
+    head_and_norm = emb * classes + classes + 2 * emb
+    if lora:
+        expected = head_and_norm + sum(2 * (i + o) for i, o in _block_linears(before).values())
+        assert result["trainable"].startswith("LoRA rank 2 (alpha 4)"), result
+    else:
+        last = max(int(k.split(".")[1]) for k in before if k.startswith("trf_blocks."))
+        expected = head_and_norm + sum(w.numel() for k, w in before.items() if k.startswith(f"trf_blocks.{last}."))
+    assert result["trainable_parameters"] == expected, (result, expected)
+    assert classes >= 2 and result["majority_class"] in result["classes"] and result["steps"] == 3
+    for split in ("train", "validation", "test"):
+        assert 0.0 <= result[f"{split}_accuracy"] <= 1.0, result
+    assert f"test {100 * result['test_accuracy']:.1f}%" in stdout, stdout[-2000:]
+
+
 def test_dpo_alone_on_a_finetuned_checkpoint_keeps_its_vocabulary(runner, tuned):
     out, _ = tuned
     again = runner.workdir / "dpo_only"
@@ -275,10 +324,17 @@ def test_chat_holds_a_conversation_in_a_terminal(runner, tuned):
         ("finetune", ["--base", "no-such-checkpoint.pt"], "no such checkpoint"),
         ("finetune", ["--steps", "0"], "--steps"),
         ("finetune", ["--lora", "0"], "--lora"),
+        ("finetune", ["--lora-layers", "attention"], "--lora-layers"),
+        ("finetune", ["--lora", "2", "--lora-layers", "heads"], "--lora-layers"),
+        ("finetune", ["--trainable-blocks", "1"], "--trainable-blocks"),
+        ("finetune", ["--classify", "--lora", "2", "--trainable-blocks", "1"], "--trainable-blocks"),
+        ("finetune", ["--classify", "--dpo"], "--dpo"),
         ("chat", ["--checkpoint", "no-such-checkpoint.pt"], "no checkpoint at"),
         ("chat", ["--top-p", "1.5"], "--top-p"),
     ],
-    ids=["finetune-missing-base", "finetune-no-steps", "finetune-lora-rank-0", "chat-missing-checkpoint", "chat-top-p"],
+    ids=["finetune-missing-base", "finetune-no-steps", "finetune-lora-rank-0", "finetune-lora-layers-without-lora",
+         "finetune-lora-layers-unknown", "finetune-trainable-blocks-without-classify", "finetune-classify-lora-blocks",
+         "finetune-classify-dpo", "chat-missing-checkpoint", "chat-top-p"],
 )
 def test_bad_input_is_a_one_line_error(runner, module, args, message):
     res = runner(module, *args)
