@@ -424,7 +424,7 @@ def rms_norm(x, weight, eps):
 
 def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True, window_off_by_one=False, scale=True,
         rope_positions=None, softmax_axis=-1, zeros=True, causal=0, rope_queries=True, rope_values=False, merge="transpose",
-        key_norm="k", fill=float("-inf"), weights=None):
+        key_norm="k", fill=float("-inf"), weights=None, mask_inverted=False):
     """Grouped-query attention (with its keyword arguments at their defaults) and, with them
     changed, its known mistakes. ``p`` holds ``W_query.weight`` .. ``out_proj.weight`` (and
     ``q_norm.weight``, ``k_norm.weight`` with ``qk_norm``); ``cfg`` the sizes, ``qk_norm``,
@@ -436,7 +436,7 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     ``rope_queries`` False, ``rope_values`` True, ``merge`` "reshape" (the heads merged without the
     transpose), ``key_norm`` "q" (the keys normalised with q_norm) or None (not normalised), ``fill``
     the masked scores' value (0: masked with zero, not -inf), ``weights`` {"W_value": "W_key"}: a
-    projection computed with another's weight."""
+    projection computed with another's weight, ``mask_inverted`` (the allowed keys masked, the others kept)."""
     h, kv, d = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
     b, t, _ = x.shape
     x = x.double()
@@ -470,6 +470,8 @@ def gqa(x, p, cfg, *, repeat="interleave", norm_after_rope=False, rope_keys=True
     allowed = j <= i + (causal if causal is not None else t)
     if cfg.get("window") is not None:
         allowed = allowed & (j >= i - cfg["window"] if window_off_by_one else j > i - cfg["window"])
+    if mask_inverted:
+        allowed = ~allowed
     w = softmax_over_axis(scores.masked_fill(~allowed, fill), softmax_axis, zeros)
     out = (w @ v).reshape(b, t, h * d) if merge == "reshape" else (w @ v).transpose(1, 2).reshape(b, t, h * d)
     return F.linear(out, p["out_proj.weight"])

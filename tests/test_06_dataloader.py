@@ -44,8 +44,9 @@ def check_item(item, want, what, ids, max_length, stride, k):
         i = k * stride
         assert_close(got, expected, f"{what}[{k}]'s {name} (window {k} starts at token {i})", oracle=f"token_ids[{i + shift}:{i + shift + max_length}]",
                      mistakes=[Mistake(*UNSHIFTED, ids[i : i + max_length]),
-                               Mistake("the target shifted the wrong way", "Targets are one token LATER: ids[i + 1 : i + max_length + 1].",
-                                       ids[max(i - 1, 0) : max(i - 1, 0) + max_length]),
+                               # (at window 0 a target shifted the wrong way would start at token -1: no window to compare)
+                               *([Mistake("the target shifted the wrong way", "Targets are one token LATER: ids[i + 1 : i + max_length + 1].",
+                                          ids[i - 1 : i - 1 + max_length])] if i > 0 else []),
                                Mistake("windows do not move by stride", f"Window k starts at k * stride = {i}.",
                                        ids[k + shift : k + shift + max_length])])
 

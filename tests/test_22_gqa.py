@@ -81,6 +81,10 @@ def more_mistakes(x, p, cfg):
          "terms: divide by math.sqrt(self.head_dim).", wrong(scale=math.sqrt(cfg["emb_dim"])) + wrong(scale=math.sqrt(width))),
         ("no causal mask", "Query i sees keys j <= i only: mask the scores where j > i with -inf before the softmax.",
          wrong(causal=None)),
+        ("scores multiplied by sqrt(head_dim), not divided by it", "scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim).",
+         wrong(scale=1 / math.sqrt(d))),
+        ("the mask inverted: the allowed keys masked, the others kept", "Fill where a key is NOT allowed: "
+         "scores.masked_fill(~allowed, float(\"-inf\")).", wrong(both, mask_inverted=True)),
         ("causal mask off by one: the diagonal is masked", "Query i may attend to key i itself: allowed = j <= i.",
          wrong(both, causal=-1)),
         ("causal mask off by one: one future key is visible", "Block every j > i: allowed = j <= i.", wrong(causal=1)),

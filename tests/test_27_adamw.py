@@ -102,12 +102,16 @@ def formula_trajectory(spec, kwargs, grads, variant):
             v[i] = (1 - b2) * v[i] + b2 * g2 if swap_v else b2 * v[i] + new_v * g2
             te = t[i] + 1 if variant == "count_from_one" else t[i]  # the count started at 1: the first step is t = 2
             c1, c2 = (1.0, 1.0) if variant == "no_bias_correction" else (1 - b1 ** te, 1 - b2 ** te)
+            if variant == "m_corrected_with_beta2":
+                c1 = 1 - b2 ** te
             if variant == "no_correction_m":
                 c1 = 1.0
             elif variant == "no_correction_v":
                 c2 = 1.0
             if variant == "eps_inside_root":
                 update = (m[i] / c1) / (v[i] / c2 + eps).sqrt()
+            elif variant == "v_corrected_after_root":
+                update = (m[i] / c1) / (v[i].sqrt() / c2 + eps)
             else:
                 update = (m[i] / c1) / ((v[i] / c2).sqrt() + eps)
             params[i] = params[i] - lr * update
@@ -148,6 +152,11 @@ def mistakes(spec, kwargs, grads, step, index):
                    wrong("v_with_beta1")),
            Mistake("g weighted by 1 - beta2 in m", "m = beta1 * m + (1 - beta1) * g: m's own beta on both terms.",
                    wrong("m_with_beta2")),
+           Mistake("m's bias correction made with beta2", "m_hat = m / (1 - beta1 ** t): each moment is corrected by its own beta.",
+                   wrong("m_corrected_with_beta2")),
+           Mistake("v's bias correction applied after the square root",
+                   "The denominator is sqrt(v / (1 - beta2 ** t)) + eps: correct v first, then take the root.",
+                   wrong("v_corrected_after_root")),
            Mistake("v averages |g|, not g squared",
                    "v = beta2 * v + (1 - beta2) * g * g (v.addcmul_(g, g, value=1 - beta2)).",
                    wrong("v_not_squared"))]

@@ -377,8 +377,10 @@ def check_rewards(got, want, what, mistakes_of, size, atol=1e-5, rtol=1e-4):
 def check_loss(got, want, what, mistakes_of, atol=1e-5, rtol=1e-4):
     t = got["loss"]["tensor"]
     assert_true(t.dim() == 0, f"{what}: the loss has shape {tuple(t.shape)}; expected a 0-d tensor, the mean over the batch")
-    # checked after the rewards: they have beta, so a loss without it is missing it alone
-    named = [Mistake(*LOSS_NO_BETA, m.output) if m.name == NO_BETA[0] else m for m in mistakes_of(0)]
+    # checked after the rewards, which were right: they have beta, so a loss without it is missing it alone, and no
+    # mistake that changes a reward (the reference minus the policy, which flips the loss's margin as its sign does) fits
+    in_rewards = {m.name for m in mistakes_of(1)} - {NO_BETA[0]}
+    named = [Mistake(*LOSS_NO_BETA, m.output) if m.name == NO_BETA[0] else m for m in mistakes_of(0) if m.name not in in_rewards]
     expected, mistakes = in_dtype_of(t, want[0], named)
     assert_close(t, expected, f"{what}: the loss", oracle="the mean of -logsigmoid(chosen_rewards - rejected_rewards)", atol=atol,
                  rtol=rtol, mistakes=mistakes)

@@ -370,6 +370,8 @@ STOP_EMITTED = ("the stop string itself yielded", "Yield only what precedes the 
                 "and none of the stop string.")
 STOPS_IGNORED = ("the stop strings ignored", "After each token, look for every stop string in the WHOLE text decoded so far "
                  "(text.find(s)): one may span several tokens.")
+START_MISSED = ("a stop string at the very start of the text taken for none (text.find's 0 read as not found)",
+                "text.find(s) is 0 when the text begins with s and -1 only when s is absent: keep every index >= 0.")
 DECODED_ALONE = ("each token decoded alone", "Decode all the ids so far, decode(ids), after each token: a character split "
                  "across tokens decodes to U+FFFD when a token is decoded on its own.")
 FFFD_SHOWN = ("a U+FFFD yielded (an unfinished character)", "While the decoded text ends with '\\ufffd', hold that character "
@@ -515,8 +517,9 @@ def pieces_of(got, what):
     return got["pieces"]
 
 
-def joined_mistakes(joined, vocab, ids, stops, want):
-    """The names that fit a wrong joined text."""
+def joined_mistakes(joined, vocab, ids, stops, want, found_later=False):
+    """The names that fit a wrong joined text; ``found_later``: the same stream cut an earlier text
+    at a stop string past its start, so it does look for stop strings."""
     decode = decoder(vocab)
     full = decode(ids)
     alone = "".join(decode([i]) for i in ids)
@@ -524,7 +527,10 @@ def joined_mistakes(joined, vocab, ids, stops, want):
     said = []
     if at is not None and any(joined == full[: full.find(s)] for s in stops if full.find(s) > at):
         said.append(NOT_EARLIEST)
-    if at is not None and joined == full:
+    later = [i for i in (full.find(s) for s in stops) if i > 0]  # what finds only the stop strings past index 0
+    if at == 0 and (later or found_later) and joined == (full[: min(later)] if later else full):
+        said.append(START_MISSED)
+    elif at is not None and joined == full:
         said.append(STOPS_IGNORED)
     elif at is not None and full.startswith(joined.removesuffix(FFFD)) and any(joined.startswith(full[:at] + s) for s in stops
                                                                             if full.startswith(s, at)):
@@ -540,7 +546,7 @@ def joined_mistakes(joined, vocab, ids, stops, want):
     return said
 
 
-def check_joined(got, vocab, ids, stops, what):
+def check_joined(got, vocab, ids, stops, what, found_later=False):
     pieces = pieces_of(got, what)
     texts = [decoder(vocab)(ids[: k + 1]) for k in range(len(ids))]
     shown, _ = shown_after_each_token(texts, stops)
@@ -548,12 +554,12 @@ def check_joined(got, vocab, ids, stops, what):
     if joined == want:
         return
     message = f"{what}: the pieces join to {joined!r}; expected {want!r}, the decoded text cut at its first stop string"
-    for name, fix in joined_mistakes(joined, vocab, ids, stops, want)[:1]:
+    for name, fix in joined_mistakes(joined, vocab, ids, stops, want, found_later)[:1]:
         message += f"\nThis looks like: {name}. {fix}"
     raise Mismatch(message)
 
 
-def check_timing(got, vocab, ids, stops, what):
+def check_timing(got, vocab, ids, stops, what, found_later=False):
     """After each token, the pieces yielded so far join to the oracle's; the stream takes no token after a stop string."""
     pieces = pieces_of(got, what)
     texts = [decoder(vocab)(ids[: k + 1]) for k in range(len(ids))]
@@ -587,7 +593,7 @@ def check_timing(got, vocab, ids, stops, what):
         elif all(learner[j] == shown[j - 1] for j in range(1, taken - 1)):
             named = ONE_LATE
         raise Mismatch(message + (f"\nThis looks like: {named[0]}. {named[1]}" if named else ""))
-    check_joined(got, vocab, ids, stops, what)
+    check_joined(got, vocab, ids, stops, what, found_later)
     if got["taken"] != taken:
         raise Mismatch(f"{what} took {got['taken']} tokens from token_ids; expected {taken}: "
                        + (f"the stop string is complete after token {stop}, and no token after it is needed\nThis looks like: "
@@ -618,7 +624,7 @@ def test_text_takes_no_token_after_the_stop_string(impl, gen):
         if got["taken_before"]:
             raise Mismatch(f"{what} took {got['taken_before']} tokens when stream_text was called, before the first next(); "
                            f"expected none until a piece is asked for\nThis looks like: {HELD_TO_END[0]}. {HELD_TO_END[1]}")
-        check_timing(got, vocab, ids, stops, what)
+        check_timing(got, vocab, ids, stops, what, found_later=start)  # the case before, a stop string past the start, passed
 
 
 def exact_tokens(gen, segments):

@@ -54,8 +54,9 @@ class Mistake:
 
 def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistake], rtol: float, atol: float) -> Mistake | None:
     """The known mistake whose output the learner's is closest to, among those it matches and
-    that the inputs can tell apart from the correct output."""
-    best, best_d = None, float("inf")
+    that the inputs can tell apart from the correct output; none when two mistakes of different
+    names both match (the inputs cannot tell them apart, so the evidence fits neither alone)."""
+    best, best_d, names = None, float("inf"), set()
     for m in mistakes:
         try:
             if not m.matches(actual, rtol, atol) or m.matches(expected, rtol, atol):
@@ -63,9 +64,10 @@ def diagnose(actual: torch.Tensor, expected: torch.Tensor, mistakes: list[Mistak
             d = m.distance(actual)
         except (RuntimeError, ValueError, TypeError):
             continue
+        names.add(m.name)
         if d < best_d:
             best, best_d = m, d
-    return best
+    return best if len(names) == 1 else None
 
 
 def _fmt(x: float) -> str:

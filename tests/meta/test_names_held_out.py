@@ -6,6 +6,14 @@ logit was called "keeps k - 1 tokens": with k = 2 both keep one token, and k = 2
 Each of those is here, fixed: it is caught by its own check, and the wrong name is not given (a
 name only where the evidence fits that mistake alone); and six common ones that were caught
 without a name are named now.
+
+A third list of 40 (2026-12-08, written by someone who had not seen the names): 33 caught, 12
+named rightly, 19 caught without a name, two given a wrong name. The two wrong names are fixed
+here: MoE's f_e averaged over the top_k slots was called "the num_experts factor is missing" where
+top_k equals num_experts (both mistakes then give the same loss: now no name is given where two
+names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
+find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
+named now (AdamW's bias corrections), and two of GQA's (the scale multiplied, the mask inverted).
 """
 
 import pytest
@@ -13,6 +21,7 @@ from helpers import assert_checks_pass, assert_mistake_named, assert_not_named
 
 T20, T22, T23, T24, T27, T28, T35 = ("test_20_swiglu", "test_22_gqa", "test_23_modern_model", "test_24_hf_weights",
                                      "test_27_adamw", "test_28_flash_forward", "test_35_chat_stream")
+T26 = "test_26_moe"
 
 SILU_FLOAT32 = [("return x * torch.sigmoid(x)", "return x.float() * torch.sigmoid(x.float())")]
 HEAD_DIM_IGNORED = [('head_dim=hf.get("head_dim") or hf["hidden_size"] // heads', 'head_dim=hf["hidden_size"] // heads')]
@@ -31,6 +40,23 @@ VALUES_FROM_KEYS = [("v = self.W_value(x).view(", "v = self.W_key(x).view(")]
 TOP_K_FROM_LARGEST = [("kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]",
                        "kth = torch.topk(logits, min(top_k, logits.numel())).values[0]")]
 COUNT_FROM_ONE = [('state["step"] = torch.tensor(0.0)', 'state["step"] = torch.tensor(1.0)')]
+# the third list
+F_MEAN_OVER_SLOTS = [("f = F.one_hot(chosen, num_experts).float().sum(dim=1).mean(dim=0)",
+                      "f = F.one_hot(chosen, num_experts).float().mean(dim=1).mean(dim=0)")]
+START_READ_AS_NONE = [("found = [at for at in (text.find(s) for s in stops) if at >= 0]",
+                       "found = [at for at in (text.find(s) for s in stops) if at > 0]")]
+STOPS_NEVER_FOUND = [("found = [at for at in (text.find(s) for s in stops) if at >= 0]",
+                      "found = [at for at in (text.find(s) for s in stops) if at >= 10 ** 9]")]
+M_CORRECTED_WITH_BETA2 = [("value=-lr / (1 - beta1 ** t)", "value=-lr / (1 - beta2 ** t)")]
+M_CORRECTED_ONE_AHEAD = [("value=-lr / (1 - beta1 ** t)", "value=-lr / (1 - beta1 ** (t + 1))")]
+V_CORRECTED_AFTER_ROOT = [("denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)", "denom = (v.sqrt() / (1 - beta2 ** t)).add_(eps)")]
+EPS_LEFT_OUT = [("denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)", "denom = (v / (1 - beta2 ** t)).sqrt_()")]
+SCALE_MULTIPLIED = [("scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim)",
+                     "scores = q @ k.transpose(2, 3) * math.sqrt(self.head_dim)")]
+SCALE_TIMES_HEAD_DIM = [("scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim)",
+                         "scores = q @ k.transpose(2, 3) * self.head_dim")]
+MASK_INVERTED = [('scores = scores.masked_fill(~allowed, float("-inf"))', 'scores = scores.masked_fill(allowed, float("-inf"))')]
+MASK_ANTI_CAUSAL = [('scores = scores.masked_fill(~allowed, float("-inf"))', 'scores = scores.masked_fill(~allowed.T, float("-inf"))')]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -51,6 +77,13 @@ NAMED = [
     ("g * g weighted by 1 - beta1 in v", "adamw.py", V_WITH_BETA1, T27, "test_adamw_matches_torch"),
     ("the step count one ahead", "adamw.py", COUNT_FROM_ONE, T27, "test_adamw_matches_torch"),
     ("only the largest logit kept", "stream.py", TOP_K_FROM_LARGEST, T35, "test_sampled_stream_equals_generate_with_the_same_seed"),
+    ("a stop string at the very start of the text taken for none", "stream.py", START_READ_AS_NONE, T35,
+     "test_text_takes_no_token_after_the_stop_string"),
+    ("m's bias correction made with beta2", "adamw.py", M_CORRECTED_WITH_BETA2, T27, "test_adamw_matches_torch"),
+    ("v's bias correction applied after the square root", "adamw.py", V_CORRECTED_AFTER_ROOT, T27, "test_adamw_matches_torch"),
+    ("f_e divided by top_k", "moe.py", F_MEAN_OVER_SLOTS, T26, "test_load_balancing_loss_matches_transformers"),
+    ("scores multiplied by sqrt(head_dim), not divided by it", "gqa.py", SCALE_MULTIPLIED, T22, "test_gqa_matches_oracle"),
+    ("the mask inverted", "gqa.py", MASK_INVERTED, T22, "test_gqa_matches_oracle"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -62,6 +95,14 @@ NOT_NAMED = [
     ("the start of a stop string yielded", "stream.py", NEVER_ADVANCED, T35, "test_text_joins_to_the_text_cut_at_the_first_stop_string"),
     ("the context limit not checked", "stream.py", FULL_PROMPT_REFUSED, T35, "test_stream_stops_when_the_context_is_full"),
     ("top-k keeps k - 1 tokens", "stream.py", TOP_K_FROM_LARGEST, T35, "test_sampled_stream_equals_generate_with_the_same_seed"),
+    ("the num_experts factor is missing", "moe.py", F_MEAN_OVER_SLOTS, T26, "test_load_balancing_loss_and_its_gradient"),
+    ("the stop strings ignored", "stream.py", START_READ_AS_NONE, T35, "test_text_takes_no_token_after_the_stop_string"),
+    # near misses of the new names
+    ("a stop string at the very start", "stream.py", STOPS_NEVER_FOUND, T35, "test_text_takes_no_token_after_the_stop_string"),
+    ("m's bias correction made with beta2", "adamw.py", M_CORRECTED_ONE_AHEAD, T27, "test_adamw_matches_torch"),
+    ("v's bias correction applied after the square root", "adamw.py", EPS_LEFT_OUT, T27, "test_adamw_matches_torch"),
+    ("scores multiplied by sqrt(head_dim)", "gqa.py", SCALE_TIMES_HEAD_DIM, T22, "test_gqa_matches_oracle"),
+    ("the mask inverted", "gqa.py", MASK_ANTI_CAUSAL, T22, "test_gqa_matches_oracle"),
 ]
 
 
