@@ -226,6 +226,19 @@ def test_tiled_attention_matches_sdpa(impl, gen):
     for larger in (False, True):  # ragged last tiles, then blocks larger than the sequences
         q, k, v, bq, bk = case(gen, False, larger=larger)
         check(impl, q, k, v, False, bq, bk)
+    # Rows whose every score is far below zero (about -800 or lower, where exp underflows even in float64):
+    # the softmax is the same as near zero once the row's maximum is subtracted, a maximum that must
+    # start at -inf (started at 0, exp(s - 0) is 0 for every key and l is 0).
+    q, k, v, bq, bk = case(gen, False, dtype=torch.float64)
+    rows = torch.randperm(q.size(-2), generator=gen)[: n(gen, 1, q.size(-2))]
+    k[..., 0] += 60.0
+    q[..., rows, 0] = -60.0
+    try:
+        check(impl, q, k, v, False, bq, bk, atol=1e-10)
+    except Mismatch as e:
+        e.message += (f"\n(in this call every score of the query rows {sorted(rows.tolist())} is hundreds below zero, where exp "
+                      "underflows to 0; the output there is a softmax-weighted mean of v all the same)")
+        raise
 
 
 def test_tiled_attention_causal(impl, gen):

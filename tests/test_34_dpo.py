@@ -35,6 +35,8 @@ MEAN = ("a mean over the tokens instead of their sum", "An answer's log-probabil
 LOG_OF_SOFTMAX = ("the log of the softmax: a probability that underflows to 0 gives -inf (or an exp that overflows, NaN)",
                   "torch.log_softmax(logits, dim=-1) computes logits - logsumexp(logits) without ever forming a probability; "
                   "in float32 any probability below ~1e-45 (a logit 104 below the largest) is 0, and log(0) = -inf.")
+LOG_OF_SIGMOID = ("log(sigmoid(margin)) where logsigmoid is meant: a margin far below zero underflows sigmoid to 0, and log(0) is -inf",
+                  "-F.logsigmoid(margin) computes -log(sigmoid(margin)) without forming the sigmoid (log(1 + exp(-x)), stably).")
 SIGN_FLIPPED = ("the margin's sign flipped: rejected minus chosen",
                 "loss = -logsigmoid(chosen_rewards - rejected_rewards): the loss falls as the CHOSEN answer's reward rises above "
                 "the rejected one's. (The same holds for the log-ratios: policy's minus reference's.)")
@@ -110,6 +112,8 @@ def dpo_formula(pc, pr, rc, rr, beta, variant=""):
     margin = {"sign": rejected - chosen, "ratios_added": scale * ((pc - pr) + (rc - rr)),
               "beta_twice": beta * (chosen - rejected)}.get(variant, chosen - rejected)
     per_pair = F.logsigmoid(margin) if variant == "no_minus" else -F.logsigmoid(margin)
+    if variant == "log_of_sigmoid":  # in float32, as the inputs the test gives it in: the sigmoid underflows
+        per_pair = -torch.log(torch.sigmoid(margin.float())).double()
     return (per_pair.sum() if variant == "summed" else per_pair.mean()), chosen, rejected
 
 
@@ -132,7 +136,7 @@ def loss_mistakes(fn, index):
     """The known mistakes of the loss (``index`` 0) or a reward (1, 2): ``fn(variant)`` -> the three outputs."""
     named = {"sign": SIGN_FLIPPED, "no_beta": NO_BETA, "reference_minus_policy": REFERENCE_MINUS_POLICY, "ratios_added": RATIOS_ADDED,
              "summed": SUMMED, "no_reference": NO_REFERENCE, "ignored_counted": IGNORED_COUNTED, "mean": MEAN, "no_minus": NO_MINUS,
-             "beta_twice": BETA_TWICE, "wrong_axis": WRONG_AXIS, "shifted_again": SHIFTED_AGAIN}
+             "beta_twice": BETA_TWICE, "wrong_axis": WRONG_AXIS, "shifted_again": SHIFTED_AGAIN, "log_of_sigmoid": LOG_OF_SIGMOID}
     if index:
         named = {k: v for k, v in named.items() if k in ("no_beta", "reference_minus_policy", "no_reference", "ignored_counted", "mean",
                                                          "wrong_axis", "shifted_again")}
@@ -395,13 +399,20 @@ def check_detached(got, what):
 
 
 def test_dpo_loss_matches_the_formula(impl, gen):
-    for beta, dtype in ((float(torch.empty(()).uniform_(0.02, 0.8, generator=gen)), torch.float32), (None, torch.float64)):
+    # the third: one pair's margin -150, whose sigmoid underflows to 0 in float32 (the loss stays finite: logsigmoid)
+    for beta, dtype, far in ((float(torch.empty(()).uniform_(0.02, 0.8, generator=gen)), torch.float32, False), (None, torch.float64, False),
+                             (float(torch.empty(()).uniform_(0.02, 0.8, generator=gen)), torch.float32, True)):
         b = 0.1 if beta is None else beta
         size = n(gen, 2, 8)
         inputs = logprob_quadruple(gen, size, b, dtype)
+        if far:
+            j = n(gen, 0, size - 1)
+            inputs[2][j] = inputs[0][j] + 75 / b  # the chosen reward -75, the rejected +75
+            inputs[3][j] = inputs[1][j] - 75 / b
         got = impl.scenario("dpo_run.loss", *inputs, beta=beta, substitute=PARTS).out
         what = (f"dpo_loss on {size} pairs of {dtype} log-probabilities"
-                + (" with the default beta (0.1)" if beta is None else f", beta={beta:.4g}"))
+                + (" with the default beta (0.1)" if beta is None else f", beta={beta:.4g}")
+                + (f", pair {j}'s reward margin -150 (far below zero)" if far else ""))
         check_triple(got, what)
         leaves = [t.double().requires_grad_(True) for t in inputs]
         want = dpo_formula(*leaves, b)

@@ -14,6 +14,9 @@ top_k equals num_experts (both mistakes then give the same loss: now no name is 
 names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
 find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
 named now (AdamW's bias corrections), and two of GQA's (the scale multiplied, the mask inverted).
+Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
+maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
+log(sigmoid(margin)) (a margin of -150 in float32, named).
 """
 
 import pytest
@@ -21,7 +24,7 @@ from helpers import assert_checks_pass, assert_mistake_named, assert_not_named
 
 T20, T22, T23, T24, T27, T28, T35 = ("test_20_swiglu", "test_22_gqa", "test_23_modern_model", "test_24_hf_weights",
                                      "test_27_adamw", "test_28_flash_forward", "test_35_chat_stream")
-T26 = "test_26_moe"
+T26, T34 = "test_26_moe", "test_34_dpo"
 
 SILU_FLOAT32 = [("return x * torch.sigmoid(x)", "return x.float() * torch.sigmoid(x.float())")]
 HEAD_DIM_IGNORED = [('head_dim=hf.get("head_dim") or hf["hidden_size"] // heads', 'head_dim=hf["hidden_size"] // heads')]
@@ -57,6 +60,12 @@ SCALE_TIMES_HEAD_DIM = [("scores = q @ k.transpose(2, 3) / math.sqrt(self.head_d
                          "scores = q @ k.transpose(2, 3) * self.head_dim")]
 MASK_INVERTED = [('scores = scores.masked_fill(~allowed, float("-inf"))', 'scores = scores.masked_fill(allowed, float("-inf"))')]
 MASK_ANTI_CAUSAL = [('scores = scores.masked_fill(~allowed, float("-inf"))', 'scores = scores.masked_fill(~allowed.T, float("-inf"))')]
+MAX_FROM_ZERO = [("m = torch.full(q_i.shape[:-1], -math.inf, dtype=work, device=q.device)",
+                  "m = torch.zeros(q_i.shape[:-1], dtype=work, device=q.device)")]
+LOG_OF_SIGMOID = [("loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()",
+                   "loss = -torch.log(torch.sigmoid(chosen_rewards - rejected_rewards)).mean()")]
+LOG_OF_SIGMOID_CLAMPED = [("loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()",
+                           "loss = -torch.log(torch.sigmoid(chosen_rewards - rejected_rewards) + 1e-7).mean()")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -67,6 +76,8 @@ CAUGHT = [
     ("torch.optim.AdamW", "adamw.py", MOMENTS_ALIASED, T27, "test_adamw_matches_torch"),
     ("F.scaled_dot_product_attention", "flash.py", OLD_MAXIMUM, T28, "test_tiled_attention_matches_sdpa"),
     ("the pieces", "stream.py", NEVER_ADVANCED, T35, "test_text_comes_out_as_soon_as_it_is_final"),
+    # the third list: passed every check then
+    ("is hundreds below zero", "flash.py", MAX_FROM_ZERO, T28, "test_tiled_attention_matches_sdpa"),
 ]
 NAMED = [
     ("one module object repeated through trf_blocks", "modern.py", ONE_BLOCK, T23, "test_modern_parameters_are_named_and_shaped"),
@@ -84,6 +95,7 @@ NAMED = [
     ("f_e divided by top_k", "moe.py", F_MEAN_OVER_SLOTS, T26, "test_load_balancing_loss_matches_transformers"),
     ("scores multiplied by sqrt(head_dim), not divided by it", "gqa.py", SCALE_MULTIPLIED, T22, "test_gqa_matches_oracle"),
     ("the mask inverted", "gqa.py", MASK_INVERTED, T22, "test_gqa_matches_oracle"),
+    ("log(sigmoid(margin)) where logsigmoid is meant", "dpo.py", LOG_OF_SIGMOID, T34, "test_dpo_loss_matches_the_formula"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -103,6 +115,7 @@ NOT_NAMED = [
     ("v's bias correction applied after the square root", "adamw.py", EPS_LEFT_OUT, T27, "test_adamw_matches_torch"),
     ("scores multiplied by sqrt(head_dim)", "gqa.py", SCALE_TIMES_HEAD_DIM, T22, "test_gqa_matches_oracle"),
     ("the mask inverted", "gqa.py", MASK_ANTI_CAUSAL, T22, "test_gqa_matches_oracle"),
+    ("log(sigmoid(margin))", "dpo.py", LOG_OF_SIGMOID_CLAMPED, T34, "test_dpo_loss_matches_the_formula"),
 ]
 
 
