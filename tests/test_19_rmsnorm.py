@@ -42,6 +42,8 @@ def mistakes(x, weight, eps, offset=False):
                 lambda: x / (torch.sqrt(ms) + eps) * scale),
         Mistake("the root is missing: divided by the mean of squares", "Divide by its square root: torch.rsqrt(ms + eps).",
                 lambda: x / (ms + eps) * scale),
+        Mistake("the root taken twice: divided by the square root of the root mean square",
+                "One square root: x * torch.rsqrt(mean(x ** 2) + eps).", lambda: x * torch.rsqrt(ms.sqrt() + eps) * scale),
         Mistake("Gemma's offset: the weight applied as it is", "With offset=True the weight is stored as w and applied as 1 + w.",
                 lambda: x * torch.rsqrt(ms + eps) * w),
         Mistake("the offset applied without offset=True", "Only Gemma's convention (offset=True) adds 1: Llama and Qwen3 multiply by the weight.",

@@ -61,6 +61,8 @@ def mistakes(x, p):
                 "The product's second factor is self.up(x).", lambda: F.linear(F.silu(g) * g, wd)),
         Mistake("the up projection used twice, the gate never: silu(up(x)) * up(x)",
                 "SiLU goes on self.gate(x); the product's second factor is self.up(x).", lambda: F.linear(F.silu(u) * u, wd)),
+        Mistake("the residual x added inside the feed-forward", "Return self.down(hidden) alone: the block adds the shortcut "
+                "around the whole feed-forward.", lambda: F.linear(F.silu(g) * u, wd) + x),
     ]
 
 

@@ -13,7 +13,8 @@ here: MoE's f_e averaged over the top_k slots was called "the num_experts factor
 top_k equals num_experts (both mistakes then give the same loss: now no name is given where two
 names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
 find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
-named now (AdamW's bias corrections), and two of GQA's (the scale multiplied, the mask inverted).
+named now (AdamW's bias corrections), two of GQA's (the scale multiplied, the mask inverted), SwiGLU's
+residual added inside it and RMSNorm's root taken twice.
 Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
 maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
 log(sigmoid(margin)) (a margin of -150 in float32, named).
@@ -66,6 +67,10 @@ LOG_OF_SIGMOID = [("loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean
                    "loss = -torch.log(torch.sigmoid(chosen_rewards - rejected_rewards)).mean()")]
 LOG_OF_SIGMOID_CLAMPED = [("loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()",
                            "loss = -torch.log(torch.sigmoid(chosen_rewards - rejected_rewards) + 1e-7).mean()")]
+RESIDUAL_INSIDE = [("return self.down(hidden)", "return self.down(hidden) + x")]
+ROOT_TWICE = [("mean_square = xf.pow(2).mean(dim=-1, keepdim=True)", "mean_square = xf.pow(2).mean(dim=-1, keepdim=True).sqrt()")]
+ROOT_OF_SUM = [("mean_square = xf.pow(2).mean(dim=-1, keepdim=True)", "mean_square = xf.pow(2).sum(dim=-1, keepdim=True).sqrt()")]
+RESIDUAL_DOUBLED = [("return self.down(hidden)", "return self.down(hidden) + 2 * x")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -96,6 +101,8 @@ NAMED = [
     ("scores multiplied by sqrt(head_dim), not divided by it", "gqa.py", SCALE_MULTIPLIED, T22, "test_gqa_matches_oracle"),
     ("the mask inverted", "gqa.py", MASK_INVERTED, T22, "test_gqa_matches_oracle"),
     ("log(sigmoid(margin)) where logsigmoid is meant", "dpo.py", LOG_OF_SIGMOID, T34, "test_dpo_loss_matches_the_formula"),
+    ("the residual x added inside the feed-forward", "swiglu.py", RESIDUAL_INSIDE, T20, "test_swiglu_matches_oracle"),
+    ("the root taken twice", "rmsnorm.py", ROOT_TWICE, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -116,6 +123,8 @@ NOT_NAMED = [
     ("scores multiplied by sqrt(head_dim)", "gqa.py", SCALE_TIMES_HEAD_DIM, T22, "test_gqa_matches_oracle"),
     ("the mask inverted", "gqa.py", MASK_ANTI_CAUSAL, T22, "test_gqa_matches_oracle"),
     ("log(sigmoid(margin))", "dpo.py", LOG_OF_SIGMOID_CLAMPED, T34, "test_dpo_loss_matches_the_formula"),
+    ("the residual x added inside", "swiglu.py", RESIDUAL_DOUBLED, T20, "test_swiglu_matches_oracle"),
+    ("the root taken twice", "rmsnorm.py", ROOT_OF_SUM, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
 ]
 
 
