@@ -72,7 +72,7 @@ def build_parser() -> OneLineErrors:
                    help="which linear layers get LoRA: " + "; ".join(f"{k}: {v}" for k, v in LORA_LAYERS.items()))
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps (0 with --dpo: DPO alone, on a fine-tuned --base)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-3 with --lora; 1e-4 for --base gpt2)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; 5e-3 with --lora but not --classify; 1e-4 for --base gpt2)")
     p.add_argument("--dropout", type=float, default=0.1, help="the model's dropout while fine-tuning")
     p.add_argument("--no-mask-prompt", action="store_true", help="train on the prompt's tokens too (default: the response's only)")
     p.add_argument("--dpo", action="store_true", help="after fine-tuning, a DPO stage on preference pairs")
@@ -265,7 +265,8 @@ def run(args, parser) -> None:
     if ctx <= args.max_new_tokens + 16:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in a context of {ctx} tokens")
     use_threads(args.threads)  # the first line, once the options are known good: the threads, and how to change them
-    lr = args.lr or (1e-4 if args.base == "gpt2" else 5e-3 if args.lora else 1e-3)
+    # (the classification demo's new head learns at this rate too: LoRA's 5e-3 made it diverge at rank 16)
+    lr = args.lr or (1e-4 if args.base == "gpt2" else 5e-3 if args.lora and not args.classify else 1e-3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.classify:
