@@ -50,6 +50,9 @@ def moe(x, p, num_experts, top_k, norm=True, variant=""):
         weights = torch.zeros_like(probs).scatter(1, idx, F.linear(tokens, p["router.weight"]).gather(1, idx))
     if variant == "unweighted":  # the chosen experts' outputs added without their weights
         weights = torch.zeros_like(probs).scatter(1, idx, 1.0)
+    if variant == "assigned":  # out[token_idx] = y, experts in order: each token keeps its highest-numbered expert's output
+        last = idx.max(dim=-1, keepdim=True).values
+        weights = torch.zeros_like(probs).scatter(1, last, weights.gather(1, last))
     out = 0
     for e in range(num_experts):
         w = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"experts.{e}.")}
@@ -87,6 +90,9 @@ def mistakes(x, p, num_experts, top_k, norm):
                            "out += weight * expert(x): each chosen expert's "
                            "output times its (renormalised) probability.", wrong("unweighted")))
     if top_k > 1:
+        out.append(Mistake("each expert's output assigned to its tokens (out[token_idx] = y), not added: a token keeps only its "
+                           "last expert's", "out.index_add_(0, token_idx, y) adds every chosen expert's weighted output.",
+                           wrong("assigned")))
         out.append(Mistake("every chosen expert weighted by the first choice's probability",
                            "Weight expert e's output by the "
                            "probability in the slot where the token chose e: weights[token_idx, slot] "

@@ -14,7 +14,7 @@ top_k equals num_experts (both mistakes then give the same loss: now no name is 
 names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
 find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
 named now (AdamW's bias corrections), two of GQA's (the scale multiplied, the mask inverted), SwiGLU's
-residual added inside it and RMSNorm's root taken twice.
+residual added inside it, RMSNorm's root taken twice and MoE's outputs assigned, not added.
 Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
 maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
 log(sigmoid(margin)) (a margin of -150 in float32, named).
@@ -71,6 +71,8 @@ RESIDUAL_INSIDE = [("return self.down(hidden)", "return self.down(hidden) + x")]
 ROOT_TWICE = [("mean_square = xf.pow(2).mean(dim=-1, keepdim=True)", "mean_square = xf.pow(2).mean(dim=-1, keepdim=True).sqrt()")]
 ROOT_OF_SUM = [("mean_square = xf.pow(2).mean(dim=-1, keepdim=True)", "mean_square = xf.pow(2).sum(dim=-1, keepdim=True).sqrt()")]
 RESIDUAL_DOUBLED = [("return self.down(hidden)", "return self.down(hidden) + 2 * x")]
+OUTPUT_ASSIGNED = [("out.index_add_(0, token_idx, y)", "out[token_idx] = y")]
+OUTPUT_DOUBLED = [("out.index_add_(0, token_idx, y)", "out.index_add_(0, token_idx, 2 * y)")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -103,6 +105,7 @@ NAMED = [
     ("log(sigmoid(margin)) where logsigmoid is meant", "dpo.py", LOG_OF_SIGMOID, T34, "test_dpo_loss_matches_the_formula"),
     ("the residual x added inside the feed-forward", "swiglu.py", RESIDUAL_INSIDE, T20, "test_swiglu_matches_oracle"),
     ("the root taken twice", "rmsnorm.py", ROOT_TWICE, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
+    ("each expert's output assigned to its tokens", "moe.py", OUTPUT_ASSIGNED, T26, "test_moe_matches_transformers"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -125,6 +128,7 @@ NOT_NAMED = [
     ("log(sigmoid(margin))", "dpo.py", LOG_OF_SIGMOID_CLAMPED, T34, "test_dpo_loss_matches_the_formula"),
     ("the residual x added inside", "swiglu.py", RESIDUAL_DOUBLED, T20, "test_swiglu_matches_oracle"),
     ("the root taken twice", "rmsnorm.py", ROOT_OF_SUM, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
+    ("each expert's output assigned", "moe.py", OUTPUT_DOUBLED, T26, "test_moe_matches_transformers"),
 ]
 
 
