@@ -181,9 +181,17 @@ def test_greedy_generation_equals_uncached(impl, gen):
                 f"generate_modern returned {getattr(got, 'shape', type(got).__name__)}; expected a tensor of shape {tuple(want.shape)}")
     if not torch.equal(got, want):
         r, c = (got != want).nonzero()[0].tolist()
+        # the first new token read off the prompt's first position (logits[:, 0]); every later step feeds one token, where
+        # the first position is the last
+        first = idx[:, :prompt]
+        for step in range(steps):
+            first = torch.cat([first, modern(first, params, cfg)[:, 0 if step == 0 else -1].argmax(-1, keepdim=True)], 1)
+        named = prompt > 1 and torch.equal(got, first)
         raise Mismatch(f"greedy generate_modern through your cache differs from greedy uncached generation (argmax of the full "
                        f"forward pass) at row {r}, position {c} (new token {c - prompt + 1} of {steps}): got {got[r, c].item()}, "
-                       f"expected {want[r, c].item()}. Row {r} was {want[r].tolist()}.")
+                       f"expected {want[r, c].item()}. Row {r} was {want[r].tolist()}."
+                       + ("\nThis looks like: the next token taken from the first position's logits after the prompt, not the last. "
+                          "The next token follows the last position: logits[:, -1]." if named else ""))
 
 
 def test_past_max_len_is_a_clear_error(impl, gen):

@@ -14,7 +14,8 @@ top_k equals num_experts (both mistakes then give the same loss: now no name is 
 names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
 find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
 named now (AdamW's bias corrections), two of GQA's (the scale multiplied, the mask inverted), SwiGLU's
-residual added inside it, RMSNorm's root taken twice and MoE's outputs assigned, not added.
+residual added inside it, RMSNorm's root taken twice, MoE's outputs assigned, not added, and the
+first new token read off the prompt's first position.
 Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
 maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
 log(sigmoid(margin)) (a margin of -150 in float32, named).
@@ -73,6 +74,10 @@ ROOT_OF_SUM = [("mean_square = xf.pow(2).mean(dim=-1, keepdim=True)", "mean_squa
 RESIDUAL_DOUBLED = [("return self.down(hidden)", "return self.down(hidden) + 2 * x")]
 OUTPUT_ASSIGNED = [("out.index_add_(0, token_idx, y)", "out[token_idx] = y")]
 OUTPUT_DOUBLED = [("out.index_add_(0, token_idx, y)", "out.index_add_(0, token_idx, 2 * y)")]
+FIRST_POSITION = [("step_input = modern_cached(model, step_input, cache)[:, -1].argmax(-1, keepdim=True)",
+                   "step_input = modern_cached(model, step_input, cache)[:, 0].argmax(-1, keepdim=True)")]
+SECOND_BEST = [("step_input = modern_cached(model, step_input, cache)[:, -1].argmax(-1, keepdim=True)",
+                "step_input = modern_cached(model, step_input, cache)[:, -1].topk(2, dim=-1).indices[:, 1:]")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -106,6 +111,8 @@ NAMED = [
     ("the residual x added inside the feed-forward", "swiglu.py", RESIDUAL_INSIDE, T20, "test_swiglu_matches_oracle"),
     ("the root taken twice", "rmsnorm.py", ROOT_TWICE, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
     ("each expert's output assigned to its tokens", "moe.py", OUTPUT_ASSIGNED, T26, "test_moe_matches_transformers"),
+    ("the next token taken from the first position's logits after the prompt", "modern_cache.py", FIRST_POSITION,
+     "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -129,6 +136,7 @@ NOT_NAMED = [
     ("the residual x added inside", "swiglu.py", RESIDUAL_DOUBLED, T20, "test_swiglu_matches_oracle"),
     ("the root taken twice", "rmsnorm.py", ROOT_OF_SUM, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
     ("each expert's output assigned", "moe.py", OUTPUT_DOUBLED, T26, "test_moe_matches_transformers"),
+    ("the first position's logits", "modern_cache.py", SECOND_BEST, "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
 ]
 
 
