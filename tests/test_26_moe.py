@@ -40,7 +40,7 @@ def moe(x, p, num_experts, top_k, norm=True, variant=""):
     elif variant == "renormalised_anyway":  # also what a softmax over the chosen logits only gives
         norm = True
     if norm:
-        top = top / top.sum(-1, keepdim=True)
+        top = top / (top.sum() if variant == "renormalised_over_batch" else top.sum(-1, keepdim=True))
     if variant == "first_slot_weight":  # every chosen expert weighted by the first choice's (renormalised) probability
         top = top[:, :1].expand_as(top)
     weights = torch.zeros_like(probs).scatter(1, idx, top)
@@ -98,6 +98,10 @@ def mistakes(x, p, num_experts, top_k, norm):
                            "probability in the slot where the token chose e: weights[token_idx, slot] "
                            "(torch.where(chosen == e)).",
                            wrong("first_slot_weight")))
+    if norm:
+        out.append(Mistake("the chosen probabilities renormalised over the whole batch, not per token",
+                           "weights / weights.sum(dim=-1, keepdim=True): each token's chosen weights sum to 1.",
+                           wrong("renormalised_over_batch")))
     if norm and top_k > 1:
         out.append(Mistake("the top-k probabilities were not renormalised", "With norm_topk_prob, divide the chosen "
                            "probabilities by their sum, so that each token's weights sum to 1.", wrong("not_renormalised")))

@@ -14,7 +14,7 @@ top_k equals num_experts (both mistakes then give the same loss: now no name is 
 names fit, `compare.diagnose`), and a stop string at the very start of the text, missed because
 find's 0 was read as "not found", was called "the stop strings ignored". Two of the unnamed are
 named now (AdamW's bias corrections), two of GQA's (the scale multiplied, the mask inverted), SwiGLU's
-residual added inside it, RMSNorm's root taken twice, MoE's outputs assigned, not added, and the
+residual added inside it, RMSNorm's root taken twice, MoE's outputs assigned, not added, MoE's weights renormalised over the batch, and the
 first new token read off the prompt's first position.
 Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
 maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
@@ -78,6 +78,8 @@ FIRST_POSITION = [("step_input = modern_cached(model, step_input, cache)[:, -1].
                    "step_input = modern_cached(model, step_input, cache)[:, 0].argmax(-1, keepdim=True)")]
 SECOND_BEST = [("step_input = modern_cached(model, step_input, cache)[:, -1].argmax(-1, keepdim=True)",
                 "step_input = modern_cached(model, step_input, cache)[:, -1].topk(2, dim=-1).indices[:, 1:]")]
+OVER_THE_BATCH = [("weights = weights / weights.sum(dim=-1, keepdim=True)", "weights = weights / weights.sum()")]
+OVER_THE_SLOTS = [("weights = weights / weights.sum(dim=-1, keepdim=True)", "weights = weights / weights.sum(dim=0, keepdim=True)")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -113,6 +115,7 @@ NAMED = [
     ("each expert's output assigned to its tokens", "moe.py", OUTPUT_ASSIGNED, T26, "test_moe_matches_transformers"),
     ("the next token taken from the first position's logits after the prompt", "modern_cache.py", FIRST_POSITION,
      "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
+    ("the chosen probabilities renormalised over the whole batch", "moe.py", OVER_THE_BATCH, T26, "test_moe_matches_transformers"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -137,6 +140,7 @@ NOT_NAMED = [
     ("the root taken twice", "rmsnorm.py", ROOT_OF_SUM, "test_19_rmsnorm", "test_rmsnorm_matches_builtin"),
     ("each expert's output assigned", "moe.py", OUTPUT_DOUBLED, T26, "test_moe_matches_transformers"),
     ("the first position's logits", "modern_cache.py", SECOND_BEST, "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
+    ("renormalised over the whole batch", "moe.py", OVER_THE_SLOTS, T26, "test_moe_matches_transformers"),
 ]
 
 
