@@ -203,6 +203,22 @@ def test_fast_layer_norm_and_attention(impl, gen):
     want = F.layer_norm(x.double(), (e,), p["scale"].double(), p["shift"].double(), 1e-5)
     assert_close(res.out, want.float(), f"FastLayerNorm({e}) on x of shape {tuple(x.shape)}", oracle="F.layer_norm (float64)",
                  atol=1e-5, rtol=1e-4)
+    # FastFeedForward with its hidden activations near -2.7, where the tanh GELU and the exact (erf) one differ most (by
+    # 4.7e-4, 5% of GELU's value there), and a second layer of positive weights that adds those differences up
+    x = torch.randn(n(gen, 1, 3), n(gen, 1, 9), e, generator=gen)
+    ff = {"layers.0.weight": 0.1 * torch.randn(4 * e, e, generator=gen) / e ** 0.5, "layers.0.bias": torch.full((4 * e,), -2.7),
+          "layers.2.weight": 0.5 + torch.rand(e, 4 * e, generator=gen), "layers.2.bias": 0.01 * torch.randn(e, generator=gen)}
+    res = impl.module("fast.FastFeedForward", x, init_args=(e,), params=ff)
+    d = {k: v.double() for k, v in ff.items()}
+
+    def feed_forward(approximate):
+        hidden = F.gelu(F.linear(x.double(), d["layers.0.weight"], d["layers.0.bias"]), approximate=approximate)
+        return F.linear(hidden, d["layers.2.weight"], d["layers.2.bias"]).float()
+
+    exact = Mistake("the exact (erf) GELU, not GPT-2's tanh approximation",
+                    'GPT-2 (and exercise 02) use the tanh approximation: nn.GELU(approximate="tanh").', lambda: feed_forward("none"))
+    assert_close(res.out, feed_forward("tanh"), f"FastFeedForward({e}) on x of shape {tuple(x.shape)}",
+                 oracle='Linear, GELU(approximate="tanh"), Linear (float64)', atol=2e-5, rtol=1e-5, mistakes=[exact])
     cfg, idx, params, _ = case(gen)
     heads, e = cfg["n_heads"], cfg["emb_dim"]
     att = {k[len("trf_blocks.0.att."):]: v.float() for k, v in params.items() if k.startswith("trf_blocks.0.att.")}

@@ -18,7 +18,9 @@ residual added inside it, RMSNorm's root taken twice, MoE's outputs assigned, no
 first new token read off the prompt's first position.
 Two that passed every check are caught now, by inputs the checks never drew: flash attention's running
 maximum started at 0 (rows whose every score is hundreds below zero), and DPO's loss as
-log(sigmoid(margin)) (a margin of -150 in float32, named).
+log(sigmoid(margin)) (a margin of -150 in float32, named); and one caught and named: FastGPT's
+feed-forward with the exact GELU, not the tanh one (30 now checks FastFeedForward with its hidden
+activations near -2.7, where the two differ most).
 """
 
 import pytest
@@ -80,6 +82,8 @@ SECOND_BEST = [("step_input = modern_cached(model, step_input, cache)[:, -1].arg
                 "step_input = modern_cached(model, step_input, cache)[:, -1].topk(2, dim=-1).indices[:, 1:]")]
 OVER_THE_BATCH = [("weights = weights / weights.sum(dim=-1, keepdim=True)", "weights = weights / weights.sum()")]
 OVER_THE_SLOTS = [("weights = weights / weights.sum(dim=-1, keepdim=True)", "weights = weights / weights.sum(dim=0, keepdim=True)")]
+EXACT_GELU = [('nn.GELU(approximate="tanh"), nn.Linear(4 * emb_dim', "nn.GELU(), nn.Linear(4 * emb_dim")]
+RELU_FOR_GELU = [('nn.GELU(approximate="tanh"), nn.Linear(4 * emb_dim', "nn.ReLU(), nn.Linear(4 * emb_dim")]
 V_WITH_BETA1 = [("v.mul_(beta2).addcmul_(g, g, value=1 - beta2)", "v.mul_(beta2).addcmul_(g, g, value=1 - beta1)")]
 
 # (words the learner must read, file, edits, module, check); named: right after "This looks like: "
@@ -116,6 +120,7 @@ NAMED = [
     ("the next token taken from the first position's logits after the prompt", "modern_cache.py", FIRST_POSITION,
      "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
     ("the chosen probabilities renormalised over the whole batch", "moe.py", OVER_THE_BATCH, T26, "test_moe_matches_transformers"),
+    ("the exact (erf) GELU, not GPT-2's tanh approximation", "fast.py", EXACT_GELU, "test_30_fast_gpt", "test_fast_layer_norm_and_attention"),
 ]
 # (the wrong name once given, file, edits, module, check)
 NOT_NAMED = [
@@ -141,6 +146,7 @@ NOT_NAMED = [
     ("each expert's output assigned", "moe.py", OUTPUT_DOUBLED, T26, "test_moe_matches_transformers"),
     ("the first position's logits", "modern_cache.py", SECOND_BEST, "test_25_modern_cache", "test_greedy_generation_equals_uncached"),
     ("renormalised over the whole batch", "moe.py", OVER_THE_SLOTS, T26, "test_moe_matches_transformers"),
+    ("the exact (erf) GELU", "fast.py", RELU_FOR_GELU, "test_30_fast_gpt", "test_fast_layer_norm_and_attention"),
 ]
 
 
