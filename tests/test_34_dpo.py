@@ -132,14 +132,16 @@ def batch_oracle(policy, reference, cfg, batch, beta, variant=""):
     return dpo_formula(pc, pr, rc, rr, beta, "" if seq else variant)
 
 
+# The known mistakes of dpo_formula's ``variant``s, and those of them that change a reward too
+VARIANTS = {"sign": SIGN_FLIPPED, "no_beta": NO_BETA, "reference_minus_policy": REFERENCE_MINUS_POLICY, "ratios_added": RATIOS_ADDED,
+            "summed": SUMMED, "no_reference": NO_REFERENCE, "ignored_counted": IGNORED_COUNTED, "mean": MEAN, "no_minus": NO_MINUS,
+            "beta_twice": BETA_TWICE, "wrong_axis": WRONG_AXIS, "shifted_again": SHIFTED_AGAIN, "log_of_sigmoid": LOG_OF_SIGMOID}
+IN_REWARDS = ("no_beta", "reference_minus_policy", "no_reference", "ignored_counted", "mean", "wrong_axis", "shifted_again")
+
+
 def loss_mistakes(fn, index):
     """The known mistakes of the loss (``index`` 0) or a reward (1, 2): ``fn(variant)`` -> the three outputs."""
-    named = {"sign": SIGN_FLIPPED, "no_beta": NO_BETA, "reference_minus_policy": REFERENCE_MINUS_POLICY, "ratios_added": RATIOS_ADDED,
-             "summed": SUMMED, "no_reference": NO_REFERENCE, "ignored_counted": IGNORED_COUNTED, "mean": MEAN, "no_minus": NO_MINUS,
-             "beta_twice": BETA_TWICE, "wrong_axis": WRONG_AXIS, "shifted_again": SHIFTED_AGAIN, "log_of_sigmoid": LOG_OF_SIGMOID}
-    if index:
-        named = {k: v for k, v in named.items() if k in ("no_beta", "reference_minus_policy", "no_reference", "ignored_counted", "mean",
-                                                         "wrong_axis", "shifted_again")}
+    named = {k: VARIANTS[k] for k in IN_REWARDS} if index else VARIANTS
     return [Mistake(*words, (lambda v=variant: fn(v)[index].float())) for variant, words in named.items()]
 
 
@@ -383,7 +385,7 @@ def check_loss(got, want, what, mistakes_of, atol=1e-5, rtol=1e-4):
     assert_true(t.dim() == 0, f"{what}: the loss has shape {tuple(t.shape)}; expected a 0-d tensor, the mean over the batch")
     # checked after the rewards, which were right: they have beta, so a loss without it is missing it alone, and no
     # mistake that changes a reward (the reference minus the policy, which flips the loss's margin as its sign does) fits
-    in_rewards = {m.name for m in mistakes_of(1)} - {NO_BETA[0]}
+    in_rewards = {VARIANTS[k][0] for k in IN_REWARDS if k != "no_beta"}
     named = [Mistake(*LOSS_NO_BETA, m.output) if m.name == NO_BETA[0] else m for m in mistakes_of(0) if m.name not in in_rewards]
     expected, mistakes = in_dtype_of(t, want[0], named)
     assert_close(t, expected, f"{what}: the loss", oracle="the mean of -logsigmoid(chosen_rewards - rejected_rewards)", atol=atol,
